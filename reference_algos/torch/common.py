@@ -1,0 +1,92 @@
+"""Small shared base of the PyTorch reference algorithms.
+
+Only what every CORL single-file script repeats verbatim lives here (soft update, the batch type) plus the
+parameter import/export every trainer needs. Nothing here touches an RNG.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+TensorBatch = Sequence[torch.Tensor]
+"""CORL batch layout: ``[states, actions, rewards [B,1], next_states, dones [B,1]]``."""
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """``target <- (1 - tau) * target + tau * source`` over ``parameters()``, exactly CORL's expression."""
+    for target_param, source_param in zip(target.parameters(), source.parameters()):
+        target_param.data.copy_((1 - tau) * target_param.data + tau * source_param.data)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """``deepcopy(module).requires_grad_(False)`` as CORL builds its target networks."""
+    return copy.deepcopy(module).requires_grad_(False)
+
+
+class ReferenceTrainer:
+    """Base of the single-actor reference trainers.
+
+    Subclasses set ``online`` (name -> module, in the order CORL constructs them) and ``targets_of`` (target name ->
+    online name). Parameter names are ``"<module>/<state_dict key>"``, the naming of the CORL golden traces.
+    """
+
+    #: golden-trace variant name, e.g. ``"iql_gaussian"``
+    variant: ClassVar[str] = ""
+    #: name of the actor module (the one the multi-actor trainer calls actor0)
+    actor_name: ClassVar[str] = "actor"
+    #: target module name -> online module name
+    targets_of: ClassVar[dict[str, str]] = {}
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every network and trainable scalar, online first then targets."""
+        raise NotImplementedError
+
+    def train_step(self, batch: TensorBatch) -> dict[str, float]:
+        """One call of CORL's ``train``/``update``."""
+        raise NotImplementedError
+
+    def extra_scalars(self) -> dict[str, float]:
+        """Quantities outside the log dict that golden traces record (e.g. a learning rate after its schedule)."""
+        return {}
+
+    def named_tensors(self) -> dict[str, torch.Tensor]:
+        """All parameters, online and target, under golden-trace names."""
+        out: dict[str, torch.Tensor] = {}
+        for mod_name, module in self.modules().items():
+            for key, value in module.state_dict(keep_vars=True).items():
+                out[f"{mod_name}/{key}"] = value
+        return out
+
+    def export_parameters(self) -> dict[str, np.ndarray]:
+        """Copy of every parameter as float32 numpy arrays (name -> array)."""
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.named_tensors().items()}
+
+    def load_parameters(self, params: Mapping[str, np.ndarray], strict: bool = True) -> None:
+        """Overwrite parameters from a name -> array mapping.
+
+        Online networks must be present when ``strict``; a target network missing from ``params`` becomes an exact
+        copy of its online network (how CORL creates it).
+        """
+        tensors = self.named_tensors()
+        target_prefixes = tuple(f"{t}/" for t in self.targets_of)
+        missing = [k for k in tensors if k not in params and not k.startswith(target_prefixes)]
+        unknown = [k for k in params if k not in tensors]
+        if strict and (missing or unknown):
+            raise KeyError(f"parameter names do not match: missing {missing[:5]}, unknown {unknown[:5]}")
+        with torch.no_grad():
+            for key, tensor in tensors.items():
+                if key in params:
+                    src = torch.as_tensor(np.asarray(params[key]), dtype=tensor.dtype)
+                    if tuple(src.shape) != tuple(tensor.shape):
+                        raise ValueError(f"{key}: shape {tuple(src.shape)} != expected {tuple(tensor.shape)}")
+                    tensor.copy_(src)
+            for target, online in self.targets_of.items():
+                for key, tensor in tensors.items():
+                    if key.startswith(f"{target}/") and key not in params:
+                        tensor.copy_(tensors[f"{online}/{key[len(target) + 1:]}"])

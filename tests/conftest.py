@@ -1,0 +1,41 @@
+"""Test isolation: every tool that caches or logs writes into a per-session temporary directory, never $HOME."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="pogo-audit-tests-"))
+for _var, _sub in (
+    ("MINARI_DATASETS_PATH", "minari"),
+    ("WANDB_DIR", "wandb"),
+    ("WANDB_CACHE_DIR", "wandb-cache"),
+    ("WANDB_CONFIG_DIR", "wandb-config"),
+    ("WANDB_DATA_DIR", "wandb-data"),
+    ("XDG_CACHE_HOME", "xdg-cache"),
+    ("MPLCONFIGDIR", "mpl"),
+):
+    os.environ[_var] = str(_SESSION_DIR / _sub)
+    (_SESSION_DIR / _sub).mkdir(parents=True, exist_ok=True)
+os.environ["WANDB_MODE"] = "disabled"
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+@pytest.fixture(scope="session")
+def golden_dir():
+    """The CORL golden traces (``$POGO_AUDIT_GOLDEN_DIR`` or ``../shared/corl_golden``); tests fail without them."""
+    from pogo_audit.golden import GoldenDir
+
+    return GoldenDir()
+
+
+@pytest.fixture(scope="session")
+def embedded_dataset():
+    """The embedded default Minari dataset, created once per test session in the session's MINARI_DATASETS_PATH."""
+    from pogo_audit import data
+
+    data.make_dataset()
+    return data.DEFAULT_DATASET_ID

@@ -1,0 +1,127 @@
+"""CLI: exit codes and one-line errors for bad input (no traceback)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pogo_audit.cli import main
+from pogo_audit.golden import default_golden_dir
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("pogo-audit: error:")
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture()
+def golden_copy(tmp_path):
+    """A writable golden directory (symlinks to the shared files, one variant copied)."""
+    src = default_golden_dir()
+    dst = tmp_path / "golden"
+    dst.mkdir()
+    for p in src.iterdir():
+        (dst / p.name).symlink_to(p)
+    (dst / "iql_gaussian").unlink()
+    shutil.copytree(src / "iql_gaussian", dst / "iql_gaussian")
+    for p in (dst / "iql_gaussian").iterdir():
+        p.chmod(0o644)
+    return dst
+
+
+def test_unknown_algo(capsys):
+    code, _, err = run_cli(capsys, "conformance", "--algo", "ppo")
+    assert_one_line_error(code, err, "--algo", "'ppo'")
+
+
+def test_missing_golden_dir(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "conformance", "--algo", "td3_bc", "--golden", str(tmp_path / "nope"))
+    assert_one_line_error(code, err, "golden directory not found", str(tmp_path / "nope"))
+
+
+def test_golden_missing_file(capsys, golden_copy):
+    (golden_copy / "iql_gaussian" / "steps.npz").unlink()
+    code, _, err = run_cli(capsys, "conformance", "--algo", "iql_gaussian", "--golden", str(golden_copy))
+    assert_one_line_error(code, err, "steps.npz", "not found")
+
+
+def test_golden_corrupt_file(capsys, golden_copy):
+    (golden_copy / "iql_gaussian" / "init_params.npz").write_bytes(b"PK\x03\x04 this is not a zip")
+    code, _, err = run_cli(capsys, "conformance", "--algo", "iql_gaussian", "--golden", str(golden_copy))
+    assert_one_line_error(code, err, "init_params.npz", "corrupt")
+
+
+def test_golden_truncated_file(capsys, golden_copy):
+    path = golden_copy / "iql_gaussian" / "steps.npz"
+    path.write_bytes(path.read_bytes()[:5000])
+    code, _, err = run_cli(capsys, "conformance", "--algo", "iql_gaussian", "--golden", str(golden_copy))
+    assert_one_line_error(code, err, "steps.npz", "corrupt")
+
+
+def test_golden_of_a_different_algorithm(capsys, golden_copy):
+    shutil.copy(default_golden_dir() / "td3_bc" / "meta.json", golden_copy / "iql_gaussian" / "meta.json")
+    code, _, err = run_cli(capsys, "conformance", "--algo", "iql_gaussian", "--golden", str(golden_copy))
+    assert_one_line_error(code, err, "'td3_bc'", "expected 'iql_gaussian'")
+
+
+def test_golden_params_of_a_different_algorithm(capsys, golden_copy):
+    (golden_copy / "iql_gaussian" / "init_params.npz").unlink()
+    shutil.copy(default_golden_dir() / "td3_bc" / "init_params.npz", golden_copy / "iql_gaussian" / "init_params.npz")
+    code, _, err = run_cli(capsys, "conformance", "--algo", "iql_gaussian", "--golden", str(golden_copy))
+    assert_one_line_error(code, err, "init_params.npz", "does not fit iql_gaussian")
+
+
+def test_golden_pickle_is_refused(capsys, golden_copy):
+    import numpy as np
+
+    path = golden_copy / "iql_gaussian" / "init_params.npz"
+    np.savez(path, evil=np.array([{"a": 1}], dtype=object))
+    code, _, err = run_cli(capsys, "conformance", "--algo", "iql_gaussian", "--golden", str(golden_copy))
+    assert_one_line_error(code, err, "init_params.npz", "pickle")
+
+
+def test_bad_option_value(capsys):
+    code, _, err = run_cli(capsys, "conformance", "--steps", "zero")
+    assert_one_line_error(code, err, "--steps")
+
+
+def test_datasets_make_unknown_env(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    code, _, err = run_cli(capsys, "datasets", "make", "--id", "x/y-v0", "--env", "NoSuchEnv-v9")
+    assert_one_line_error(code, err, "--env", "NoSuchEnv-v9")
+
+
+def test_conformance_passes_and_writes_json(capsys, tmp_path):
+    from pogo_audit.results import RunResults
+
+    code, out, _ = run_cli(capsys, "conformance", "--algo", "td3_bc", "--steps", "4", "--json",
+                           str(tmp_path / "r.json"), "-q")
+    assert code == 0
+    assert "100.00" in out and "conformance passed" in out
+    res = RunResults.load(tmp_path / "r.json")
+    assert [c.subject for c in res.checks] == ["td3_bc"] and res.checks[0].passed
+
+
+def test_console_script_reports_usage_error_without_traceback():
+    exe = Path(sys.executable).with_name("pogo-audit")
+    proc = subprocess.run([str(exe), "conformance", "--algo", "nope"], capture_output=True, text=True,
+                          env={**os.environ}, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "--algo" in proc.stderr

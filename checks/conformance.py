@@ -171,12 +171,19 @@ def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = N
             for key in extra_keys:
                 run.record("logs", t, key, steps_arrays[key][i], extras.get(key, float("nan")), True)
             for name, tensor in trainer.named_tensors().items():
-                s, l2 = param_digest(tensor.detach().cpu().numpy())
+                arr = tensor.detach().cpu().numpy()
+                s, l2 = param_digest(arr)
                 if f"sum/{name}" not in steps_arrays:
                     run.record("digests", t, f"sum/{name} (not in golden)", float("nan"), s, True)
                     continue
                 run.record("digests", t, f"sum/{name}", steps_arrays[f"sum/{name}"][i], s, True)
                 run.record("digests", t, f"l2/{name}", steps_arrays[f"l2/{name}"][i], l2, True)
+                if f"member_sum/{name}" in steps_arrays:  # ensembles: one digest per member along axis 0
+                    members = np.array([param_digest(m) for m in arr])
+                    run.record("digests", t, f"member_sum/{name}", steps_arrays[f"member_sum/{name}"][i],
+                               members[:, 0], False)
+                    run.record("digests", t, f"member_l2/{name}", steps_arrays[f"member_l2/{name}"][i],
+                               members[:, 1], False)
             if rng_key in steps_arrays:
                 same = bool(np.array_equal(rng_fingerprint(), steps_arrays[rng_key][i]))
                 run.record("rng", t, "rng/torch", 0.0, 0.0 if same else float("inf"), True)
@@ -184,14 +191,22 @@ def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = N
                 expected = golden.params_at(t) or {}
                 actual = trainer.export_parameters()
                 for name, arr in expected.items():
-                    run.record("snapshots", t, f"params_step{t}/{name}", arr,
-                               actual.get(name, np.full_like(arr, np.nan)), False)
+                    run.record("snapshots", t, f"params_step{t}/{name}", arr, _snapshot_value(actual, name, arr),
+                               False)
             if progress is not None:
                 progress(t)
     finally:
         torch.set_num_threads(prev_threads)
 
     return _result(variant, run, n_steps, time.perf_counter() - t0)
+
+
+def _snapshot_value(actual: dict[str, np.ndarray], name: str, expected: np.ndarray) -> np.ndarray:
+    """Our tensor for a golden snapshot key; ``<name>#member<k>`` is member k of an ensemble tensor."""
+    base, sep, member = name.partition("#member")
+    if sep and base in actual and member.isdigit():
+        return actual[base][int(member)]
+    return actual.get(name, np.full_like(expected, np.nan))
 
 
 def _result(variant: str, run: _Run, n_steps: int, seconds: float) -> CheckResult:

@@ -1,0 +1,148 @@
+"""Conformance of the JAX ReBRAC reference with the golden traces recorded from CORL's ``rebrac.py``.
+
+Follows the golden protocol in ``meta.json``: build as CORL does (``PRNGKey(train_seed)`` split into key / actor_key /
+critic_key), overwrite the online parameters with ``init_params.npz`` (targets become copies), then for update
+i = 0..n-1 run one CORL loop body on the fixed batch ``batch_idx[i]`` (the batch key is split off and left unused, as
+in the golden run). Compared at every step: the logged scalars (where ``logmask`` is set), the sum and L2 digests of
+every online and target tensor, the key chain (bitwise) and, at the snapshot steps, the full parameters.
+
+``jax_threefry_partitionable`` is forced to True (the golden keys are only valid under it). Matmul precision is left
+at its default: on XLA:CPU float32 matmuls are computed in full float32 already.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from checks.conformance import CONFORMANCE_ATOL, CONFORMANCE_RTOL, _result, _Run, config_for
+from pogo_audit.errors import InputError, UsageError
+from pogo_audit.golden import GoldenDir, param_digest
+from pogo_audit.results import CheckResult
+
+# CORL buffer field -> dataset.npz array, when meta.json does not say (it does for the recorded traces)
+DEFAULT_ARRAYS = {"states": "raw_observations", "actions": "actions", "rewards": "rewards",
+                  "next_states": "raw_next_observations", "next_actions": "next_actions", "dones": "dones"}
+RNG_DRAWS = "rng_draws_steps1-2.npz"
+
+
+def _same(expected: np.ndarray, actual: np.ndarray) -> float:
+    """0.0 if bitwise identical (dtype, shape and bits), else inf: keys are never "close", only equal or not."""
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    ok = expected.dtype == actual.dtype and expected.shape == actual.shape and \
+        expected.tobytes() == actual.tobytes()
+    return 0.0 if ok else float("inf")
+
+
+def run_jax_variant(golden_dir: GoldenDir, variant: str, steps: int | None = None,
+                    rtol: float = CONFORMANCE_RTOL, atol: float = CONFORMANCE_ATOL,
+                    progress: Callable[[int], None] | None = None) -> CheckResult:
+    """Replay ``variant``'s golden protocol with the JAX reference implementation and compare everything."""
+    import jax
+
+    from reference_algos.jax import rebrac as module
+
+    if variant != "rebrac":
+        raise UsageError(f"no JAX reference implementation for {variant!r}")
+    t0 = time.perf_counter()
+    golden = golden_dir.variant(variant)
+    meta = golden.meta
+    cfg = config_for(golden, module, {})
+    data = golden_dir.dataset
+    used = {**DEFAULT_ARRAYS, **meta.get("dataset_arrays_used", {})}
+    missing = [used[k] for k in module.BATCH_KEYS if used[k] not in data]
+    if missing:
+        raise InputError(f"{golden_dir.root / 'dataset.npz'}: missing arrays {missing} needed by {variant}")
+    buffer = {k: np.asarray(data[used[k]], dtype=np.float32) for k in module.BATCH_KEYS}
+    batch_idx = golden_dir.batch_idx
+    total = min(golden.n_steps, batch_idx.shape[0])
+    n_steps = total if steps is None else min(steps, total)
+    if n_steps < 1:
+        raise UsageError(f"--steps: must be >= 1, got {steps}")
+
+    with jax.threefry_partitionable(True):
+        jbuffer = {k: jax.numpy.asarray(v) for k, v in buffer.items()}
+        trainer = module.build(cfg, buffer["states"].shape[1], buffer["actions"].shape[1])
+        try:
+            trainer.load_parameters(golden.init_params)
+        except (KeyError, ValueError) as exc:
+            raise InputError(f"{golden.folder / 'init_params.npz'}: does not fit {variant}: {exc}") from None
+        run = _Run(rtol, atol)
+        steps_arrays = golden.steps
+        log_keys = [k.removeprefix("log/") for k in steps_arrays if k.startswith("log/")]
+        extra_keys = [k for k in steps_arrays if k.startswith("extra/")]
+        snapshots = set(golden.snapshot_steps)
+        draws_path = golden.folder / RNG_DRAWS
+        draws = dict(np.load(draws_path, allow_pickle=False)) if draws_path.exists() else {}
+        for t in range(1, n_steps + 1):
+            i = t - 1
+            idx = jax.numpy.asarray(batch_idx[i], jax.numpy.int32)
+            batch = {k: arr[idx] for k, arr in jbuffer.items()}
+            full = trainer.is_full_update(i)
+            key_before = np.asarray(trainer.key)
+            log = trainer.train_step(batch, i)
+            key_after = np.asarray(trainer.key)
+
+            for key in log_keys:
+                if steps_arrays[f"logmask/{key}"][i]:
+                    if key not in log:
+                        run.record("logs", t, f"log/{key}", steps_arrays[f"log/{key}"][i], float("nan"), True)
+                    else:
+                        run.record("logs", t, f"log/{key}", steps_arrays[f"log/{key}"][i], log[key], True)
+                elif key in log:
+                    run.record("logs", t, f"log/{key} (logged on a step CORL does not log it)", float("nan"),
+                               log[key], True)
+            for key in extra_keys:
+                run.record("logs", t, key, steps_arrays[key][i], float("nan"), True)
+            for name, arr in trainer.export_parameters().items():
+                s, l2 = param_digest(arr)
+                if f"sum/{name}" not in steps_arrays:
+                    run.record("digests", t, f"sum/{name} (not in golden)", float("nan"), s, True)
+                    continue
+                run.record("digests", t, f"sum/{name}", steps_arrays[f"sum/{name}"][i], s, True)
+                run.record("digests", t, f"l2/{name}", steps_arrays[f"l2/{name}"][i], l2, True)
+
+            # key chain: carry keys come from the trainer; the per-use keys are CORL's split order replayed from
+            # the trainer's carry key (the parameters then show they were the keys actually used)
+            if "full_update" in steps_arrays:
+                run.record("rng", t, "full_update", 0.0, _same(np.bool_(steps_arrays["full_update"][i]),
+                                                               np.bool_(full)), True)
+            key, batch_key = jax.random.split(jax.numpy.asarray(key_before))
+            key, actions_key = jax.random.split(key)
+            random_action_key = np.zeros(2, np.uint32)
+            if full:
+                key, random_action_key = jax.random.split(key, 2)
+            used_keys = {
+                "rng/carry_key_before_step": key_before,
+                "rng/batch_key_unused": np.asarray(batch_key),
+                "rng/actions_key": np.asarray(actions_key),
+                "rng/random_action_key": np.asarray(random_action_key),
+                "rng/carry_key_after_step": key_after,
+            }
+            run.record("rng", t, "rng/carry_key_after_step (replayed split order)", 0.0,
+                       _same(np.asarray(key), key_after), True)
+            for name, actual in used_keys.items():
+                if name in steps_arrays:
+                    run.record("rng", t, name, 0.0, _same(steps_arrays[name][i], actual), True)
+            shape = tuple(batch["actions"].shape)
+            normal_name = f"step{t}/normal_actions_key_{shape[0]}x{shape[1]}"
+            if normal_name in draws:
+                run.record("rng", t, f"{RNG_DRAWS}/{normal_name}", draws[normal_name],
+                           np.asarray(jax.random.normal(actions_key, shape)), False)
+            uniform_name = f"step{t}/uniform_random_action_key_{shape[0]}x{shape[1]}"
+            if uniform_name in draws:
+                run.record("rng", t, f"{RNG_DRAWS}/{uniform_name}", draws[uniform_name],
+                           np.asarray(jax.random.uniform(random_action_key, shape, minval=-1.0, maxval=1.0)), False)
+
+            if t in snapshots:
+                expected = golden.params_at(t) or {}
+                actual = trainer.export_parameters()
+                for name, arr in expected.items():
+                    run.record("snapshots", t, f"params_step{t}/{name}", arr,
+                               actual.get(name, np.full_like(arr, np.nan)), False)
+            if progress is not None:
+                progress(t)
+
+    return _result(variant, run, n_steps, time.perf_counter() - t0)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from checks.conformance import TORCH_VARIANTS, run_variant
+from checks.conformance import JAX_VARIANTS, TORCH_VARIANTS, run_variant
+
+ALL_VARIANTS = (*TORCH_VARIANTS, *JAX_VARIANTS)
 
 FAST_STEPS = 50
 
 
-@pytest.mark.parametrize("variant", TORCH_VARIANTS)
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_variant_matches_golden_first_steps_bitwise(golden_dir, variant):
     res = run_variant(golden_dir, variant, steps=FAST_STEPS)
     assert res.verdict == "pass", res.first_divergence
@@ -19,7 +21,7 @@ def test_variant_matches_golden_first_steps_bitwise(golden_dir, variant):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", TORCH_VARIANTS)
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_variant_matches_golden_all_steps(golden_dir, variant):
     res = run_variant(golden_dir, variant)
     assert res.verdict == "pass", res.first_divergence

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,9 +43,16 @@ class ReferenceTrainer:
     #: target module name -> online module name
     targets_of: ClassVar[dict[str, str]] = {}
 
-    def modules(self) -> dict[str, nn.Module]:
-        """Every network and trainable scalar, online first then targets."""
+    def modules(self) -> dict[str, nn.Module | torch.Tensor]:
+        """Every network and trainable scalar, online first then targets (a bare tensor is its own entry)."""
         raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def schedulers(self) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
+        """Learning-rate schedules (IQL's cosine actor schedule); none by default."""
+        return {}
 
     def train_step(self, batch: TensorBatch) -> dict[str, float]:
         """One call of CORL's ``train``/``update``."""
@@ -56,12 +63,34 @@ class ReferenceTrainer:
         return {}
 
     def named_tensors(self) -> dict[str, torch.Tensor]:
-        """All parameters, online and target, under golden-trace names."""
+        """All parameters, online and target, under golden-trace names (``<module>/<key>``, or a bare tensor's name)."""
         out: dict[str, torch.Tensor] = {}
         for mod_name, module in self.modules().items():
+            if isinstance(module, torch.Tensor):
+                out[mod_name] = module
+                continue
             for key, value in module.state_dict(keep_vars=True).items():
                 out[f"{mod_name}/{key}"] = value
         return out
+
+    def training_state(self) -> dict[str, Any]:
+        """Everything a checkpoint needs to resume this trainer bitwise (tensors are cloned)."""
+        return {
+            "tensors": {k: v.detach().clone() for k, v in self.named_tensors().items()},
+            "optimizers": {k: copy.deepcopy(o.state_dict()) for k, o in self.optimizers().items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers().items()},
+            "total_it": int(getattr(self, "total_it", 0)),
+        }
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`training_state`."""
+        self.load_parameters({k: v.numpy() for k, v in state["tensors"].items()})
+        for k, opt in self.optimizers().items():
+            opt.load_state_dict(state["optimizers"][k])
+        for k, sched in self.schedulers().items():
+            sched.load_state_dict(state["schedulers"][k])
+        if hasattr(self, "total_it"):
+            self.total_it = int(state["total_it"])
 
     def export_parameters(self) -> dict[str, np.ndarray]:
         """Copy of every parameter as float32 numpy arrays (name -> array)."""

@@ -237,6 +237,9 @@ class ImplicitQLearning(ReferenceTrainer):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"v": self.v_optimizer, "q": self.q_optimizer, "actor": self.actor_optimizer}
 
+    def schedulers(self) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
+        return {"actor": self.actor_lr_schedule}
+
     def extra_scalars(self) -> dict[str, float]:
         return {"extra/actor_lr_after_step": float(self.actor_optimizer.param_groups[0]["lr"])}
 

@@ -143,13 +143,18 @@ class Actor(nn.Module):
         self.action_dim = action_dim
         self.max_action = max_action
 
-    def forward(self, state: torch.Tensor, deterministic: bool = False,
-                need_log_prob: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(max_action * tanh(u), log_prob or None)`` with ``u = mu`` or one ``rsample`` (one N[B,A] draw)."""
+    def mean_std(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-tanh Normal parameters ``(mu, exp(clip(log_sigma, -5, 2)))``."""
         hidden = self.trunk(state)
         mu, log_sigma = self.mu(hidden), self.log_sigma(hidden)
         log_sigma = torch.clip(log_sigma, LOG_SIGMA_MIN, LOG_SIGMA_MAX)
-        policy_dist = Normal(mu, torch.exp(log_sigma))
+        return mu, torch.exp(log_sigma)
+
+    def forward(self, state: torch.Tensor, deterministic: bool = False,
+                need_log_prob: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(max_action * tanh(u), log_prob or None)`` with ``u = mu`` or one ``rsample`` (one N[B,A] draw)."""
+        mu, sigma = self.mean_std(state)
+        policy_dist = Normal(mu, sigma)
         action = mu if deterministic else policy_dist.rsample()
         tanh_action, log_prob = torch.tanh(action), None
         if need_log_prob:
@@ -234,17 +239,6 @@ class SACN(ReferenceTrainer):
     def modules(self) -> dict[str, nn.Module | torch.Tensor]:
         return {"actor": self.actor, "critic": self.critic, "log_alpha": self.log_alpha,
                 "target_critic": self.target_critic}
-
-    def named_tensors(self) -> dict[str, torch.Tensor]:
-        """Module parameters as ``"<module>/<key>"``; a bare tensor entry (``log_alpha``) under its own name."""
-        out: dict[str, torch.Tensor] = {}
-        for name, obj in self.modules().items():
-            if isinstance(obj, torch.Tensor):
-                out[name] = obj
-                continue
-            for key, value in obj.state_dict(keep_vars=True).items():
-                out[f"{name}/{key}"] = value
-        return out
 
     def load_parameters(self, params: Mapping[str, np.ndarray], strict: bool = True) -> None:
         """As the base class, then refresh the cached ``alpha = exp(log_alpha)`` the way CORL's loader does."""

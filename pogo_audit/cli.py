@@ -168,9 +168,85 @@ def _add_datasets(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(handler=_cmd_datasets_list)
 
 
+# ------------------------------------------------------------------------------------------------------ train
+
+
+def _config_from_args(args: argparse.Namespace):
+    from multi_actor.config import build_config
+
+    return build_config(
+        args.config, args.set,
+        algo=args.algo, num_actors=args.actors, steps=args.steps, dataset=args.dataset, seed=args.seed,
+        out_dir=getattr(args, "out_dir", None), wandb_mode=getattr(args, "wandb_mode", None),
+        eval_freq=getattr(args, "eval_freq", None),
+    )
+
+
+def _add_config_options(p: argparse.ArgumentParser, algo_default: str | None = None) -> None:
+    from multi_actor.config import ALGORITHMS
+
+    p.add_argument("--algo", default=algo_default, choices=ALGORITHMS, metavar="ALGO",
+                   help=f"base algorithm: {', '.join(ALGORITHMS)}")
+    p.add_argument("--actors", type=_positive_int, default=None, help="number of actors N (actor0 + N-1 extra)")
+    p.add_argument("--config", default=None, metavar="FILE", help="YAML config (fields of MultiActorConfig)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set base.beta=5.0 --set actor_configs.1.type=implicit")
+    p.add_argument("--steps", type=_positive_int, default=None, help="training steps")
+    p.add_argument("--dataset", default=None, metavar="ID", help="Minari dataset id (default: the embedded one)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the run")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+    from rich.table import Table
+
+    from multi_actor.loop import train
+
+    cfg = _config_from_args(args)
+    console = _console()
+    console.print(f"train {cfg.algo}: {cfg.num_actors} actors "
+                  f"({', '.join(a.type for a in cfg.actor_configs)}), w2 weights {cfg.w2_weights}, "
+                  f"{cfg.steps} steps on {cfg.dataset}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task(f"train {cfg.algo}", total=cfg.steps)
+        summary = train(cfg, resume=args.resume,
+                        progress=lambda step, total: progress.update(task, completed=step),
+                        on_event=lambda msg: console.print(f"[yellow]{msg}[/]"))
+    if summary.last_eval:
+        table = Table(title=f"last evaluation ({summary.eval_count} evaluations)", title_justify="left")
+        for col in ("actor", "mode", "return", "normalized score"):
+            table.add_column(col)
+        for key, value in summary.last_eval.items():
+            if key.endswith("/return_mean"):
+                _, actor, mode, _ = key.split("/")
+                score = summary.last_eval.get(key.replace("return_mean", "normalized_score_mean"))
+                table.add_row(actor, mode, f"{value:.1f}", "" if score is None else f"{score:.1f}")
+        console.print(table)
+    resumed = f" (resumed from step {summary.resumed_from})" if summary.resumed_from else ""
+    console.print(f"done: {summary.steps} steps{resumed} in {summary.seconds:.1f}s → {summary.out_dir}")
+    return EXIT_OK
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", formatter_class=RichHelpFormatter, help="train the multi-actor (POGO) trainer",
+                       description="Train actor0 with the base algorithm and actors 1..N-1 with energy + w_i·W2² "
+                                   "to their predecessor; evaluate every actor, log to JSONL (and wandb), "
+                                   "checkpoint atomically, resume bitwise.")
+    _add_config_options(p)
+    p.add_argument("--out-dir", default=None, metavar="DIR", help="run directory (default runs/<algo>-a<N>-s<seed>)")
+    p.add_argument("--eval-freq", type=int, default=None, metavar="K", help="evaluate every K steps (0: never)")
+    p.add_argument("--wandb-mode", default=None, choices=("online", "offline", "disabled"),
+                   help="wandb logging (default disabled)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_train)
+
+
 # ------------------------------------------------------------------------------------------------------ main
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_conformance, _add_datasets]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_conformance, _add_train, _add_datasets]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -518,3 +518,30 @@ class ReplayBuffer:
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state
+
+
+# ------------------------------------------------------------------------------------------------ dataset spec
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a trainer factory needs to know about the dataset (the ``dataset_spec`` of the Trainer protocol)."""
+
+    dataset_id: str
+    env_id: str
+    state_dim: int
+    action_dim: int
+    max_action: float
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+
+    @classmethod
+    def from_transitions(cls, t: Transitions, max_action: float) -> DatasetSpec:
+        return cls(t.dataset_id, t.env_id, t.state_dim, t.action_dim, float(max_action),
+                   t.info.get("ref_min_score"), t.info.get("ref_max_score"))
+
+
+def env_max_action(dataset_id: str) -> float:
+    """``action_space.high[0]`` of the dataset's env (CORL's ``max_action``)."""
+    ds = open_minari(dataset_id)
+    return float(np.asarray(ds.action_space.high).reshape(-1)[0])

@@ -81,9 +81,15 @@ def bc_losses(policy_out: Normal | torch.Tensor, actions: torch.Tensor) -> torch
     raise NotImplementedError(type(policy_out))
 
 
-def awr_policy_loss(adv: torch.Tensor, policy_out: Normal | torch.Tensor, actions: torch.Tensor, beta: float):
-    """IQL's advantage-weighted regression loss ``mean(exp_adv * bc)``."""
-    return torch.mean(exp_advantage(adv, beta) * bc_losses(policy_out, actions))
+def awr_loss(adv: torch.Tensor, bc: torch.Tensor, beta: float) -> torch.Tensor:
+    """Advantage-weighted regression ``mean(exp_adv * bc)`` on per-sample BC losses [B]."""
+    return torch.mean(exp_advantage(adv, beta) * bc)
+
+
+def awr_policy_loss(adv: torch.Tensor, policy_out: Normal | torch.Tensor, actions: torch.Tensor,
+                    beta: float) -> torch.Tensor:
+    """IQL's actor loss: :func:`awr_loss` of the actor's :func:`bc_losses`."""
+    return awr_loss(adv, bc_losses(policy_out, actions), beta)
 
 
 # ----------------------------------------------------------------------------------------------------- networks

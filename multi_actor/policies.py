@@ -1,0 +1,347 @@
+"""Policy types of the actor chain, with one interface for actors i ≥ 1 and for actor0.
+
+Actors i ≥ 1 are new networks (``deterministic``, ``gaussian``, ``tanh_gaussian``, ``implicit``). Actor0 is the
+reference algorithm's own actor module; :func:`actor0_view` wraps it in the same interface *without* changing it, so
+the base algorithm still runs its own code on it. Every random draw here takes an explicit ``torch.Generator`` —
+these paths never touch the global RNG the critic and actor0 use.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Normal
+from torch.distributions.transforms import TanhTransform
+
+LOG_STD_MIN = -5.0
+LOG_STD_MAX = 2.0
+TANH_EPS = 1e-6
+
+
+def _mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
+        dim = hidden_dim
+    layers.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def _normal(shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None):
+    if generator is None:
+        raise ValueError("stochastic policies here sample only from an explicit torch.Generator")
+    return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+class Policy(nn.Module):
+    """Interface of every actor in the chain.
+
+    ``action`` gives differentiable actions (one reparameterized sample for stochastic policies); ``sample`` gives
+    K samples per state ``[B, K, A]``; ``log_prob`` (where defined) scores given actions; ``mean_std`` (Gaussian
+    policies) gives the closed-form parameters in action space; ``act`` is the evaluation action for one state.
+    """
+
+    kind: ClassVar[str] = ""
+    stochastic: ClassVar[bool] = False
+    gaussian: ClassVar[bool] = False
+    has_log_prob: ClassVar[bool] = False
+
+    def __init__(self, action_dim: int, max_action: float):
+        super().__init__()
+        self.action_dim = action_dim
+        self.max_action = max_action
+
+    def action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, obs: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
+        """K actions per state, [B, K, A] (for deterministic policies K copies of the action)."""
+        rep = obs.unsqueeze(1).expand(obs.shape[0], k, obs.shape[-1]).reshape(obs.shape[0] * k, obs.shape[-1])
+        return self.action(rep, generator).reshape(obs.shape[0], k, -1)
+
+    def sample_with_log_prob(self, obs: torch.Tensor,
+                             generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"{self.kind} policies have no log-probability")
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.kind} policies have no log-probability")
+
+    def mean_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"{self.kind} policies are not Gaussian")
+
+    def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """Evaluation action (the mean / mode)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, state: np.ndarray, deterministic: bool = True,
+            generator: torch.Generator | None = None) -> np.ndarray:
+        obs = torch.as_tensor(np.asarray(state, dtype=np.float32).reshape(1, -1))
+        out = self.deterministic_action(obs) if deterministic or not self.stochastic else self.action(obs, generator)
+        return out[0].cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------- actors i >= 1
+
+
+class DeterministicPolicy(Policy):
+    """``max_action * tanh(MLP(s))``."""
+
+    kind = "deterministic"
+
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, hidden_dim: int = 256, n_hidden: int = 2):
+        super().__init__(action_dim, max_action)
+        self.net = _mlp(state_dim, action_dim, hidden_dim, n_hidden)
+
+    def action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.max_action * torch.tanh(self.net(obs))
+
+    def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.action(obs)
+
+
+class GaussianPolicy(Policy):
+    """Diagonal Normal with bounded mean ``max_action * tanh(.)`` and state-dependent std (log-std in [-5, 2])."""
+
+    kind = "gaussian"
+    stochastic = True
+    gaussian = True
+    has_log_prob = True
+
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, hidden_dim: int = 256, n_hidden: int = 2):
+        super().__init__(action_dim, max_action)
+        self.net = _mlp(state_dim, 2 * action_dim, hidden_dim, n_hidden)
+
+    def mean_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(obs).split(self.action_dim, dim=-1)
+        return self.max_action * torch.tanh(mean), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+
+    def action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mean, std = self.mean_std(obs)
+        return mean + std * _normal(mean.shape, mean, generator)
+
+    def sample_with_log_prob(self, obs, generator):
+        mean, std = self.mean_std(obs)
+        a = mean + std * _normal(mean.shape, mean, generator)
+        return a, Normal(mean, std).log_prob(a).sum(-1)
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        mean, std = self.mean_std(obs)
+        return Normal(mean, std).log_prob(actions).sum(-1)
+
+    def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.mean_std(obs)[0]
+
+
+class TanhGaussianPolicy(Policy):
+    """Sample a diagonal Normal, then squash: ``max_action * tanh(u)``; log-prob with SAC-N's tanh correction."""
+
+    kind = "tanh_gaussian"
+    stochastic = True
+    has_log_prob = True
+
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, hidden_dim: int = 256, n_hidden: int = 2):
+        super().__init__(action_dim, max_action)
+        self.net = _mlp(state_dim, 2 * action_dim, hidden_dim, n_hidden)
+
+    def pre_tanh(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, log_std = self.net(obs).split(self.action_dim, dim=-1)
+        return mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+
+    def action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mu, std = self.pre_tanh(obs)
+        return self.max_action * torch.tanh(mu + std * _normal(mu.shape, mu, generator))
+
+    def sample_with_log_prob(self, obs, generator):
+        from reference_algos.torch.sac_n import tanh_gaussian_log_prob
+
+        mu, std = self.pre_tanh(obs)
+        u = mu + std * _normal(mu.shape, mu, generator)
+        tanh_u = torch.tanh(u)
+        return self.max_action * tanh_u, tanh_gaussian_log_prob(Normal(mu, std), u, tanh_u)
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        from reference_algos.torch.sac_n import tanh_gaussian_log_prob
+
+        mu, std = self.pre_tanh(obs)
+        y = (actions / self.max_action).clamp(-1 + TANH_EPS, 1 - TANH_EPS)
+        u = torch.atanh(y)
+        return tanh_gaussian_log_prob(Normal(mu, std), u, y)
+
+    def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.max_action * torch.tanh(self.pre_tanh(obs)[0])
+
+
+class ImplicitPolicy(Policy):
+    """Implicit stochastic policy: ``max_action * tanh(MLP([s, z]))`` with ``z ~ N(0, I)``; no log-probability."""
+
+    kind = "implicit"
+    stochastic = True
+
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, hidden_dim: int = 256, n_hidden: int = 2,
+                 noise_dim: int | None = None):
+        super().__init__(action_dim, max_action)
+        self.noise_dim = noise_dim or action_dim
+        self.net = _mlp(state_dim + self.noise_dim, action_dim, hidden_dim, n_hidden)
+
+    def action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        z = _normal((*obs.shape[:-1], self.noise_dim), obs, generator)
+        return self.max_action * torch.tanh(self.net(torch.cat([obs, z], dim=-1)))
+
+    def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
+        z = obs.new_zeros((*obs.shape[:-1], self.noise_dim))
+        return self.max_action * torch.tanh(self.net(torch.cat([obs, z], dim=-1)))
+
+
+POLICY_CLASSES: dict[str, type[Policy]] = {
+    cls.kind: cls for cls in (DeterministicPolicy, GaussianPolicy, TanhGaussianPolicy, ImplicitPolicy)
+}
+
+
+def build_policy(kind: str, state_dim: int, action_dim: int, max_action: float, hidden_dim: int = 256,
+                 n_hidden: int = 2, noise_dim: int | None = None) -> Policy:
+    cls = POLICY_CLASSES[kind]
+    if cls is ImplicitPolicy:
+        return ImplicitPolicy(state_dim, action_dim, max_action, hidden_dim, n_hidden, noise_dim)
+    return cls(state_dim, action_dim, max_action, hidden_dim, n_hidden)
+
+
+# ----------------------------------------------------------------------------------------------- actor0 views
+
+
+class Actor0View(Policy):
+    """Wraps a reference actor module (registered as a submodule, so snapshots copy it) in the Policy interface."""
+
+    def __init__(self, module: nn.Module, action_dim: int, max_action: float):
+        super().__init__(action_dim, max_action)
+        self.module = module
+
+
+class IQLGaussianView(Actor0View):
+    """IQL's Normal(tanh-MLP mean, state-independent std); training-time distribution, unscaled."""
+
+    kind = "gaussian"
+    stochastic = True
+    gaussian = True
+    has_log_prob = True
+
+    def mean_std(self, obs):
+        dist = self.module(obs)
+        return dist.mean, dist.stddev.expand_as(dist.mean)
+
+    def action(self, obs, generator=None):
+        mean, std = self.mean_std(obs)
+        return mean + std * _normal(mean.shape, mean, generator)
+
+    def sample_with_log_prob(self, obs, generator):
+        mean, std = self.mean_std(obs)
+        a = mean + std * _normal(mean.shape, mean, generator)
+        return a, Normal(mean, std).log_prob(a).sum(-1)
+
+    def log_prob(self, obs, actions):
+        return self.module(obs).log_prob(actions).sum(-1)
+
+    def deterministic_action(self, obs):
+        return torch.clamp(self.max_action * self.module(obs).mean, -self.max_action, self.max_action)
+
+
+class DeterministicView(Actor0View):
+    """A deterministic reference actor whose forward returns the training-time action (IQL det., TD3+BC)."""
+
+    kind = "deterministic"
+
+    def __init__(self, module: nn.Module, action_dim: int, max_action: float, eval_scale: float = 1.0):
+        super().__init__(module, action_dim, max_action)
+        self.eval_scale = eval_scale
+
+    def action(self, obs, generator=None):
+        return self.module(obs)
+
+    def deterministic_action(self, obs):
+        out = self.module(obs) * self.eval_scale
+        return torch.clamp(out, -self.max_action, self.max_action)
+
+
+class CQLTanhGaussianView(Actor0View):
+    """CQL's tanh-Gaussian actor (mean and raw log-std from one head; TanhTransform log-probs)."""
+
+    kind = "tanh_gaussian"
+    stochastic = True
+    has_log_prob = True
+
+    def pre_tanh(self, obs):
+        mean, log_std = self.module._mean_log_std(obs)
+        t = self.module.tanh_gaussian
+        return mean, torch.exp(torch.clamp(log_std, t.log_std_min, t.log_std_max))
+
+    def action(self, obs, generator=None):
+        mu, std = self.pre_tanh(obs)
+        return self.max_action * torch.tanh(mu + std * _normal(mu.shape, mu, generator))
+
+    def sample_with_log_prob(self, obs, generator):
+        mu, std = self.pre_tanh(obs)
+        u = mu + std * _normal(mu.shape, mu, generator)
+        y = torch.tanh(u)
+        # TanhTransform's own log|det J| evaluated at the pre-tanh sample (CORL's cached path, no atanh)
+        log_prob = (Normal(mu, std).log_prob(u) - TanhTransform().log_abs_det_jacobian(u, y)).sum(-1)
+        return self.max_action * y, log_prob
+
+    def deterministic_action(self, obs):
+        return self.max_action * torch.tanh(self.module._mean_log_std(obs)[0])
+
+
+class AWACGaussianView(Actor0View):
+    """AWAC's unsquashed Normal; samples clamped to [-1, 1] as AWAC's forward does; evaluation returns the mean."""
+
+    kind = "gaussian"
+    stochastic = True
+    gaussian = True
+    has_log_prob = True
+
+    def mean_std(self, obs):
+        dist = self.module._get_policy(obs)
+        return dist.mean, dist.stddev.expand_as(dist.mean)
+
+    def action(self, obs, generator=None):
+        mean, std = self.mean_std(obs)
+        return (mean + std * _normal(mean.shape, mean, generator)).clamp(-1.0, 1.0)
+
+    def sample_with_log_prob(self, obs, generator):
+        a = self.action(obs, generator)
+        return a, self.module.log_prob(obs, a).squeeze(-1)
+
+    def log_prob(self, obs, actions):
+        return self.module.log_prob(obs, actions).squeeze(-1)
+
+    def deterministic_action(self, obs):
+        return self.mean_std(obs)[0]
+
+
+class SACNTanhGaussianView(Actor0View):
+    """SAC-N/EDAC actor: separate mu / log-sigma heads, tanh squash, ``log(1 - tanh^2 + 1e-6)`` correction."""
+
+    kind = "tanh_gaussian"
+    stochastic = True
+    has_log_prob = True
+
+    def pre_tanh(self, obs):
+        return self.module.mean_std(obs)
+
+    def action(self, obs, generator=None):
+        mu, std = self.pre_tanh(obs)
+        return self.max_action * torch.tanh(mu + std * _normal(mu.shape, mu, generator))
+
+    def sample_with_log_prob(self, obs, generator):
+        from reference_algos.torch.sac_n import tanh_gaussian_log_prob
+
+        mu, std = self.pre_tanh(obs)
+        u = mu + std * _normal(mu.shape, mu, generator)
+        tanh_u = torch.tanh(u)
+        return self.max_action * tanh_u, tanh_gaussian_log_prob(Normal(mu, std), u, tanh_u)
+
+    def deterministic_action(self, obs):
+        return self.max_action * torch.tanh(self.pre_tanh(obs)[0])

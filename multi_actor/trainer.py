@@ -1,0 +1,231 @@
+"""The POGO multi-actor trainer (PyTorch) and the Trainer-protocol view of a reference trainer.
+
+One step of :class:`MultiActorTrainer`:
+
+1. snapshot actors 0..N-2 (detached copies: the "reference actor" of actor i is actor i-1 *at the start of the
+   step*);
+2. ``base.train_step(batch)`` — the reference algorithm trains its critic and actor0 with its own code, its own
+   update order and the global RNG stream, untouched;
+3. when the base algorithm updates its actor (TD3+BC: every ``policy_freq`` steps), each actor i ≥ 1 minimises
+   ``energy_i + w_i · W2²(π_i, snapshot_{i-1})``. Its random draws come from the extra actors' own generator, and
+   every base parameter is frozen while its loss is built and back-propagated, so no gradient reaches the critic or
+   actor0.
+
+Both trainers here satisfy the Trainer protocol of the equivalence harness (``step``, ``parameters``,
+``load_parameters``, ``gradients``) with canonical names: ``critic/<module>/<key>``, ``actor0/<module>/<key>``,
+``target/<module>/<key>`` (and ``actor<i>/<key>`` for extra actors).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from multi_actor.algorithms import TorchAlgorithm, get_algorithm
+from multi_actor.config import MultiActorConfig
+from multi_actor.policies import Policy, build_policy
+from multi_actor.w2 import policy_w2
+from pogo_audit.data import DatasetSpec
+from pogo_audit.seeding import ACTOR_INIT_OFFSET, ACTOR_SAMPLING_OFFSET, derived_seed, seed_everything
+
+
+def module_role(base: Any, module_name: str) -> str:
+    """``actor0`` for the base actor, ``target`` for target networks, ``critic`` for everything else."""
+    if module_name == base.actor_name:
+        return "actor0"
+    if module_name in base.targets_of:
+        return "target"
+    return "critic"
+
+
+def _canonical_name(base: Any, golden_name: str) -> str:
+    module = golden_name.split("/", 1)[0]
+    return f"{module_role(base, module)}/{golden_name}"
+
+
+def base_parameters(base: Any) -> dict[str, np.ndarray]:
+    return {_canonical_name(base, k): v for k, v in base.export_parameters().items()}
+
+
+def base_gradients(base: Any) -> dict[str, np.ndarray]:
+    """``.grad`` of every critic/actor0 parameter (zeros where no gradient was ever written)."""
+    out = {}
+    for name, t in base.named_tensors().items():
+        canonical = _canonical_name(base, name)
+        if canonical.startswith("target/"):
+            continue
+        g = t.grad
+        out[canonical] = np.zeros(tuple(t.shape), np.float32) if g is None else g.detach().cpu().numpy().copy()
+    return out
+
+
+def load_base_parameters(base: Any, params: Mapping[str, np.ndarray]) -> None:
+    """Load canonical names (``critic/…``, ``actor0/…``, ``target/…``) into the base trainer."""
+    golden = {}
+    for k, v in params.items():
+        role, _, rest = k.partition("/")
+        if role in ("critic", "actor0", "target"):
+            golden[rest] = v
+    base.load_parameters(golden)
+
+
+@contextmanager
+def frozen(tensors: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Temporarily ``requires_grad_(False)`` on tensors that require grad; restored afterwards."""
+    flipped = [t for t in tensors if t.requires_grad]
+    for t in flipped:
+        t.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for t in flipped:
+            t.requires_grad_(True)
+
+
+class ReferenceProtocolTrainer:
+    """A single-actor reference trainer seen through the Trainer protocol (canonical observables and names)."""
+
+    def __init__(self, config: MultiActorConfig, spec: DatasetSpec, seed: int):
+        self.config = config
+        self.algorithm = get_algorithm(config.algo)
+        base_cfg = self.algorithm.base_config(config.base)
+        seed_everything(seed)
+        self.base = self.algorithm.build_base(base_cfg, spec.state_dim, spec.action_dim,
+                                              self.algorithm.max_action(base_cfg, spec.max_action))
+
+    def step(self, batch: Sequence[torch.Tensor]) -> dict[str, float]:
+        log = self.base.train_step(batch)
+        return {self.algorithm.canonical(k): v for k, v in log.items()}
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return base_parameters(self.base)
+
+    def load_parameters(self, params: Mapping[str, np.ndarray]) -> None:
+        load_base_parameters(self.base, params)
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        return base_gradients(self.base)
+
+
+class MultiActorTrainer:
+    """POGO: the reference algorithm (critic + actor0) plus a chain of actors 1..N-1 pulled by W2 to their
+    predecessor. See the module docstring for the step semantics."""
+
+    def __init__(self, config: MultiActorConfig, spec: DatasetSpec, seed: int, evaluator: Any = None):
+        cfg = config.resolved()
+        self.config = cfg
+        self.spec = spec
+        self.algorithm = get_algorithm(cfg.algo)
+        base_cfg = self.algorithm.base_config(cfg.base)
+        max_action = self.algorithm.max_action(base_cfg, spec.max_action)
+        seed_everything(seed)
+        self.base = self.algorithm.build_base(base_cfg, spec.state_dim, spec.action_dim, max_action)
+        self.actor0 = self.algorithm.actor0_view(self.base, spec.action_dim, max_action)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derived_seed(seed, ACTOR_INIT_OFFSET))
+            self.actors: list[Policy] = [
+                build_policy(a.type, spec.state_dim, spec.action_dim, max_action, a.hidden_dim, a.n_hidden,
+                             a.noise_dim)
+                for a in cfg.actor_configs[1:]
+            ]
+        default_lr = self.algorithm.actor_lr(base_cfg)
+        self.optimizers = [
+            torch.optim.Adam(p.parameters(), lr=a.lr if a.lr is not None else default_lr)
+            for p, a in zip(self.actors, cfg.actor_configs[1:])
+        ]
+        self.generator = torch.Generator().manual_seed(derived_seed(seed, ACTOR_SAMPLING_OFFSET))
+        self._snapshots = [copy.deepcopy(p).requires_grad_(False) for p in self.policies()[:-1]]
+        self.evaluator = evaluator
+        self.steps_done = 0
+
+    # protocol ------------------------------------------------------------------------------------------------
+    def policies(self) -> list[Policy]:
+        """actor0 (a view of the reference actor) followed by actors 1..N-1."""
+        return [self.actor0, *self.actors]
+
+    def step(self, batch: Sequence[torch.Tensor]) -> dict[str, float]:
+        self._take_snapshots()
+        log = {self.algorithm.canonical(k): v for k, v in self.base.train_step(batch).items()}
+        if self.actors and self.algorithm.actor_update_due(self.base):
+            log.update(self._update_actors(batch))
+        self.steps_done += 1
+        if self.evaluator is not None and self.config.eval_freq and self.steps_done % self.config.eval_freq == 0:
+            log.update(self.evaluator.evaluate(self.policies()))
+        return log
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        out = base_parameters(self.base)
+        for i, actor in enumerate(self.actors, start=1):
+            for k, v in actor.state_dict().items():
+                out[f"actor{i}/{k}"] = v.detach().cpu().numpy().copy()
+        return out
+
+    def load_parameters(self, params: Mapping[str, np.ndarray]) -> None:
+        load_base_parameters(self.base, params)
+        for i, actor in enumerate(self.actors, start=1):
+            prefix = f"actor{i}/"
+            own = {k[len(prefix):]: torch.as_tensor(v) for k, v in params.items() if k.startswith(prefix)}
+            if own:
+                actor.load_state_dict(own)
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        return base_gradients(self.base)
+
+    # internals -----------------------------------------------------------------------------------------------
+    def _take_snapshots(self) -> None:
+        for snap, live in zip(self._snapshots, self.policies()):
+            snap.load_state_dict(live.state_dict())
+
+    def _update_actors(self, batch: Sequence[torch.Tensor]) -> dict[str, float]:
+        obs, actions = batch[0], batch[1]
+        cfg = self.config
+        log: dict[str, float] = {}
+        base_tensors = list(self.base.named_tensors().values())
+        with frozen(base_tensors):
+            for i, (actor, opt) in enumerate(zip(self.actors, self.optimizers), start=1):
+                actor_cfg = cfg.actor_configs[i]
+                energy = self.algorithm.energy(actor_cfg.energy, self.base, actor, obs, actions, self.generator)
+                w2 = policy_w2(actor, self._snapshots[i - 1], obs, cfg.w2_method, cfg.w2_samples,
+                               cfg.sinkhorn_epsilon, self.generator)
+                loss = energy + cfg.w2_weights[i - 1] * w2
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                log[f"actor{i}/loss"] = loss.item()
+                log[f"actor{i}/energy"] = energy.item()
+                log[f"actor{i}/w2"] = w2.item()
+        return log
+
+    # checkpoints ---------------------------------------------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "base": self.base.training_state(),
+            "actors": [copy.deepcopy(a.state_dict()) for a in self.actors],
+            "optimizers": [copy.deepcopy(o.state_dict()) for o in self.optimizers],
+            "generator": self.generator.get_state(),
+            "steps_done": self.steps_done,
+        }
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        self.base.load_training_state(state["base"])
+        for actor, sd in zip(self.actors, state["actors"]):
+            actor.load_state_dict(sd)
+        for opt, sd in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(sd)
+        self.generator.set_state(state["generator"])
+        self.steps_done = int(state["steps_done"])
+
+
+def reference_factory(config: MultiActorConfig, dataset_spec: DatasetSpec, seed: int) -> ReferenceProtocolTrainer:
+    """Trainer-protocol factory of the CORL-style single-actor reference."""
+    return ReferenceProtocolTrainer(config, dataset_spec, seed)
+
+
+def multi_actor_factory(config: MultiActorConfig, dataset_spec: DatasetSpec, seed: int) -> MultiActorTrainer:
+    """Trainer-protocol factory of the multi-actor trainer."""
+    return MultiActorTrainer(config, dataset_spec, seed)

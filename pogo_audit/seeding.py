@@ -1,0 +1,93 @@
+"""Seeding, RNG-state capture/restore and RNG digests.
+
+Training randomness, batch sampling and evaluation never share a generator: the global torch/numpy/random streams
+belong to the base algorithm (exactly as CORL uses them); batches come from the buffer's own
+``numpy.random.Generator``; extra actors and evaluation use their own ``torch.Generator``s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: offsets that derive the independent streams of one run from its seed
+ACTOR_INIT_OFFSET = 1_000_003
+ACTOR_SAMPLING_OFFSET = 2_000_003
+BUFFER_OFFSET = 3_000_017
+
+
+def seed_everything(seed: int) -> None:
+    """CORL's ``set_seed`` without an env: ``np.random.seed``, ``random.seed``, ``torch.manual_seed``."""
+    import torch
+
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def derived_seed(seed: int, offset: int) -> int:
+    """A different, deterministic seed for another stream of the same run (fits in 63 bits)."""
+    return (int(seed) * 6_364_136_223 + offset) % (2**63 - 1)
+
+
+@dataclass
+class GlobalRNGState:
+    """Snapshot of the global torch CPU, numpy legacy and Python ``random`` states."""
+
+    torch_state: Any
+    numpy_state: Any
+    python_state: Any
+
+    @classmethod
+    def capture(cls) -> GlobalRNGState:
+        import torch
+
+        return cls(torch.get_rng_state(), np.random.get_state(), random.getstate())
+
+    def restore(self) -> None:
+        import torch
+
+        torch.set_rng_state(self.torch_state)
+        np.random.set_state(self.numpy_state)
+        random.setstate(self.python_state)
+
+    def to_portable(self) -> dict[str, Any]:
+        """Only tensors, lists, ints and strings (loadable with ``torch.load(weights_only=True)``)."""
+        kind, keys, pos, has_gauss, cached = self.numpy_state
+        return {
+            "torch": self.torch_state.clone(),
+            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            "python": [self.python_state[0], list(self.python_state[1]), self.python_state[2]],
+        }
+
+    @classmethod
+    def from_portable(cls, data: dict[str, Any]) -> GlobalRNGState:
+        kind, keys, pos, has_gauss, cached = data["numpy"]
+        py = data["python"]
+        return cls(data["torch"], (kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached),
+                   (py[0], tuple(py[1]), py[2]))
+
+
+def torch_rng_digest(state: Any | None = None) -> str:
+    """sha256 (hex, first 16 chars) of the torch CPU generator state (current one by default)."""
+    import torch
+
+    state = torch.get_rng_state() if state is None else state
+    return hashlib.sha256(state.numpy().tobytes()).hexdigest()[:16]
+
+
+def numpy_rng_digest(state: Any | None = None) -> str:
+    """sha256 (hex, first 16 chars) of the legacy global numpy state."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state() if state is None else state
+    h = hashlib.sha256(np.asarray(keys).tobytes())
+    h.update(f"{kind}:{pos}:{has_gauss}:{cached!r}".encode())
+    return h.hexdigest()[:16]
+
+
+def digest_as_float(hexdigest: str) -> float:
+    """A digest as an exactly comparable float observable (first 13 hex digits fit a float64 mantissa)."""
+    return float(int(hexdigest[:13], 16))

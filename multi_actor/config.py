@@ -355,12 +355,22 @@ def _index(part: str, seq: list, key: str) -> int:
 
 
 def build_config(config_file: str | None = None, overrides: list[str] | None = None,
-                 **explicit: Any) -> MultiActorConfig:
-    """YAML file, then ``--set`` overrides, then explicit CLI flags (those not None); validated and resolved."""
+                 extra_actor_types: list[str] | None = None, **explicit: Any) -> MultiActorConfig:
+    """YAML file, then explicit CLI flags (those not None), then ``--set`` overrides; validated and resolved.
+
+    ``extra_actor_types`` (``--actor-types``) sets actors 1..N-1 (actor0 keeps the algorithm's type) and, unless
+    ``num_actors`` is given explicitly, the number of actors.
+    """
     data: dict[str, Any] = load_yaml(config_file) if config_file else {}
     for key, value in explicit.items():
         if value is not None:
             data[key] = value
     for assignment in overrides or []:
         apply_override(data, assignment)
-    return from_dict(data).resolved()
+    cfg = from_dict(data)
+    if extra_actor_types:
+        if explicit.get("num_actors") is None:
+            cfg.num_actors = len(extra_actor_types) + 1
+        cfg.actor_configs = [ActorConfig(type=default_actor0_type(cfg))] + [
+            ActorConfig(type=t) for t in extra_actor_types]
+    return cfg.resolved()

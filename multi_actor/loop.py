@@ -18,10 +18,9 @@ import numpy as np
 from multi_actor.algorithms import TorchAlgorithm, get_algorithm
 from multi_actor.checkpoint import load_checkpoint, save_checkpoint
 from multi_actor.config import MultiActorConfig, from_dict
-from multi_actor.evaluation import Evaluator
 from multi_actor.logger import RunLogger, truncate_after
-from multi_actor.trainer import MultiActorTrainer
-from pogo_audit.data import DatasetSpec, ReplayBuffer, env_max_action, load_transitions, preprocess, recover_env
+from multi_actor.trainer import multi_actor_factory
+from pogo_audit.data import DatasetSpec, ReplayBuffer, env_max_action, load_transitions, preprocess
 from pogo_audit.errors import EXIT_CHECK_FAILED, InputError, PogoAuditError
 from pogo_audit.io import atomic_write_text
 from pogo_audit.seeding import BUFFER_OFFSET, GlobalRNGState, derived_seed
@@ -50,7 +49,7 @@ def prepare_data(cfg: MultiActorConfig, algorithm: TorchAlgorithm | None = None)
     transitions = load_transitions(cfg.dataset)
     rule, kwargs = algorithm.reward_rule(base_cfg)
     processed, pre = preprocess(transitions, algorithm.normalize_states(base_cfg), rule, **kwargs)
-    spec = DatasetSpec.from_transitions(transitions, env_max_action(cfg.dataset))
+    spec = DatasetSpec.from_transitions(transitions, env_max_action(cfg.dataset), pre.state_mean, pre.state_std)
     return PreparedData(processed, spec, pre.state_mean, pre.state_std)
 
 
@@ -98,15 +97,13 @@ def train(cfg: MultiActorConfig, resume: bool = False, progress: Callable[[int, 
     base_cfg = algorithm.base_config(cfg.base)
     batch_size = cfg.batch_size or algorithm.batch_size(base_cfg)
     buffer = ReplayBuffer(data.processed, derived_seed(cfg.seed, BUFFER_OFFSET))
-    evaluator = None
+    trainer = multi_actor_factory(cfg, data.spec, cfg.seed)
     if cfg.eval_freq:
-        try:
-            evaluator = Evaluator(lambda: recover_env(cfg.dataset), data.state_mean, data.state_std,
-                                  cfg.eval_episodes, cfg.eval_seed, cfg.eval_stochastic,
-                                  (data.spec.ref_min_score, data.spec.ref_max_score))
+        try:  # fail before training, not at the first evaluation
+            trainer.evaluator = trainer.evaluator_factory()
         except Exception as exc:  # gymnasium / mujoco raise many types; the message is what the user needs
             raise InputError(f"evaluation env of dataset {cfg.dataset!r} cannot be created: {exc}") from None
-    trainer = MultiActorTrainer(cfg, data.spec, cfg.seed, evaluator)
+    evaluator = trainer.evaluator
 
     start = 0
     if state is not None:

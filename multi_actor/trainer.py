@@ -19,7 +19,7 @@ Both trainers here satisfy the Trainer protocol of the equivalence harness (``st
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -116,23 +116,15 @@ class MultiActorTrainer:
     """POGO: the reference algorithm (critic + actor0) plus a chain of actors 1..N-1 pulled by W2 to their
     predecessor. See the module docstring for the step semantics."""
 
-    def __init__(self, config: MultiActorConfig, spec: DatasetSpec, seed: int, evaluator: Any = None):
+    def __init__(self, config: MultiActorConfig, spec: DatasetSpec, seed: int,
+                 evaluator_factory: Callable[[], Any] | None = None):
         cfg = config.resolved()
         self.config = cfg
         self.spec = spec
         self.algorithm = get_algorithm(cfg.algo)
         base_cfg = self.algorithm.base_config(cfg.base)
         max_action = self.algorithm.max_action(base_cfg, spec.max_action)
-        seed_everything(seed)
-        self.base = self.algorithm.build_base(base_cfg, spec.state_dim, spec.action_dim, max_action)
-        self.actor0 = self.algorithm.actor0_view(self.base, spec.action_dim, max_action)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derived_seed(seed, ACTOR_INIT_OFFSET))
-            self.actors: list[Policy] = [
-                build_policy(a.type, spec.state_dim, spec.action_dim, max_action, a.hidden_dim, a.n_hidden,
-                             a.noise_dim)
-                for a in cfg.actor_configs[1:]
-            ]
+        self._construct(base_cfg, max_action, seed)
         default_lr = self.algorithm.actor_lr(base_cfg)
         self.optimizers = [
             torch.optim.Adam(p.parameters(), lr=a.lr if a.lr is not None else default_lr)
@@ -140,8 +132,29 @@ class MultiActorTrainer:
         ]
         self.generator = torch.Generator().manual_seed(derived_seed(seed, ACTOR_SAMPLING_OFFSET))
         self._snapshots = [copy.deepcopy(p).requires_grad_(False) for p in self.policies()[:-1]]
-        self.evaluator = evaluator
+        self.w2_fn = policy_w2
+        self.evaluator_factory = evaluator_factory
+        self.evaluator: Any = None
         self.steps_done = 0
+
+    def _construct(self, base_cfg: Any, max_action: float, seed: int) -> None:
+        """Seed like CORL, build the base algorithm from the global RNG, then the extra actors from their own."""
+        spec = self.spec
+        seed_everything(seed)
+        self.base = self.algorithm.build_base(base_cfg, spec.state_dim, spec.action_dim, max_action)
+        self.actor0 = self.algorithm.actor0_view(self.base, spec.action_dim, max_action)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derived_seed(seed, ACTOR_INIT_OFFSET))
+            self.actors = self._build_extra_actors(max_action)
+
+    def _build_extra_actors(self, max_action: float) -> list[Policy]:
+        spec = self.spec
+        return [build_policy(a.type, spec.state_dim, spec.action_dim, max_action, a.hidden_dim, a.n_hidden,
+                             a.noise_dim) for a in self.config.actor_configs[1:]]
+
+    def _freeze_base(self) -> Any:
+        """Context in which no base parameter (critic, targets, actor0, alpha) requires grad."""
+        return frozen(list(self.base.named_tensors().values()))
 
     # protocol ------------------------------------------------------------------------------------------------
     def policies(self) -> list[Policy]:
@@ -154,9 +167,16 @@ class MultiActorTrainer:
         if self.actors and self.algorithm.actor_update_due(self.base):
             log.update(self._update_actors(batch))
         self.steps_done += 1
-        if self.evaluator is not None and self.config.eval_freq and self.steps_done % self.config.eval_freq == 0:
-            log.update(self.evaluator.evaluate(self.policies()))
+        if self.evaluator_factory is not None and self.config.eval_freq and \
+                self.steps_done % self.config.eval_freq == 0:
+            log.update(self._evaluate())
         return log
+
+    def _evaluate(self) -> dict[str, float]:
+        """Evaluate every actor (the evaluator, and its env, are created on first use)."""
+        if self.evaluator is None:
+            self.evaluator = self.evaluator_factory()
+        return self.evaluator.evaluate(self.policies())
 
     def parameters(self) -> dict[str, np.ndarray]:
         out = base_parameters(self.base)
@@ -185,13 +205,12 @@ class MultiActorTrainer:
         obs, actions = batch[0], batch[1]
         cfg = self.config
         log: dict[str, float] = {}
-        base_tensors = list(self.base.named_tensors().values())
-        with frozen(base_tensors):
+        with self._freeze_base():
             for i, (actor, opt) in enumerate(zip(self.actors, self.optimizers), start=1):
                 actor_cfg = cfg.actor_configs[i]
                 energy = self.algorithm.energy(actor_cfg.energy, self.base, actor, obs, actions, self.generator)
-                w2 = policy_w2(actor, self._snapshots[i - 1], obs, cfg.w2_method, cfg.w2_samples,
-                               cfg.sinkhorn_epsilon, self.generator)
+                w2 = self.w2_fn(actor, self._snapshots[i - 1], obs, cfg.w2_method, cfg.w2_samples,
+                                cfg.sinkhorn_epsilon, self.generator)
                 loss = energy + cfg.w2_weights[i - 1] * w2
                 opt.zero_grad()
                 loss.backward()
@@ -226,6 +245,24 @@ def reference_factory(config: MultiActorConfig, dataset_spec: DatasetSpec, seed:
     return ReferenceProtocolTrainer(config, dataset_spec, seed)
 
 
+def evaluator_factory_for(config: MultiActorConfig, dataset_spec: DatasetSpec) -> Callable[[], Any] | None:
+    """A lazy Evaluator factory when the dataset spec carries the normalization statistics, else None."""
+    if dataset_spec.state_mean is None:
+        return None
+    from multi_actor.evaluation import Evaluator
+    from pogo_audit.data import recover_env
+
+    cfg = config.resolved()
+
+    def make() -> Evaluator:
+        return Evaluator(lambda: recover_env(dataset_spec.dataset_id), np.asarray(dataset_spec.state_mean),
+                         np.asarray(dataset_spec.state_std), cfg.eval_episodes, cfg.eval_seed, cfg.eval_stochastic,
+                         (dataset_spec.ref_min_score, dataset_spec.ref_max_score))
+
+    return make
+
+
 def multi_actor_factory(config: MultiActorConfig, dataset_spec: DatasetSpec, seed: int) -> MultiActorTrainer:
-    """Trainer-protocol factory of the multi-actor trainer."""
-    return MultiActorTrainer(config, dataset_spec, seed)
+    """Trainer-protocol factory of the multi-actor trainer (evaluates every ``eval_freq`` steps when the dataset
+    spec carries the normalization statistics)."""
+    return MultiActorTrainer(config, dataset_spec, seed, evaluator_factory_for(config, dataset_spec))

@@ -28,7 +28,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    """stdout console; when output is not a terminal (CI logs, pipes) tables get 140 columns instead of 80."""
+    console = Console(highlight=False, soft_wrap=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, soft_wrap=False, width=140)
+    return console
 
 
 def _positive_int(text: str) -> int:
@@ -244,9 +248,202 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_train)
 
 
+# ------------------------------------------------------------------------------------------------ equivalence
+
+TORCH_ALGOS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
+
+
+def _equivalence_config(args: argparse.Namespace, algo: str):
+    from multi_actor.config import build_config
+
+    overrides = [*args.set, *([f"w2_method={args.w2_method}"] if args.w2_method else [])]
+    types = [t.strip() for t in args.actor_types.split(",") if t.strip()] if args.actor_types else None
+    return build_config(args.config, overrides, types, algo=algo, num_actors=args.actors, dataset=args.dataset,
+                        seed=args.seed)
+
+
+def _cmd_equivalence(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from checks.equivalence import EquivalenceOptions, equivalence_for_algo, load_factory
+    from pogo_audit.exporters import write_outputs
+    from pogo_audit.render import equivalence_table
+    from pogo_audit.results import RunResults
+
+    algos = list(TORCH_ALGOS) if args.algo == "all" else [args.algo]
+    reference = (args.reference, load_factory(args.reference, "--reference")) if args.reference else None
+    candidate = (args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None
+    configs = {a: _equivalence_config(args, a) for a in algos}
+    options = EquivalenceOptions(steps=args.steps, seed=args.seed if args.seed is not None else 0, mode=args.mode,
+                                 rtol=args.rtol, atol=args.atol, full_every=args.full_every,
+                                 self_check=not args.no_self_check, bundle_dir=args.bundle_dir,
+                                 sync_init=args.sync_init)
+    console = _console()
+    results = RunResults(command="equivalence")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=args.quiet) as progress:
+        for algo in algos:
+            task = progress.add_task(f"equivalence {algo}", total=args.steps)
+            res = equivalence_for_algo(algo, configs[algo], options, reference, candidate,
+                                       progress=lambda t, task=task: progress.update(task, completed=t))
+            progress.remove_task(task)
+            results.checks.append(res)
+            console.print(equivalence_table(res, configs[algo]))
+    write_outputs(results, json_path=args.json, junit_path=args.junit, sarif_path=args.sarif,
+                  summary_path=args.summary_md)
+    bad = [c for c in results.checks if not c.passed]
+    if bad:
+        for c in bad:
+            console.print(f"[bold red]{c.subject}[/]: {c.summary}")
+            if c.metrics.get("bundle"):
+                console.print(f"  bundle: {c.metrics['bundle']} (pogo-audit inspect {c.metrics['bundle']})")
+        return EXIT_CHECK_FAILED
+    console.print(f"[bold green]equivalent[/]: critic and actor0 match the reference for {', '.join(algos)}")
+    return EXIT_OK
+
+
+def _add_ci_outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", default=None, metavar="PATH", help="results model as JSON (schema-versioned)")
+    p.add_argument("--junit", default=None, metavar="PATH", help="JUnit XML")
+    p.add_argument("--sarif", default=None, metavar="PATH", help="SARIF 2.1.0 for findings with a code location")
+    p.add_argument("--summary-md", default=None, metavar="PATH", help="GitHub step-summary Markdown (< 1 MiB)")
+
+
+def _add_equivalence(sub: argparse._SubParsersAction) -> None:
+    from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
+
+    p = sub.add_parser(
+        "equivalence", formatter_class=RichHelpFormatter,
+        help="is the critic and actor0 of the multi-actor trainer still the original algorithm?",
+        description="Train the CORL-style single-actor reference and the multi-actor trainer side by side (same "
+                    "seed, same initial parameters, identical batches) and compare critic/actor0 losses, parameter "
+                    "digests, RNG digests, gradient leaks and the W2 chain at every step. On the first divergence a "
+                    "bundle is written for `pogo-audit inspect`.")
+    p.add_argument("--algo", default="iql", choices=(*TORCH_ALGOS, "all"), metavar="ALGO",
+                   help=f"{', '.join(TORCH_ALGOS)} or all (default iql)")
+    p.add_argument("--actors", type=_positive_int, default=None, help="actors of the candidate (default 3)")
+    p.add_argument("--steps", type=_positive_int, default=300, help="training steps compared (default 300)")
+    p.add_argument("--seed", type=int, default=None, help="seed of both trainers and of the batches (default 0)")
+    p.add_argument("--dataset", default=None, metavar="ID", help="Minari dataset id (default: the embedded one)")
+    p.add_argument("--actor-types", default=None, metavar="T1,T2,...",
+                   help="types of actors 1..N-1 (deterministic, gaussian, tanh_gaussian, implicit)")
+    p.add_argument("--w2-method", default=None, choices=("auto", "closed_form", "sinkhorn"),
+                   help="W2 estimator for stochastic pairs (sinkhorn forces the debiased Sinkhorn divergence)")
+    p.add_argument("--config", default=None, metavar="FILE", help="YAML multi-actor config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--mode", default="bitwise", choices=("bitwise", "tolerance"),
+                   help="bitwise (default; same framework on CPU) or tolerance")
+    p.add_argument("--rtol", type=_nonneg_float, default=DEFAULT_RTOL, help="tolerance mode: rtol (torch default)")
+    p.add_argument("--atol", type=_nonneg_float, default=DEFAULT_ATOL, help="tolerance mode: atol (torch default)")
+    p.add_argument("--full-every", type=_positive_int, default=100, metavar="K",
+                   help="compare full parameter tensors every K steps and at the end (default 100)")
+    p.add_argument("--no-self-check", action="store_true", help="skip running the reference twice")
+    p.add_argument("--sync-init", action="store_true",
+                   help="start the candidate from the reference's initial parameters and RNG state")
+    p.add_argument("--bundle-dir", default=".pogo-audit/bundles", metavar="DIR",
+                   help="where first-divergence bundles go (default .pogo-audit/bundles)")
+    p.add_argument("--reference", default=None, metavar="MOD:FACTORY", help="external reference trainer factory")
+    p.add_argument("--candidate", default=None, metavar="MOD:FACTORY", help="external candidate trainer factory")
+    _add_ci_outputs(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_equivalence)
+
+
+# ---------------------------------------------------------------------------------------------------- mutants
+
+
+def _cmd_mutants(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from checks.mutants import catalog, run_mutant
+    from pogo_audit.exporters import write_outputs
+    from pogo_audit.render import kill_matrix_table
+    from pogo_audit.results import RunResults
+
+    mutants = catalog(args.algo)
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {m.name for m in mutants}
+        if unknown:
+            raise UsageError(f"--only: unknown mutant(s) {', '.join(sorted(unknown))}; see pogo-audit mutants --list")
+        mutants = [m for m in mutants if m.name in wanted]
+    console = _console()
+    if args.list:
+        from rich.table import Table
+
+        table = Table(title=f"{len(mutants)} mutants", title_justify="left")
+        for col in ("mutant", "algo", "bug", "expected observable"):
+            table.add_column(col)
+        for m in mutants:
+            table.add_row(m.name, m.algo, m.description, m.expected)
+        console.print(table)
+        return EXIT_OK
+    if not mutants:
+        raise UsageError(f"--algo: no mutants for {args.algo!r}")
+    results = RunResults(command="mutants")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task("mutants", total=len(mutants))
+        for m in mutants:
+            progress.update(task, description=f"mutant {m.name}")
+            results.checks.append(run_mutant(m, bundle_dir=args.bundle_dir, seed=args.seed))
+            progress.advance(task)
+    console.print(kill_matrix_table(results.checks))
+    write_outputs(results, json_path=args.json, junit_path=args.junit, sarif_path=args.sarif,
+                  summary_path=args.summary_md)
+    survivors = [r.subject for r in results.checks if not r.passed]
+    if survivors:
+        console.print(f"[bold red]surviving mutants[/]: {', '.join(survivors)}")
+        return EXIT_CHECK_FAILED
+    console.print(f"[bold green]all {len(results.checks)} mutants killed[/]")
+    return EXIT_OK
+
+
+def _add_mutants(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mutants", formatter_class=RichHelpFormatter,
+                       help="prove the equivalence check can fail: run the mutation catalog",
+                       description="Inject each catalogued bug into our own multi-actor trainer at run time (no file "
+                                   "is edited), run the equivalence harness, and print the kill matrix. A mutant "
+                                   "that no observable catches fails the command.")
+    p.add_argument("--algo", default="all", metavar="ALGO", help="only mutants of this algorithm (default all)")
+    p.add_argument("--only", default=None, metavar="NAME,...", help="only these mutants")
+    p.add_argument("--list", action="store_true", help="list the catalog and exit")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--bundle-dir", default=".pogo-audit/mutant-bundles", metavar="DIR",
+                   help="first-divergence bundles of killed mutants (default .pogo-audit/mutant-bundles)")
+    _add_ci_outputs(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_mutants)
+
+
+# ---------------------------------------------------------------------------------------------------- inspect
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from pogo_audit.inspect import inspect_bundle, render_inspection
+
+    ins = inspect_bundle(args.bundle, top_k=args.top, plots_dir=args.plots)
+    console = _console()
+    for renderable in render_inspection(ins):
+        console.print(renderable)
+    return EXIT_OK
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", formatter_class=RichHelpFormatter, help="explain a first-divergence bundle",
+                       description="Mismatch table per tensor (torch.testing style), the top-K worst entries, the "
+                                   "step history of the diverged observable, and PNG plots. Never unpickles.")
+    p.add_argument("bundle", help="bundle .npz written by `pogo-audit equivalence` or `pogo-audit mutants`")
+    p.add_argument("--top", type=_positive_int, default=10, metavar="K", help="worst entries per tensor (default 10)")
+    p.add_argument("--plots", default=None, metavar="DIR", help="write diff_hist.png, heatmap.png, history.png")
+    p.set_defaults(handler=_cmd_inspect)
+
+
 # ------------------------------------------------------------------------------------------------------ main
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_conformance, _add_train, _add_datasets]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_equivalence, _add_inspect, _add_mutants, _add_conformance, _add_train, _add_datasets,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -534,11 +534,16 @@ class DatasetSpec:
     max_action: float
     ref_min_score: float | None = None
     ref_max_score: float | None = None
+    state_mean: tuple[float, ...] | None = None
+    state_std: tuple[float, ...] | None = None
 
     @classmethod
-    def from_transitions(cls, t: Transitions, max_action: float) -> DatasetSpec:
+    def from_transitions(cls, t: Transitions, max_action: float, state_mean: np.ndarray | None = None,
+                         state_std: np.ndarray | None = None) -> DatasetSpec:
+        as_tuple = (lambda a: None if a is None else tuple(float(x) for x in np.asarray(a).ravel()))
         return cls(t.dataset_id, t.env_id, t.state_dim, t.action_dim, float(max_action),
-                   t.info.get("ref_min_score"), t.info.get("ref_max_score"))
+                   t.info.get("ref_min_score"), t.info.get("ref_max_score"), as_tuple(state_mean),
+                   as_tuple(state_std))
 
 
 def env_max_action(dataset_id: str) -> float:

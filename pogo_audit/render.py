@@ -35,3 +35,58 @@ def conformance_table(res: CheckResult) -> Table:
         table.caption = (f"first step outside tolerance: step {d.step}, {d.observable} (abs {fmt_float(d.max_abs)}, "
                          f"rel {fmt_float(d.max_rel)})")
     return table
+
+
+def equivalence_table(res: CheckResult, config: object | None = None) -> Table:
+    """Observable group, steps compared, verdict, first divergence step, max abs / rel diff."""
+    m = res.metrics
+    actors = m.get("actors")
+    types = ""
+    if config is not None and getattr(config, "actor_configs", None):
+        types = " [" + ", ".join(a.type for a in config.actor_configs) + "]"
+    title = (f"equivalence {res.subject}: {verdict_text(res.verdict)} — {res.steps_compared} steps, "
+             f"{m.get('mode', '?')}, {actors} actors{types}, self-check {m.get('self_check', '?')}")
+    table = Table(title=title, title_justify="left")
+    for col in ("observable group", "observables", "steps", "verdict", "first divergence", "max abs diff",
+                "max rel diff"):
+        table.add_column(col, justify="left" if col in ("observable group", "first divergence") else "right")
+    for row in res.details:
+        first = "—" if row["first_divergence_step"] is None else \
+            f"step {row['first_divergence_step']}: {row['observable']}"
+        table.add_row(row["group"], str(row["observables"]), str(row["steps_compared"]), verdict_text(row["verdict"]),
+                      first, fmt_float(row["max_abs"]), fmt_float(row["max_rel"]))
+    if res.verdict not in ("pass", "fail"):
+        table.caption = res.summary
+    return table
+
+
+_GROUP_ABBREV = {"critic losses": "crit loss", "actor0 losses": "a0 loss", "critic params": "crit par",
+                 "target params": "tgt par", "actor0 params": "a0 par", "rng": "rng", "grad leak": "grad",
+                 "chain (W2 oracle)": "W2"}
+
+
+def kill_matrix_table(results: list[CheckResult]) -> Table:
+    """Mutant × observable group → first step of detection (★ marks the expected group)."""
+    groups = list(_GROUP_ABBREV)
+    killed = sum(1 for r in results if r.metrics.get("killed"))
+    table = Table(title=f"mutation catalog: {killed}/{len(results)} killed "
+                        f"({100.0 * killed / max(len(results), 1):.0f}%) — cell = first step detected, ★ = expected",
+                  title_justify="left")
+    table.add_column("mutant")
+    table.add_column("algo")
+    for g in groups:
+        table.add_column(_GROUP_ABBREV[g], justify="right")
+    table.add_column("caught by")
+    table.add_column("verdict")
+    for r in results:
+        steps = {d["group"]: d["step"] for d in r.details}
+        cells = []
+        for g in groups:
+            s = steps.get(g)
+            mark = "★" if g == r.metrics.get("expected") else ""
+            cells.append(f"{mark}{'·' if s is None else s}")
+        caught = r.metrics.get("caught_by") or "—"
+        table.add_row(r.subject, r.metrics.get("algo", ""), *cells, caught,
+                      verdict_text("pass" if r.metrics.get("killed") else "fail").replace("pass", "killed")
+                      .replace("fail", "SURVIVED"))
+    return table

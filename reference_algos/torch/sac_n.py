@@ -275,34 +275,42 @@ class SACN(ReferenceTrainer):
         random_actions = -max_action + 2 * max_action * torch.rand_like(action)
         return ensemble_std(self.critic(state, random_actions)).item()
 
+    def _update_alpha(self, state: torch.Tensor) -> float:
+        loss = self._alpha_loss(state)
+        self.alpha_optimizer.zero_grad()
+        loss.backward()
+        self.alpha_optimizer.step()
+        self.alpha = self.log_alpha.exp().detach()
+        return loss.item()
+
+    def _update_actor(self, state: torch.Tensor) -> tuple[float, float, float]:
+        loss, batch_entropy, q_policy_std = self._actor_loss(state)
+        self.actor_optimizer.zero_grad()
+        loss.backward()
+        self.actor_optimizer.step()
+        return loss.item(), batch_entropy, q_policy_std
+
+    def _update_critic(self, state: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+                       next_state: torch.Tensor, done: torch.Tensor) -> float:
+        loss = self._critic_loss(state, action, reward, next_state, done)
+        self.critic_optimizer.zero_grad()
+        loss.backward()
+        self.critic_optimizer.step()
+        return loss.item()
+
     def train_step(self, batch: TensorBatch) -> dict[str, float]:
         """CORL's ``update``: alpha -> actor -> critic, then target soft update and the logging draw."""
         state, action, reward, next_state, done = [arr.to(self.device) for arr in batch]
-
-        alpha_loss_value = self._alpha_loss(state)
-        self.alpha_optimizer.zero_grad()
-        alpha_loss_value.backward()
-        self.alpha_optimizer.step()
-        self.alpha = self.log_alpha.exp().detach()
-
-        actor_loss_value, actor_batch_entropy, q_policy_std = self._actor_loss(state)
-        self.actor_optimizer.zero_grad()
-        actor_loss_value.backward()
-        self.actor_optimizer.step()
-
-        critic_loss_value = self._critic_loss(state, action, reward, next_state, done)
-        self.critic_optimizer.zero_grad()
-        critic_loss_value.backward()
-        self.critic_optimizer.step()
-
+        alpha_loss_value = self._update_alpha(state)
+        actor_loss_value, actor_batch_entropy, q_policy_std = self._update_actor(state)
+        critic_loss_value = self._update_critic(state, action, reward, next_state, done)
         with torch.no_grad():
             soft_update(self.target_critic, self.critic, tau=self.tau)
             q_random_std = self._q_random_std(state, action)
-
         return {
-            "alpha_loss": alpha_loss_value.item(),
-            "critic_loss": critic_loss_value.item(),
-            "actor_loss": actor_loss_value.item(),
+            "alpha_loss": alpha_loss_value,
+            "critic_loss": critic_loss_value,
+            "actor_loss": actor_loss_value,
             "batch_entropy": actor_batch_entropy,
             "alpha": self.alpha.item(),
             "q_policy_std": q_policy_std,

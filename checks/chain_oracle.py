@@ -1,0 +1,96 @@
+"""Independent check of the W2 term of a multi-actor candidate (observable ``chain/actor<i>/w2``).
+
+Equivalence of critic and actor0 says nothing about the actor chain itself. For a candidate that exposes
+``policies()`` (actor0 first) and reports ``actor<i>/w2``, the oracle recomputes W2² between actor i and actor i-1
+*as they were at the start of the step*, in float64, without the trainer's code:
+
+* two Gaussians: POT's Bures-Wasserstein distance (squared), exact — tight tolerance;
+* two deterministic actors: ``||a - b||²`` — tight tolerance;
+* a deterministic side: ``E||X - b||²``, exact for a Gaussian ``X`` (``||mu - b||² + sum std²``), otherwise a
+  256-sample mean — 15 % tolerance;
+* other stochastic pairs: ``ot.emd2`` on 64 fresh samples per state — 35 % tolerance (entropic and small-sample
+  biases of the trainer's estimator are real; halving or dropping a term is not).
+
+A wrong scale, a dropped std term or a reference actor taken after its update all show up here.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from multi_actor.w2 import pair_method
+
+EXACT_TOL = (1e-4, 1e-6)
+POINT_SAMPLED_TOL = (0.15, 1e-3)
+SINKHORN_TOL = (0.35, 2e-2)
+ORACLE_SEED = 97_531
+
+
+def _f64(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64)
+
+
+class ChainOracle:
+    def __init__(self, trainer: Any, config: Any):
+        self.trainer = trainer
+        self.method = getattr(config, "w2_method", "auto")
+        self.generator = torch.Generator().manual_seed(ORACLE_SEED)
+
+    @classmethod
+    def for_trainer(cls, trainer: Any, config: Any) -> ChainOracle | None:
+        if not hasattr(trainer, "policies") or len(trainer.policies()) < 2:
+            return None
+        return cls(trainer, config)
+
+    def snapshot(self) -> list[Any]:
+        """Deep copies of the actors before the step."""
+        return [copy.deepcopy(p) for p in self.trainer.policies()]
+
+    @torch.no_grad()
+    def exact_w2(self, p: Any, q: Any, obs: torch.Tensor) -> tuple[float, tuple[float, float]]:
+        """Oracle W2² (batch mean) of ``p`` to ``q`` and the tolerance that applies to the trainer's estimate."""
+        import ot
+
+        kind = pair_method((p.stochastic, p.gaussian), (q.stochastic, q.gaussian), self.method)
+        if kind == "points":
+            return float(((_f64(p.action(obs)) - _f64(q.action(obs))) ** 2).sum(-1).mean()), EXACT_TOL
+        if kind == "sample_to_point":
+            sto, det = (p, q) if p.stochastic else (q, p)
+            b = _f64(det.action(obs))
+            if sto.gaussian:
+                mu, std = (_f64(t) for t in sto.mean_std(obs))
+                return float((((mu - b) ** 2).sum(-1) + (std**2).sum(-1)).mean()), POINT_SAMPLED_TOL
+            x = _f64(sto.sample(obs, 256, self.generator))
+            return float(((x - b[:, None, :]) ** 2).sum(-1).mean()), POINT_SAMPLED_TOL
+        if p.gaussian and q.gaussian:
+            mp, sp = (_f64(t) for t in p.mean_std(obs))
+            mq, sq = (_f64(t) for t in q.mean_std(obs))
+            cov_p = np.einsum("bi,ij->bij", sp**2, np.eye(sp.shape[1]))
+            cov_q = np.einsum("bi,ij->bij", sq**2, np.eye(sq.shape[1]))
+            w = ot.gaussian.bures_wasserstein_distance(mp, mq, cov_p, cov_q, paired=True)
+            return float((np.asarray(w) ** 2).mean()), EXACT_TOL if kind == "closed_form" else SINKHORN_TOL
+        x = _f64(p.sample(obs, 64, self.generator))
+        y = _f64(q.sample(obs, 64, self.generator))
+        w = np.ones(64) / 64
+        vals = [ot.emd2(w, w, ot.dist(x[i], y[i])) for i in range(x.shape[0])]
+        return float(np.mean(vals)), SINKHORN_TOL
+
+    def check(self, pre: Sequence[Any], batch: Sequence[Any], reported: Mapping[str, Any]):
+        """Oracle values (reference side), reported values (candidate side) and per-observable tolerances."""
+        obs = batch[0]
+        oracle, cand, tolerances = {}, {}, {}
+        for i in range(1, len(pre)):
+            key = f"actor{i}/w2"
+            if key not in reported:
+                continue
+            value, tol = self.exact_w2(pre[i], pre[i - 1], obs)
+            name = f"chain/{key}"
+            oracle[name] = value
+            cand[name] = float(reported[key])
+            tolerances[name] = tol
+        return oracle, cand, tolerances

@@ -1,0 +1,466 @@
+"""Equivalence of a candidate trainer's critic and actor0 with the single-actor reference, step by step.
+
+Both trainers are built by ``factory(config, dataset_spec, seed)`` with the same seed, each with a private copy of
+the global RNG state (:class:`pogo_audit.harness.IsolatedTrainer`); every batch is sampled once and given to both.
+At step 0 and after every step the harness compares the canonical observables:
+
+* ``critic/*`` and ``actor0/*`` losses returned by ``step``;
+* ``params/<name>/{sum,l2,hash}`` digests of every critic, target and actor0 tensor (full tensors every
+  ``full_every`` steps and at the end);
+* ``rng/torch`` and ``rng/numpy``: digests of each trainer's global RNG state (JAX trainers add ``rng/key``);
+* ``grad_leak/<name>``: the ``.grad`` of critic/actor0 parameters — a loss of actor i ≥ 1 that writes a gradient
+  there makes them differ from the reference's;
+* ``chain/actor<i>/w2``: for a candidate exposing ``policies()``, the W2 it reports is checked against an
+  independent oracle on the actors as they were at the start of the step (see :mod:`checks.chain_oracle`).
+
+The reference is run twice first-hand (in lock-step) so that a nondeterministic reference yields "inconclusive",
+never a false "not equivalent". Modes: ``bitwise`` (exact equality, hashes included) and ``tolerance``
+(``|a - b| <= atol + rtol |b|``; hashes ignored).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pogo_audit.bundle import Bundle, write_bundle
+from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_arrays, compare_scalar
+from pogo_audit.harness import IsolatedTrainer
+from pogo_audit.results import FAIL, INCONCLUSIVE, PASS, CheckResult, Divergence, environment_info
+
+GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "rng", "grad leak",
+          "chain (W2 oracle)")
+
+
+def group_of(observable: str) -> str:
+    """The table group of a canonical observable name."""
+    if observable.startswith("critic/"):
+        return "critic losses"
+    if observable.startswith("actor0/"):
+        return "actor0 losses"
+    if observable.startswith("params/"):
+        role = observable.split("/", 2)[1]
+        return {"critic": "critic params", "target": "target params", "actor0": "actor0 params"}.get(role,
+                                                                                                   "critic params")
+    if observable.startswith("rng/"):
+        return "rng"
+    if observable.startswith("grad_leak/"):
+        return "grad leak"
+    if observable.startswith("chain/"):
+        return "chain (W2 oracle)"
+    return "other"
+
+
+COMPARED_PARAM_ROLES = ("critic/", "actor0/", "target/")
+
+
+@dataclass
+class EquivalenceOptions:
+    steps: int = 300
+    seed: int = 0
+    batch_size: int | None = None
+    mode: str = "bitwise"
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    full_every: int = 100
+    self_check: bool = True
+    bundle_dir: str | None = None
+    chain_oracle: bool = True
+    sync_init: bool = False
+
+
+def _hash(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]
+
+
+def param_observables(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """``params/<name>/{sum,l2,hash}`` for the compared roles (critic, target, actor0)."""
+    out: dict[str, Any] = {}
+    for name, arr in params.items():
+        if not name.startswith(COMPARED_PARAM_ROLES):
+            continue
+        x = np.asarray(arr, dtype=np.float64).ravel()
+        out[f"params/{name}/sum"] = float(x.sum())
+        out[f"params/{name}/l2"] = float(np.sqrt((x * x).sum()))
+        out[f"params/{name}/hash"] = _hash(np.asarray(arr))
+    return out
+
+
+def grad_observables(grads: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, g in grads.items():
+        out[f"grad_leak/{name}/l2"] = float(np.sqrt((np.asarray(g, dtype=np.float64) ** 2).sum()))
+        out[f"grad_leak/{name}/hash"] = _hash(np.asarray(g))
+    return out
+
+
+@dataclass
+class _GroupStats:
+    observables: set[str] = field(default_factory=set)
+    steps: set[int] = field(default_factory=set)
+    first: Divergence | None = None
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+
+
+class Comparator:
+    """Compares two observable dicts step by step and keeps per-group statistics and the first divergence."""
+
+    def __init__(self, mode: str, rtol: float, atol: float):
+        self.mode = mode
+        self.rtol, self.atol = (0.0, 0.0) if mode == "bitwise" else (rtol, atol)
+        self.groups: dict[str, _GroupStats] = {g: _GroupStats() for g in GROUPS}
+        self.first: Divergence | None = None
+        self.diverged_at_step: list[str] = []
+
+    def _record(self, step: int, name: str, expected: Any, actual: Any,
+                tolerance: tuple[float, float] | None = None) -> bool:
+        g = self.groups.setdefault(group_of(name), _GroupStats())
+        g.observables.add(name)
+        g.steps.add(step)
+        rtol, atol = tolerance or (self.rtol, self.atol)
+        index = None
+        if actual is None or expected is None:
+            ok, max_abs, max_rel = False, float("inf"), float("inf")
+        elif isinstance(expected, str) or isinstance(actual, str):
+            if self.mode != "bitwise" and name.endswith("/hash"):
+                return True
+            ok, max_abs, max_rel = expected == actual, 0.0 if expected == actual else float("inf"), \
+                0.0 if expected == actual else float("inf")
+        elif isinstance(expected, np.ndarray) and expected.ndim > 0:
+            mm = compare_arrays(expected, np.asarray(actual), rtol, atol)
+            ok, max_abs, max_rel = mm.close, mm.max_abs, mm.max_rel
+            index = list(mm.max_abs_index)
+        else:
+            mm = compare_scalar(float(expected), float(actual), rtol, atol)
+            ok, max_abs, max_rel = mm.close, mm.max_abs, mm.max_rel
+        if np.isfinite(max_abs):
+            g.max_abs = max(g.max_abs, max_abs)
+        else:
+            g.max_abs = float("inf")
+        g.max_rel = max(g.max_rel, max_rel) if np.isfinite(max_rel) else float("inf")
+        if ok:
+            return True
+        div = Divergence(step=step, observable=name, max_abs=float(max_abs), max_rel=float(max_rel), rtol=rtol,
+                         atol=atol, index=index,
+                         expected=float(expected) if isinstance(expected, (int, float)) else None,
+                         actual=float(actual) if isinstance(actual, (int, float)) else None)
+        if g.first is None:
+            g.first = div
+        if self.first is None:
+            self.first = div
+        self.diverged_at_step.append(name)
+        return False
+
+    def compare(self, step: int, ref: Mapping[str, Any], cand: Mapping[str, Any],
+                tolerances: Mapping[str, tuple[float, float]] | None = None) -> list[str]:
+        """Compare every observable the reference has (a missing candidate value diverges); returns diverged names."""
+        self.diverged_at_step = []
+        for name, expected in ref.items():
+            tol = (tolerances or {}).get(name)
+            self._record(step, name, expected, cand.get(name), tol)
+        for name, actual in cand.items():  # a critic/actor0 loss the reference did not log at this step
+            if name.startswith(("critic/", "actor0/")) and name not in ref:
+                self._record(step, name, None, actual)
+        return list(self.diverged_at_step)
+
+    def rows(self, steps_total: int) -> list[dict[str, Any]]:
+        rows = []
+        for name in GROUPS:
+            g = self.groups.get(name)
+            if g is None or not g.observables:
+                continue
+            rows.append({
+                "group": name,
+                "observables": len(g.observables),
+                "steps_compared": len(g.steps),
+                "verdict": PASS if g.first is None else FAIL,
+                "first_divergence_step": None if g.first is None else g.first.step,
+                "observable": None if g.first is None else g.first.observable,
+                "max_abs": g.max_abs,
+                "max_rel": g.max_rel,
+            })
+        return rows
+
+
+def _scalars(obs: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in obs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+@dataclass
+class _Side:
+    """One trainer in the lock-step run plus what the harness remembers about it."""
+
+    iso: IsolatedTrainer
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def observe(self, losses: Mapping[str, Any], full: bool, jax: bool = False) -> dict[str, Any]:
+        self.params = self.iso.call("parameters")
+        obs: dict[str, Any] = {k: v for k, v in losses.items()}
+        obs.update(param_observables(self.params))
+        if full:
+            obs.update({f"params/{k}/full": np.asarray(v) for k, v in self.params.items()
+                        if k.startswith(COMPARED_PARAM_ROLES)})
+        obs.update(self.iso.rng_digests())
+        trainer = self.iso.trainer
+        if hasattr(trainer, "rng_digests"):
+            obs.update(self.iso.call("rng_digests"))
+        if hasattr(trainer, "gradients"):
+            obs.update(grad_observables(self.iso.call("gradients")))
+        return obs
+
+
+def _compared_losses(obs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obs.items() if k.startswith(("critic/", "actor0/"))}
+
+
+def run_equivalence(
+    algo: str,
+    config: Any,
+    dataset_spec: Any,
+    buffer: Any,
+    reference_factory: Callable[..., Any],
+    candidate_factory: Callable[..., Any],
+    options: EquivalenceOptions,
+    progress: Callable[[int], None] | None = None,
+    labels: tuple[str, str] = ("reference", "candidate"),
+    batch_size: int = 256,
+) -> CheckResult:
+    """Drive reference (twice, for the self-check) and candidate in lock-step; return one CheckResult."""
+    from checks.chain_oracle import ChainOracle
+
+    t0 = time.perf_counter()
+    seed = options.seed
+    ref = _Side(IsolatedTrainer(reference_factory, config, dataset_spec, seed))
+    twin = _Side(IsolatedTrainer(reference_factory, config, dataset_spec, seed)) if options.self_check else None
+    cand = _Side(IsolatedTrainer(candidate_factory, config, dataset_spec, seed))
+    if options.sync_init:
+        start = {k: v for k, v in ref.iso.call("parameters").items() if k.startswith(COMPARED_PARAM_ROLES)}
+        cand.iso.call("load_parameters", start)
+        cand.iso.rng = copy.deepcopy(ref.iso.rng)
+    oracle = ChainOracle.for_trainer(cand.iso.trainer, config) if options.chain_oracle else None
+
+    comp = Comparator(options.mode, options.rtol, options.atol)
+    self_comp = Comparator("bitwise", 0.0, 0.0)
+    history: dict[str, dict[str, list[float]]] = {"reference": {}, "candidate": {}}
+    steps_done: list[int] = []
+
+    def remember(step: int, obs_ref: Mapping[str, Any], obs_cand: Mapping[str, Any]) -> None:
+        steps_done.append(step)
+        for side, obs in (("reference", obs_ref), ("candidate", obs_cand)):
+            for k, v in _scalars(obs).items():
+                history[side].setdefault(k, [float("nan")] * (len(steps_done) - 1)).append(v)
+            for k, series in history[side].items():
+                if len(series) < len(steps_done):
+                    series.append(float("nan"))
+
+    obs_ref = ref.observe({}, full=True)
+    obs_cand = cand.observe({}, full=True)
+    if twin is not None:
+        self_comp.compare(0, obs_ref, twin.observe({}, full=True))
+    diverged = comp.compare(0, obs_ref, obs_cand)
+    remember(0, obs_ref, obs_cand)
+    bundle_path = None
+    bundle_info: dict[str, Any] | None = None
+    if diverged:
+        bundle_info = {"step": 0, "batch": [], "before": ({}, {}), "obs": (obs_ref, obs_cand), "diverged": diverged}
+
+    inconclusive_step = self_comp.first.step if self_comp.first is not None else None
+    for step in range(1, options.steps + 1):
+        if inconclusive_step is not None:
+            break
+        batch = buffer.sample(batch_size)
+        before = (dict(ref.params), dict(cand.params))
+        pre_policies = oracle.snapshot() if oracle is not None else None
+        full = step % options.full_every == 0 or step == options.steps
+        obs_ref = ref.observe(_compared_losses(ref.iso.call("step", batch)), full)
+        cand_out = cand.iso.call("step", batch)
+        obs_cand = cand.observe(cand_out, full)
+        if twin is not None:
+            obs_twin = twin.observe(_compared_losses(twin.iso.call("step", batch)), full)
+            if self_comp.compare(step, obs_ref, obs_twin):
+                inconclusive_step = step
+        tolerances = {}
+        if oracle is not None:
+            chain_ref, chain_cand, tolerances = oracle.check(pre_policies, batch, cand_out)
+            obs_ref.update(chain_ref)
+            obs_cand.update(chain_cand)
+        diverged = comp.compare(step, obs_ref, obs_cand, tolerances)
+        remember(step, obs_ref, obs_cand)
+        if diverged and bundle_info is None:
+            bundle_info = {"step": step, "batch": batch, "before": before, "obs": (obs_ref, obs_cand),
+                           "diverged": diverged,
+                           "grads": (ref.iso.call("gradients") if hasattr(ref.iso.trainer, "gradients") else {},
+                                     cand.iso.call("gradients") if hasattr(cand.iso.trainer, "gradients") else {})}
+            if options.bundle_dir:
+                bundle_path = _write(options, algo, config, bundle_info, ref, cand, history, steps_done, comp)
+        if progress is not None:
+            progress(step)
+
+    if bundle_info is not None and options.bundle_dir:
+        bundle_path = _write(options, algo, config, bundle_info, ref, cand, history, steps_done, comp)
+
+    rows = comp.rows(options.steps)
+    if inconclusive_step is not None:
+        verdict = INCONCLUSIVE
+        d = self_comp.first
+        summary = (f"inconclusive: reference is nondeterministic (two runs differ at step {d.step} in "
+                   f"{d.observable})")
+    elif comp.first is None:
+        verdict = PASS
+        summary = f"{labels[1]} is equivalent to {labels[0]} over {options.steps} steps ({options.mode})"
+    else:
+        verdict = FAIL
+        d = comp.first
+        summary = (f"not equivalent: first divergence at step {d.step} in {d.observable} "
+                   f"(max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g})")
+    return CheckResult(
+        check="equivalence",
+        subject=algo,
+        verdict=verdict,
+        steps_compared=max(steps_done) if steps_done else 0,
+        summary=summary,
+        first_divergence=comp.first if verdict == FAIL else self_comp.first,
+        metrics={
+            "mode": options.mode,
+            "rtol": comp.rtol,
+            "atol": comp.atol,
+            "actors": getattr(config, "num_actors", None),
+            "seed": seed,
+            "bundle": str(bundle_path) if bundle_path else None,
+            "reference": labels[0],
+            "candidate": labels[1],
+            "self_check": "off" if twin is None else ("pass" if inconclusive_step is None else "nondeterministic"),
+            "history": {"steps": steps_done, **{f"{side}/{k}": v for side in history for k, v in
+                                                 history[side].items() if k.startswith(("critic/", "actor0/"))}},
+        },
+        details=rows,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _write(options: EquivalenceOptions, algo: str, config: Any, info: dict[str, Any], ref: _Side, cand: _Side,
+           history: dict[str, dict[str, list[float]]], steps_done: list[int], comp: Comparator) -> Path:
+    arrays: dict[str, np.ndarray] = {}
+    for i, t in enumerate(info["batch"]):
+        arrays[f"batch/{i}"] = np.asarray(t)
+    for side, params in zip(("reference", "candidate"), info["before"]):
+        for k, v in params.items():
+            arrays[f"before/{side}/{k}"] = np.asarray(v)
+    after = info.get("after") or (dict(ref.params), dict(cand.params))
+    info["after"] = after
+    for side, params in zip(("reference", "candidate"), after):
+        for k, v in params.items():
+            arrays[f"after/{side}/{k}"] = np.asarray(v)
+    for side, grads in zip(("reference", "candidate"), info.get("grads", ({}, {}))):
+        for k, v in grads.items():
+            arrays[f"grads/{side}/{k}"] = np.asarray(v)
+    arrays["history/steps"] = np.asarray(steps_done, dtype=np.int64)
+    for side, series in history.items():
+        for k, v in series.items():
+            arrays[f"history/{side}/{k}"] = np.asarray(v + [float("nan")] * (len(steps_done) - len(v)),
+                                                       dtype=np.float64)
+    first = comp.first
+    obs_ref, obs_cand = info["obs"]
+    header = {
+        "algo": algo,
+        "step": info["step"],
+        "first_divergence": None if first is None else {**first.__dict__},
+        "divergent_observables": info["diverged"],
+        "observables": {
+            "reference": {k: v for k, v in obs_ref.items() if not isinstance(v, np.ndarray)},
+            "candidate": {k: v for k, v in obs_cand.items() if not isinstance(v, np.ndarray)},
+        },
+        "config": config.to_dict() if hasattr(config, "to_dict") else repr(config),
+        "environment": environment_info(),
+        "mode": options.mode,
+    }
+    out = Path(options.bundle_dir) / f"{algo}-step{info['step']}.npz"
+    return write_bundle(out, Bundle(header, arrays))
+
+
+def load_factory(spec: str, option: str) -> Callable[..., Any]:
+    """``pkg.module:factory`` → the callable (the current directory is importable, like ``python -m``)."""
+    import importlib
+    import os
+    import sys
+
+    from pogo_audit.errors import UsageError
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"{option}: expected MODULE:FACTORY (e.g. examples.pogo_adapter:factory), got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"{option}: cannot import module {module_name!r} ({exc})") from None
+    except Exception as exc:  # user code failing at import time is reported, not hidden
+        raise UsageError(f"{option}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise UsageError(f"{option}: {module_name!r} has no callable {attr!r}")
+    return _checked_factory(factory, spec, option)
+
+
+PROTOCOL_METHODS = ("step", "parameters", "load_parameters")
+
+
+def _checked_factory(factory: Callable[..., Any], spec: str, option: str) -> Callable[..., Any]:
+    from pogo_audit.errors import InputError, UsageError
+
+    def build(config: Any, dataset_spec: Any, seed: int) -> Any:
+        try:
+            trainer = factory(config, dataset_spec, seed)
+        except Exception as exc:  # the user's factory: report what it raised, in one line
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise InputError(f"{option}: factory {spec} raised {type(exc).__name__}: {first}") from None
+        missing = [m for m in PROTOCOL_METHODS if not callable(getattr(trainer, m, None))]
+        if missing:
+            raise UsageError(f"{option}: trainer from {spec} lacks protocol method(s) {', '.join(missing)} "
+                             f"(needs step, parameters, load_parameters)")
+        return trainer
+
+    return build
+
+
+def equivalence_for_algo(algo: str, config: Any, options: EquivalenceOptions,
+                         reference: tuple[str, Callable[..., Any]] | None = None,
+                         candidate: tuple[str, Callable[..., Any]] | None = None,
+                         progress: Callable[[int], None] | None = None) -> CheckResult:
+    """Equivalence on ``config.dataset`` with the base algorithm's preprocessing; defaults compare our reference
+    with our multi-actor trainer. A trainer that raises during a step yields verdict ``error``."""
+    from multi_actor.algorithms import get_algorithm
+    from multi_actor.loop import prepare_data
+    from multi_actor.trainer import multi_actor_factory, reference_factory
+    from pogo_audit.data import ReplayBuffer
+    from pogo_audit.errors import PogoAuditError
+    from pogo_audit.results import ERROR
+    from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
+
+    algorithm = get_algorithm(algo)
+    data = prepare_data(config, algorithm)
+    buffer = ReplayBuffer(data.processed, derived_seed(options.seed, BUFFER_OFFSET))
+    batch_size = options.batch_size or algorithm.batch_size(algorithm.base_config(config.base))
+    ref_label, ref_factory = reference or ("reference_algos (CORL-faithful)", reference_factory)
+    cand_label, cand_factory = candidate or ("multi_actor.MultiActorTrainer", multi_actor_factory)
+    t0 = time.perf_counter()
+    try:
+        return run_equivalence(algo, config, data.spec, buffer, ref_factory, cand_factory, options, progress,
+                               (ref_label, cand_label), batch_size)
+    except PogoAuditError:
+        raise
+    except Exception as exc:  # a trainer crashing mid-run is a finding about that trainer
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return CheckResult(check="equivalence", subject=algo, verdict=ERROR,
+                           summary=f"a trainer raised during the run: {type(exc).__name__}: {first}",
+                           metrics={"reference": ref_label, "candidate": cand_label, "mode": options.mode},
+                           seconds=time.perf_counter() - t0)

@@ -17,7 +17,7 @@ import time
 import types
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,13 @@ class Mutant:
     steps: int = 6
     target: Callable[..., Any] | None = None
     framework: str = "torch"
-    extra: dict[str, Any] = field(default_factory=dict)
+    base_factory: Callable[..., Any] | None = None
 
     def factory(self, config: Any, dataset_spec: Any, seed: int) -> Any:
+        """Build the candidate (``base_factory``, default the PyTorch multi-actor trainer) and inject the bug."""
         if self.trainer_cls is not None:
             return self.trainer_cls(config, dataset_spec, seed, evaluator_factory_for(config, dataset_spec))
-        trainer = multi_actor_factory(config, dataset_spec, seed)
+        trainer = (self.base_factory or multi_actor_factory)(config, dataset_spec, seed)
         self.patch(trainer)
         return trainer
 

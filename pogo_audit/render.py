@@ -14,6 +14,8 @@ def verdict_text(verdict: str) -> str:
 
 
 def fmt_float(x: float) -> str:
+    if x != x:  # NaN: a digest mismatch has no magnitude
+        return "—"
     return "0" if x == 0 else f"{x:.3g}"
 
 

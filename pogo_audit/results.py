@@ -40,6 +40,13 @@ class Divergence:
     expected: float | None = None
     actual: float | None = None
 
+    def __post_init__(self) -> None:
+        # JSON stores non-finite floats as "nan"/"inf"/"-inf" strings; turn them back into floats
+        for name in ("max_abs", "max_rel", "rtol", "atol", "expected", "actual"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, float(value))
+
 
 @dataclass
 class CheckResult:

@@ -1,0 +1,119 @@
+"""Adapter: the hand-written trainer in ``examples/user_pogo_td3bc.py`` seen through pogo-audit's Trainer protocol.
+
+    pogo-audit equivalence --algo td3_bc --candidate examples.pogo_adapter:factory          # equivalent
+    pogo-audit equivalence --algo td3_bc --candidate examples.pogo_adapter:broken_factory   # not equivalent
+
+The trainer itself is left untouched; this file only translates names:
+
+* parameters: the user's module attributes -> ``<role>/<module>/<state_dict key>`` with the reference's module
+  names (``actor``, ``critic_1``, ...) and its layer naming (``net.*`` where the user wrote ``layers.*``);
+* log keys: ``loss/critic`` -> ``critic/critic_loss``, ``loss/actor`` -> ``actor0/loss``, ``chain/<i>/*`` ->
+  ``actor<i>/*`` (recorded; ``actor<i>/w2`` is also checked by the W2 oracle through ``policies()``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from examples.user_pogo_td3bc import POGOTD3BC
+
+# user attribute -> canonical "<role>/<module>" (role: critic, actor0 or target; module: the reference's name)
+MODULES = {
+    "pi": "actor0/actor",
+    "q1": "critic/critic_1",
+    "q2": "critic/critic_2",
+    "pi_targ": "target/actor_target",
+    "q1_targ": "target/critic_1_target",
+    "q2_targ": "target/critic_2_target",
+}
+LOG_KEYS = {"loss/critic": "critic/critic_loss", "loss/actor": "actor0/loss"}
+# TD3+BC hyper-parameters that may come from the audit config (`--set base.alpha=...`)
+HPARAMS = ("alpha", "discount", "tau", "policy_noise", "noise_clip", "policy_freq")
+
+
+def canonical(module: str, key: str) -> str:
+    """``("q1", "layers.0.weight")`` -> ``"critic/critic_1/net.0.weight"``."""
+    return f"{MODULES[module]}/{key.replace('layers.', 'net.', 1)}"
+
+
+class DeterministicView:
+    """What the W2 oracle needs of an actor: ``action(obs)`` and its kind (deterministic here)."""
+
+    stochastic = False
+    gaussian = False
+
+    def __init__(self, net: torch.nn.Module):
+        self.net = net
+
+    def action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.net(obs)
+
+
+class ProtocolTrainer:
+    def __init__(self, user: POGOTD3BC):
+        self.user = user
+
+    def step(self, batch) -> dict[str, float]:
+        out = {}
+        for key, value in self.user.train(batch).items():
+            if key.startswith("chain/"):  # chain/<i>/<name> -> actor<i>/<name>
+                _, i, name = key.split("/")
+                key = f"actor{i}/{name}"
+            out[LOG_KEYS.get(key, key)] = value
+        return out
+
+    def _named_tensors(self) -> dict[str, torch.Tensor]:
+        named = {canonical(m, k): t for m in MODULES
+                 for k, t in getattr(self.user, m).state_dict(keep_vars=True).items()}
+        for i, actor in enumerate(self.user.chain, start=1):
+            named.update({f"actor{i}/{k}": t for k, t in actor.state_dict(keep_vars=True).items()})
+        return named
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return {name: t.detach().cpu().numpy().copy() for name, t in self._named_tensors().items()}
+
+    def load_parameters(self, params) -> None:
+        """Names not given keep their value (``--sync-init`` passes critic, actor0 and target tensors)."""
+        with torch.no_grad():
+            for name, t in self._named_tensors().items():
+                if name in params:
+                    t.copy_(torch.as_tensor(np.asarray(params[name]), dtype=t.dtype))
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """``.grad`` of critic and actor0 parameters, zeros where none was written (the grad-leak observable)."""
+        return {name: np.zeros(tuple(t.shape), np.float32) if t.grad is None else t.grad.detach().numpy().copy()
+                for name, t in self._named_tensors().items() if name.startswith(("critic/", "actor0/"))}
+
+    def policies(self) -> list[DeterministicView]:
+        return [DeterministicView(actor) for actor in self.user.actors()]
+
+
+def _build(trainer_cls: type[POGOTD3BC], config, dataset_spec, seed: int) -> ProtocolTrainer:
+    hparams = {k: v for k, v in config.base.items() if k in HPARAMS}
+    return ProtocolTrainer(trainer_cls(dataset_spec.state_dim, dataset_spec.action_dim, dataset_spec.max_action,
+                                       seed=seed, chain_weights=config.w2_weights, **hparams))
+
+
+def factory(config, dataset_spec, seed: int) -> ProtocolTrainer:
+    """``factory(config, dataset_spec, seed)``: what ``--candidate examples.pogo_adapter:factory`` calls."""
+    return _build(POGOTD3BC, config, dataset_spec, seed)
+
+
+# ------------------------------------------------------------------------------------ a deliberately broken copy
+
+
+class NoisyChainPOGOTD3BC(POGOTD3BC):
+    """The same trainer plus one plausible edit: "a little exploration noise on the chain's states".
+
+    ``torch.randn_like`` draws from the *global* torch RNG -- the stream TD3+BC's target-policy smoothing noise
+    comes from. The chain's own loss is fine, but from the next step on the critic sees different noise. pogo-audit
+    reports ``rng/torch`` at the first actor step (step 2), then the critic loss at step 3.
+    """
+
+    def chain_loss(self, i, anchor, s, a):
+        return super().chain_loss(i, anchor, s + 0.01 * torch.randn_like(s), a)
+
+
+def broken_factory(config, dataset_spec, seed: int) -> ProtocolTrainer:
+    return _build(NoisyChainPOGOTD3BC, config, dataset_spec, seed)

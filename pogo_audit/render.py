@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from pogo_audit.results import CheckResult
@@ -45,7 +46,7 @@ def equivalence_table(res: CheckResult, config: object | None = None) -> Table:
     actors = m.get("actors")
     types = ""
     if config is not None and getattr(config, "actor_configs", None):
-        types = " [" + ", ".join(a.type for a in config.actor_configs) + "]"
+        types = escape(" [" + ", ".join(a.type for a in config.actor_configs) + "]")
     title = (f"equivalence {res.subject}: {verdict_text(res.verdict)} — {res.steps_compared} steps, "
              f"{m.get('mode', '?')}, {actors} actors{types}, self-check {m.get('self_check', '?')}")
     table = Table(title=title, title_justify="left")

@@ -83,6 +83,46 @@ class _Run:
             )
 
 
+    def record_logs(self, t: int, steps_arrays: dict[str, np.ndarray], log: dict[str, float],
+                    extras: dict[str, float]) -> None:
+        """Logged scalars where the golden ``logmask`` is set (and keys logged on steps CORL does not log them)."""
+        i = t - 1
+        for name in steps_arrays:
+            if not name.startswith("log/"):
+                continue
+            key = name.removeprefix("log/")
+            if steps_arrays[f"logmask/{key}"][i]:
+                self.record("logs", t, name, steps_arrays[name][i], log.get(key, float("nan")), True)
+            elif key in log:
+                self.record("logs", t, f"{name} (logged on a step CORL does not log it)", float("nan"), log[key],
+                            True)
+        for name in steps_arrays:
+            if name.startswith("extra/"):
+                self.record("logs", t, name, steps_arrays[name][i], extras.get(name, float("nan")), True)
+
+    def record_digests(self, t: int, steps_arrays: dict[str, np.ndarray], params: dict[str, np.ndarray]) -> None:
+        """Sum and L2 of every tensor (and per-member digests of ensembles when the golden has them)."""
+        i = t - 1
+        for name, arr in params.items():
+            s, l2 = param_digest(arr)
+            if f"sum/{name}" not in steps_arrays:
+                self.record("digests", t, f"sum/{name} (not in golden)", float("nan"), s, True)
+                continue
+            self.record("digests", t, f"sum/{name}", steps_arrays[f"sum/{name}"][i], s, True)
+            self.record("digests", t, f"l2/{name}", steps_arrays[f"l2/{name}"][i], l2, True)
+            if f"member_sum/{name}" in steps_arrays:  # ensembles: one digest per member along axis 0
+                members = np.array([param_digest(m) for m in arr])
+                self.record("digests", t, f"member_sum/{name}", steps_arrays[f"member_sum/{name}"][i],
+                            members[:, 0], False)
+                self.record("digests", t, f"member_l2/{name}", steps_arrays[f"member_l2/{name}"][i],
+                            members[:, 1], False)
+
+    def record_snapshot(self, t: int, golden: GoldenVariant, params: dict[str, np.ndarray]) -> None:
+        """Full tensors at the golden snapshot steps (``<name>#member<k>`` is member k of an ensemble)."""
+        for name, arr in (golden.params_at(t) or {}).items():
+            self.record("snapshots", t, f"params_step{t}/{name}", arr, _snapshot_value(params, name, arr), False)
+
+
 def _coerce(value: Any, default: Any) -> Any:
     if isinstance(default, float) and isinstance(value, str):
         return float(value)
@@ -142,8 +182,6 @@ def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = N
             raise InputError(f"{golden.folder / 'init_params.npz'}: does not fit {variant}: {exc}") from None
         run = _Run(rtol, atol)
         steps_arrays = golden.steps
-        log_keys = [k.removeprefix("log/") for k in steps_arrays if k.startswith("log/")]
-        extra_keys = [k for k in steps_arrays if k.startswith("extra/")]
         rng_key = "rng/torch_cpu_state_sha256_after_step"
         snapshots = set(golden.snapshot_steps)
         torch.manual_seed(TRAINING_SEED)
@@ -157,42 +195,14 @@ def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = N
                 torch.from_numpy(dones[idx][:, None]),
             ]
             log = trainer.train_step(batch)
-            i = t - 1
-            for key in log_keys:
-                if steps_arrays[f"logmask/{key}"][i]:
-                    if key not in log:
-                        run.record("logs", t, f"log/{key}", steps_arrays[f"log/{key}"][i], float("nan"), True)
-                    else:
-                        run.record("logs", t, f"log/{key}", steps_arrays[f"log/{key}"][i], log[key], True)
-                elif key in log:
-                    run.record("logs", t, f"log/{key} (logged on a step CORL does not log it)", float("nan"),
-                               log[key], True)
-            extras = trainer.extra_scalars()
-            for key in extra_keys:
-                run.record("logs", t, key, steps_arrays[key][i], extras.get(key, float("nan")), True)
-            for name, tensor in trainer.named_tensors().items():
-                arr = tensor.detach().cpu().numpy()
-                s, l2 = param_digest(arr)
-                if f"sum/{name}" not in steps_arrays:
-                    run.record("digests", t, f"sum/{name} (not in golden)", float("nan"), s, True)
-                    continue
-                run.record("digests", t, f"sum/{name}", steps_arrays[f"sum/{name}"][i], s, True)
-                run.record("digests", t, f"l2/{name}", steps_arrays[f"l2/{name}"][i], l2, True)
-                if f"member_sum/{name}" in steps_arrays:  # ensembles: one digest per member along axis 0
-                    members = np.array([param_digest(m) for m in arr])
-                    run.record("digests", t, f"member_sum/{name}", steps_arrays[f"member_sum/{name}"][i],
-                               members[:, 0], False)
-                    run.record("digests", t, f"member_l2/{name}", steps_arrays[f"member_l2/{name}"][i],
-                               members[:, 1], False)
+            run.record_logs(t, steps_arrays, log, trainer.extra_scalars())
+            run.record_digests(t, steps_arrays, {k: v.detach().cpu().numpy() for k, v in
+                                                 trainer.named_tensors().items()})
             if rng_key in steps_arrays:
-                same = bool(np.array_equal(rng_fingerprint(), steps_arrays[rng_key][i]))
+                same = bool(np.array_equal(rng_fingerprint(), steps_arrays[rng_key][t - 1]))
                 run.record("rng", t, "rng/torch", 0.0, 0.0 if same else float("inf"), True)
             if t in snapshots:
-                expected = golden.params_at(t) or {}
-                actual = trainer.export_parameters()
-                for name, arr in expected.items():
-                    run.record("snapshots", t, f"params_step{t}/{name}", arr, _snapshot_value(actual, name, arr),
-                               False)
+                run.record_snapshot(t, golden, trainer.export_parameters())
             if progress is not None:
                 progress(t)
     finally:

@@ -19,7 +19,7 @@ import numpy as np
 
 from checks.conformance import CONFORMANCE_ATOL, CONFORMANCE_RTOL, _result, _Run, config_for
 from pogo_audit.errors import InputError, UsageError
-from pogo_audit.golden import GoldenDir, param_digest
+from pogo_audit.golden import GoldenDir
 from pogo_audit.results import CheckResult
 
 # CORL buffer field -> dataset.npz array, when meta.json does not say (it does for the recorded traces)
@@ -71,8 +71,6 @@ def run_jax_variant(golden_dir: GoldenDir, variant: str, steps: int | None = Non
             raise InputError(f"{golden.folder / 'init_params.npz'}: does not fit {variant}: {exc}") from None
         run = _Run(rtol, atol)
         steps_arrays = golden.steps
-        log_keys = [k.removeprefix("log/") for k in steps_arrays if k.startswith("log/")]
-        extra_keys = [k for k in steps_arrays if k.startswith("extra/")]
         snapshots = set(golden.snapshot_steps)
         draws_path = golden.folder / RNG_DRAWS
         draws = dict(np.load(draws_path, allow_pickle=False)) if draws_path.exists() else {}
@@ -85,24 +83,8 @@ def run_jax_variant(golden_dir: GoldenDir, variant: str, steps: int | None = Non
             log = trainer.train_step(batch, i)
             key_after = np.asarray(trainer.key)
 
-            for key in log_keys:
-                if steps_arrays[f"logmask/{key}"][i]:
-                    if key not in log:
-                        run.record("logs", t, f"log/{key}", steps_arrays[f"log/{key}"][i], float("nan"), True)
-                    else:
-                        run.record("logs", t, f"log/{key}", steps_arrays[f"log/{key}"][i], log[key], True)
-                elif key in log:
-                    run.record("logs", t, f"log/{key} (logged on a step CORL does not log it)", float("nan"),
-                               log[key], True)
-            for key in extra_keys:
-                run.record("logs", t, key, steps_arrays[key][i], float("nan"), True)
-            for name, arr in trainer.export_parameters().items():
-                s, l2 = param_digest(arr)
-                if f"sum/{name}" not in steps_arrays:
-                    run.record("digests", t, f"sum/{name} (not in golden)", float("nan"), s, True)
-                    continue
-                run.record("digests", t, f"sum/{name}", steps_arrays[f"sum/{name}"][i], s, True)
-                run.record("digests", t, f"l2/{name}", steps_arrays[f"l2/{name}"][i], l2, True)
+            run.record_logs(t, steps_arrays, log, {})
+            run.record_digests(t, steps_arrays, trainer.export_parameters())
 
             # key chain: carry keys come from the trainer; the per-use keys are CORL's split order replayed from
             # the trainer's carry key (the parameters then show they were the keys actually used)
@@ -137,11 +119,7 @@ def run_jax_variant(golden_dir: GoldenDir, variant: str, steps: int | None = Non
                            np.asarray(jax.random.uniform(random_action_key, shape, minval=-1.0, maxval=1.0)), False)
 
             if t in snapshots:
-                expected = golden.params_at(t) or {}
-                actual = trainer.export_parameters()
-                for name, arr in expected.items():
-                    run.record("snapshots", t, f"params_step{t}/{name}", arr,
-                               actual.get(name, np.full_like(arr, np.nan)), False)
+                run.record_snapshot(t, golden, trainer.export_parameters())
             if progress is not None:
                 progress(t)
 

@@ -85,6 +85,44 @@ class Policy(nn.Module):
         return out[0].cpu().numpy()
 
 
+
+
+class _DiagonalGaussian:
+    """Sampling and log-probs of a diagonal Normal given by ``mean_std`` (reparameterized, explicit generator)."""
+
+    def action(self, obs, generator=None):
+        mean, std = self.mean_std(obs)
+        return mean + std * _normal(mean.shape, mean, generator)
+
+    def sample_with_log_prob(self, obs, generator):
+        mean, std = self.mean_std(obs)
+        a = mean + std * _normal(mean.shape, mean, generator)
+        return a, Normal(mean, std).log_prob(a).sum(-1)
+
+    def log_prob(self, obs, actions):
+        mean, std = self.mean_std(obs)
+        return Normal(mean, std).log_prob(actions).sum(-1)
+
+
+class _SquashedGaussian:
+    """``max_action * tanh(u)``, ``u ~ N(pre_tanh(obs))``; log-probs with SAC-N's ``log(1 - tanh² + 1e-6)``."""
+
+    def action(self, obs, generator=None):
+        mu, std = self.pre_tanh(obs)
+        return self.max_action * torch.tanh(mu + std * _normal(mu.shape, mu, generator))
+
+    def sample_with_log_prob(self, obs, generator):
+        from reference_algos.torch.sac_n import tanh_gaussian_log_prob
+
+        mu, std = self.pre_tanh(obs)
+        u = mu + std * _normal(mu.shape, mu, generator)
+        tanh_u = torch.tanh(u)
+        return self.max_action * tanh_u, tanh_gaussian_log_prob(Normal(mu, std), u, tanh_u)
+
+    def deterministic_action(self, obs):
+        return self.max_action * torch.tanh(self.pre_tanh(obs)[0])
+
+
 # ------------------------------------------------------------------------------------------- actors i >= 1
 
 
@@ -104,7 +142,7 @@ class DeterministicPolicy(Policy):
         return self.action(obs)
 
 
-class GaussianPolicy(Policy):
+class GaussianPolicy(_DiagonalGaussian, Policy):
     """Diagonal Normal with bounded mean ``max_action * tanh(.)`` and state-dependent std (log-std in [-5, 2])."""
 
     kind = "gaussian"
@@ -120,24 +158,11 @@ class GaussianPolicy(Policy):
         mean, log_std = self.net(obs).split(self.action_dim, dim=-1)
         return self.max_action * torch.tanh(mean), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
 
-    def action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        mean, std = self.mean_std(obs)
-        return mean + std * _normal(mean.shape, mean, generator)
-
-    def sample_with_log_prob(self, obs, generator):
-        mean, std = self.mean_std(obs)
-        a = mean + std * _normal(mean.shape, mean, generator)
-        return a, Normal(mean, std).log_prob(a).sum(-1)
-
-    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        mean, std = self.mean_std(obs)
-        return Normal(mean, std).log_prob(actions).sum(-1)
-
     def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
         return self.mean_std(obs)[0]
 
 
-class TanhGaussianPolicy(Policy):
+class TanhGaussianPolicy(_SquashedGaussian, Policy):
     """Sample a diagonal Normal, then squash: ``max_action * tanh(u)``; log-prob with SAC-N's tanh correction."""
 
     kind = "tanh_gaussian"
@@ -152,28 +177,12 @@ class TanhGaussianPolicy(Policy):
         mu, log_std = self.net(obs).split(self.action_dim, dim=-1)
         return mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
 
-    def action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        mu, std = self.pre_tanh(obs)
-        return self.max_action * torch.tanh(mu + std * _normal(mu.shape, mu, generator))
-
-    def sample_with_log_prob(self, obs, generator):
-        from reference_algos.torch.sac_n import tanh_gaussian_log_prob
-
-        mu, std = self.pre_tanh(obs)
-        u = mu + std * _normal(mu.shape, mu, generator)
-        tanh_u = torch.tanh(u)
-        return self.max_action * tanh_u, tanh_gaussian_log_prob(Normal(mu, std), u, tanh_u)
-
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         from reference_algos.torch.sac_n import tanh_gaussian_log_prob
 
         mu, std = self.pre_tanh(obs)
         y = (actions / self.max_action).clamp(-1 + TANH_EPS, 1 - TANH_EPS)
-        u = torch.atanh(y)
-        return tanh_gaussian_log_prob(Normal(mu, std), u, y)
-
-    def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.max_action * torch.tanh(self.pre_tanh(obs)[0])
+        return tanh_gaussian_log_prob(Normal(mu, std), torch.atanh(y), y)
 
 
 class ImplicitPolicy(Policy):
@@ -221,7 +230,7 @@ class Actor0View(Policy):
         self.module = module
 
 
-class IQLGaussianView(Actor0View):
+class IQLGaussianView(_DiagonalGaussian, Actor0View):
     """IQL's Normal(tanh-MLP mean, state-independent std); training-time distribution, unscaled."""
 
     kind = "gaussian"
@@ -232,18 +241,6 @@ class IQLGaussianView(Actor0View):
     def mean_std(self, obs):
         dist = self.module(obs)
         return dist.mean, dist.stddev.expand_as(dist.mean)
-
-    def action(self, obs, generator=None):
-        mean, std = self.mean_std(obs)
-        return mean + std * _normal(mean.shape, mean, generator)
-
-    def sample_with_log_prob(self, obs, generator):
-        mean, std = self.mean_std(obs)
-        a = mean + std * _normal(mean.shape, mean, generator)
-        return a, Normal(mean, std).log_prob(a).sum(-1)
-
-    def log_prob(self, obs, actions):
-        return self.module(obs).log_prob(actions).sum(-1)
 
     def deterministic_action(self, obs):
         return torch.clamp(self.max_action * self.module(obs).mean, -self.max_action, self.max_action)
@@ -266,8 +263,8 @@ class DeterministicView(Actor0View):
         return torch.clamp(out, -self.max_action, self.max_action)
 
 
-class CQLTanhGaussianView(Actor0View):
-    """CQL's tanh-Gaussian actor (mean and raw log-std from one head; TanhTransform log-probs)."""
+class CQLTanhGaussianView(_SquashedGaussian, Actor0View):
+    """CQL's tanh-Gaussian actor (mean and raw log-std from one head); log-probs with CQL's own TanhTransform."""
 
     kind = "tanh_gaussian"
     stochastic = True
@@ -278,10 +275,6 @@ class CQLTanhGaussianView(Actor0View):
         t = self.module.tanh_gaussian
         return mean, torch.exp(torch.clamp(log_std, t.log_std_min, t.log_std_max))
 
-    def action(self, obs, generator=None):
-        mu, std = self.pre_tanh(obs)
-        return self.max_action * torch.tanh(mu + std * _normal(mu.shape, mu, generator))
-
     def sample_with_log_prob(self, obs, generator):
         mu, std = self.pre_tanh(obs)
         u = mu + std * _normal(mu.shape, mu, generator)
@@ -289,9 +282,6 @@ class CQLTanhGaussianView(Actor0View):
         # TanhTransform's own log|det J| evaluated at the pre-tanh sample (CORL's cached path, no atanh)
         log_prob = (Normal(mu, std).log_prob(u) - TanhTransform().log_abs_det_jacobian(u, y)).sum(-1)
         return self.max_action * y, log_prob
-
-    def deterministic_action(self, obs):
-        return self.max_action * torch.tanh(self.module._mean_log_std(obs)[0])
 
 
 class AWACGaussianView(Actor0View):
@@ -321,7 +311,7 @@ class AWACGaussianView(Actor0View):
         return self.mean_std(obs)[0]
 
 
-class SACNTanhGaussianView(Actor0View):
+class SACNTanhGaussianView(_SquashedGaussian, Actor0View):
     """SAC-N/EDAC actor: separate mu / log-sigma heads, tanh squash, ``log(1 - tanh^2 + 1e-6)`` correction."""
 
     kind = "tanh_gaussian"
@@ -330,18 +320,3 @@ class SACNTanhGaussianView(Actor0View):
 
     def pre_tanh(self, obs):
         return self.module.mean_std(obs)
-
-    def action(self, obs, generator=None):
-        mu, std = self.pre_tanh(obs)
-        return self.max_action * torch.tanh(mu + std * _normal(mu.shape, mu, generator))
-
-    def sample_with_log_prob(self, obs, generator):
-        from reference_algos.torch.sac_n import tanh_gaussian_log_prob
-
-        mu, std = self.pre_tanh(obs)
-        u = mu + std * _normal(mu.shape, mu, generator)
-        tanh_u = torch.tanh(u)
-        return self.max_action * tanh_u, tanh_gaussian_log_prob(Normal(mu, std), u, tanh_u)
-
-    def deterministic_action(self, obs):
-        return self.max_action * torch.tanh(self.pre_tanh(obs)[0])

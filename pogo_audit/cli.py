@@ -35,6 +35,14 @@ def _console() -> Console:
     return console
 
 
+def _progress(console: Console, quiet: bool, *extra_columns: object):
+    """A rich progress bar (description, bar, n/N, elapsed) that disappears when done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    *extra_columns, console=console, transient=True, disable=quiet)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -59,8 +67,6 @@ def _nonneg_float(text: str) -> float:
 
 
 def _cmd_conformance(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from checks.conformance import implemented_variants, resolve_variants, run_variant
     from pogo_audit.golden import GoldenDir
     from pogo_audit.render import conformance_table
@@ -74,8 +80,7 @@ def _cmd_conformance(args: argparse.Namespace) -> int:
     _ = golden.dataset, golden.batch_idx
     console = _console()
     results = RunResults(command="conformance")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=args.quiet) as progress:
+    with _progress(console, args.quiet) as progress:
         for v in variants:
             n = golden.variant(v).n_steps if args.steps is None else min(args.steps, golden.variant(v).n_steps)
             task = progress.add_task(f"conformance {v}", total=n)
@@ -201,8 +206,7 @@ def _add_config_options(p: argparse.ArgumentParser, algo_default: str | None = N
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import TimeRemainingColumn
     from rich.table import Table
 
     from multi_actor.loop import train
@@ -212,8 +216,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     console.print(f"train {cfg.algo}: {cfg.num_actors} actors "
                   f"({', '.join(a.type for a in cfg.actor_configs)}), w2 weights {cfg.w2_weights}, "
                   f"{cfg.steps} steps on {cfg.dataset}")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, transient=True, disable=args.quiet) as progress:
+    with _progress(console, args.quiet, TimeRemainingColumn()) as progress:
         task = progress.add_task(f"train {cfg.algo}", total=cfg.steps)
         summary = train(cfg, resume=args.resume,
                         progress=lambda step, total: progress.update(task, completed=step),
@@ -263,8 +266,6 @@ def _equivalence_config(args: argparse.Namespace, algo: str):
 
 
 def _cmd_equivalence(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from checks.equivalence import EquivalenceOptions, equivalence_for_algo, load_factory
     from pogo_audit.exporters import write_outputs
     from pogo_audit.render import equivalence_table
@@ -280,8 +281,7 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
                                  sync_init=args.sync_init)
     console = _console()
     results = RunResults(command="equivalence")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=args.quiet) as progress:
+    with _progress(console, args.quiet) as progress:
         for algo in algos:
             task = progress.add_task(f"equivalence {algo}", total=args.steps)
             res = equivalence_for_algo(algo, configs[algo], options, reference, candidate,
@@ -353,8 +353,6 @@ def _add_equivalence(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_mutants(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from checks.mutants import catalog, run_mutant
     from pogo_audit.exporters import write_outputs
     from pogo_audit.render import kill_matrix_table
@@ -381,8 +379,7 @@ def _cmd_mutants(args: argparse.Namespace) -> int:
     if not mutants:
         raise UsageError(f"--algo: no mutants for {args.algo!r}")
     results = RunResults(command="mutants")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=args.quiet) as progress:
+    with _progress(console, args.quiet) as progress:
         task = progress.add_task("mutants", total=len(mutants))
         for m in mutants:
             progress.update(task, description=f"mutant {m.name}")

@@ -34,6 +34,10 @@ class TrainingDiverged(PogoAuditError):
     exit_code = EXIT_CHECK_FAILED
 
 
+class CheckpointError(PogoAuditError):
+    """A checkpoint could not be written; the message names the file and the reason."""
+
+
 @dataclass
 class PreparedData:
     processed: dict[str, np.ndarray]
@@ -131,13 +135,18 @@ def train(cfg: MultiActorConfig, resume: bool = False, progress: Callable[[int, 
             if evaluated or step % cfg.log_freq == 0 or step == cfg.steps:
                 logger.log(step, log)
             if (cfg.checkpoint_freq and step % cfg.checkpoint_freq == 0) or step == cfg.steps:
-                save_checkpoint(ckpt_path, {
-                    "step": step,
-                    "config": cfg.to_dict(),
-                    "trainer": trainer.training_state(),
-                    "rng": GlobalRNGState.capture().to_portable(),
-                    "buffer_rng": buffer.get_state(),
-                })
+                try:
+                    save_checkpoint(ckpt_path, {
+                        "step": step,
+                        "config": cfg.to_dict(),
+                        "trainer": trainer.training_state(),
+                        "rng": GlobalRNGState.capture().to_portable(),
+                        "buffer_rng": buffer.get_state(),
+                    })
+                except OSError as exc:  # disk full, permissions, vanished directory: stop loudly, keep the old one
+                    logger.event(step, "checkpoint_error", f"{ckpt_path}: {exc}")
+                    raise CheckpointError(f"checkpoint write failed at step {step}: {ckpt_path}: {exc.strerror or exc}"
+                                          f" (the previous checkpoint, if any, is intact)") from None
                 logger.event(step, "checkpoint", str(ckpt_path))
             if progress is not None:
                 progress(step, cfg.steps)

@@ -1,0 +1,57 @@
+"""Benchmark helpers: every group has one baseline; the summary reports median ratios measured in this run.
+
+Run: ``.venv/bin/python -m pytest benchmarks --benchmark-enable`` (timings are noisy on 2 cores; only ratios of
+benchmarks measured side by side in the same run are meaningful).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_DIR = Path(tempfile.mkdtemp(prefix="pogo-audit-bench-"))
+for _var in ("MINARI_DATASETS_PATH", "WANDB_DIR", "XDG_CACHE_HOME", "MPLCONFIGDIR"):
+    os.environ.setdefault(_var, str(_DIR / _var.lower()))
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+RATIOS_FILE = Path(".benchmarks") / "ratios.json"
+
+
+@pytest.fixture(scope="session")
+def offline_data():
+    """A fixed synthetic Hopper-shaped dataset (the step time does not depend on the data's content)."""
+    rng = np.random.default_rng(0)
+    n = 20_000
+    return {"observations": rng.normal(size=(n, 11)).astype(np.float32),
+            "actions": rng.uniform(-1, 1, (n, 3)).astype(np.float32),
+            "rewards": rng.normal(size=n).astype(np.float32),
+            "next_observations": rng.normal(size=(n, 11)).astype(np.float32),
+            "terminals": rng.random(n) < 0.01}
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    groups: dict[str, list] = {}
+    for bench in session.benchmarks:
+        groups.setdefault(bench.group or "", []).append(bench)
+    out = {}
+    tr = terminalreporter
+    tr.write_sep("-", "ratios to each group's baseline (median step time, same run)")
+    for group, benches in sorted(groups.items()):
+        base = [b for b in benches if b.extra_info.get("baseline")]
+        if len(base) != 1:
+            continue
+        ref = base[0].stats.median
+        rows = {b.extra_info.get("label", b.name): b.stats.median / ref for b in benches}
+        out[group] = {"baseline": base[0].extra_info.get("label", base[0].name), "baseline_median_s": ref,
+                      "ratios": rows}
+        tr.write_line(f"{group}: " + ", ".join(f"{k} {v:.2f}x" for k, v in rows.items()))
+    RATIOS_FILE.parent.mkdir(exist_ok=True)
+    RATIOS_FILE.write_text(json.dumps(out, indent=2) + "\n")

@@ -1,0 +1,26 @@
+"""Step time of the multi-actor trainer with 1, 2, 3, 5 actors relative to the reference single-actor step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multi_actor.config import MultiActorConfig
+from multi_actor.trainer import MultiActorTrainer, ReferenceProtocolTrainer
+from pogo_audit.data import DatasetSpec, ReplayBuffer
+
+SPEC = DatasetSpec("synthetic", "Hopper-v5", 11, 3, 1.0)
+
+
+@pytest.mark.parametrize("algo", ["iql", "td3_bc"])
+@pytest.mark.parametrize("actors", [0, 1, 2, 3, 5])
+def test_step_time(benchmark, offline_data, algo, actors):
+    torch.set_num_threads(1)
+    cfg = MultiActorConfig(algo=algo, num_actors=max(actors, 1)).resolved()
+    trainer = ReferenceProtocolTrainer(cfg, SPEC, 0) if actors == 0 else MultiActorTrainer(cfg, SPEC, 0)
+    buf = ReplayBuffer(offline_data, 0)
+    for _ in range(5):
+        trainer.step(buf.sample(256))
+    benchmark.group = f"multi_actor step {algo}"
+    benchmark.extra_info.update(label="reference" if actors == 0 else f"{actors} actors", baseline=actors == 0)
+    benchmark.pedantic(trainer.step, setup=lambda: ((buf.sample(256),), {}), rounds=60, warmup_rounds=5)

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich_argparse import RichHelpFormatter
@@ -413,6 +414,96 @@ def _add_mutants(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_mutants)
 
 
+# ----------------------------------------------------------------------------------------------------- report
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from jinja2 import UndefinedError
+
+    from checks.equivalence import load_factory
+    from checks.suite import STAGES, TORCH_ALGOS, SuiteOptions, merge, run_suite
+    from pogo_audit.errors import InputError
+    from pogo_audit.io import atomic_write_json, atomic_write_text
+    from reports.render import MissingValue, render_json, render_markdown, render_summary, write_assets
+
+    out = Path(args.output)
+    console = _console()
+    if args.from_files:
+        results = merge(args.from_files)
+        sources = list(args.from_files)
+    else:
+        skip = tuple(s.strip() for s in (args.skip or "").split(",") if s.strip())
+        unknown = set(skip) - set(STAGES)
+        if unknown:
+            raise UsageError(f"--skip: unknown check(s) {', '.join(sorted(unknown))}; expected {', '.join(STAGES)}")
+        opts = SuiteOptions(
+            algos=TORCH_ALGOS if args.algo == "all" else tuple(args.algo.split(",")), steps=args.steps,
+            conformance_steps=args.conformance_steps, fuzz_examples=args.fuzz_examples, seed=args.seed,
+            readme=args.readme, skip=skip,
+            reference=(args.reference, load_factory(args.reference, "--reference")) if args.reference else None,
+            candidate=(args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None,
+        )
+        with console.status("running checks", spinner="dots") as status:
+            results = run_suite(opts, progress=lambda msg: status.update(f"running checks: {msg}"))
+        results_path = out.with_suffix(".results.json")
+        results.save(results_path)
+        sources = [str(results_path)]
+    target = f"external trainer {args.candidate or args.reference}" if (args.candidate or args.reference) \
+        else "pogo-audit's own multi-actor trainer and references"
+    try:
+        if args.format == "json":
+            atomic_write_json(out, render_json(results, sources, target))
+        elif args.format == "summary":
+            atomic_write_text(out, render_summary(results, sources, target))
+        else:
+            assets_dir = Path(args.assets) if args.assets else out.parent / f"{out.stem}-assets"
+            assets = write_assets(results, assets_dir)
+            rel = os.path.relpath(assets_dir, out.parent)
+            atomic_write_text(out, render_markdown(results, sources, target, assets, rel))
+    except (UndefinedError, MissingValue, KeyError, TypeError) as exc:
+        raise InputError(f"results ({', '.join(sources)}) lack a field the report needs: {exc}") from None
+    summary = render_json(results, sources, target)
+    from rich.table import Table
+
+    table = Table(title=f"review report → {out}", title_justify="left")
+    table.add_column("section")
+    table.add_column("score")
+    for s in summary["sections"]:
+        table.add_row(s["title"], s["stars"])
+    table.caption = f"overall {summary['overall']} / 5" if summary["overall"] is not None else "nothing measured"
+    console.print(table)
+    if args.fail_under is not None and (summary["overall"] or 0) < args.fail_under:
+        console.print(f"[bold red]overall score {summary['overall']} is below --fail-under {args.fail_under}[/]")
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", formatter_class=RichHelpFormatter,
+                       help="scored review report (Markdown) in which every score comes from a check result",
+                       description="Run the checks (docs audit, conformance, equivalence, mutants, fuzz, failure "
+                                   "handling, JAX profile) or load saved results, score them with "
+                                   "reports/rubric.yaml and render the report with its PNG assets.")
+    p.add_argument("--algo", default="all", metavar="ALGO[,ALGO]", help="algorithms to audit (default all)")
+    p.add_argument("--steps", type=_positive_int, default=100, help="equivalence steps per algorithm (default 100)")
+    p.add_argument("--conformance-steps", type=_positive_int, default=200, help="golden steps compared (default 200)")
+    p.add_argument("--fuzz-examples", type=_positive_int, default=200, help="examples per fuzz target (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--skip", default=None, metavar="CHECK,...", help="checks not to run (they show as not measured)")
+    p.add_argument("--from", dest="from_files", action="append", default=[], metavar="RESULTS.json",
+                   help="render from saved results instead of running checks (repeatable)")
+    p.add_argument("-o", "--output", default="report.md", metavar="PATH", help="output file (default report.md)")
+    p.add_argument("--assets", default=None, metavar="DIR", help="PNG assets (default <output stem>-assets/)")
+    p.add_argument("--format", default="md", choices=("md", "summary", "json"),
+                   help="md (default), summary (GitHub step summary, < 1 MiB) or json")
+    p.add_argument("--readme", default=None, metavar="PATH", help="README to audit (default: this repository's)")
+    p.add_argument("--reference", default=None, metavar="MOD:FACTORY", help="external reference trainer factory")
+    p.add_argument("--candidate", default=None, metavar="MOD:FACTORY", help="external candidate trainer factory")
+    p.add_argument("--fail-under", type=float, default=None, metavar="SCORE",
+                   help="exit 1 when the overall score is below SCORE")
+    p.set_defaults(handler=_cmd_report)
+
+
 # ---------------------------------------------------------------------------------------------------- inspect
 
 
@@ -439,7 +530,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------------------ main
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_equivalence, _add_inspect, _add_mutants, _add_conformance, _add_train, _add_datasets,
+    _add_equivalence, _add_inspect, _add_mutants, _add_report, _add_conformance, _add_train, _add_datasets,
 ]
 
 

@@ -1,0 +1,145 @@
+"""Run every check the review report draws on and collect them into one results model.
+
+Without an external trainer the report is about our own code: docs audit, conformance of the references, equivalence
+of the multi-actor trainer, the mutation catalog, fuzzing, the training loop's failure handling and the JAX profile.
+With ``--reference/--candidate`` it is about the user's trainer: the equivalence section runs through their adapter
+and the sections that audit our internals are left "not measured".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pogo_audit.results import CheckResult, RunResults
+
+Progress = Callable[[str], None]
+
+TORCH_ALGOS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
+
+
+@dataclass
+class SuiteOptions:
+    algos: tuple[str, ...] = TORCH_ALGOS
+    steps: int = 100
+    conformance_steps: int = 200
+    fuzz_examples: int = 200
+    seed: int = 0
+    bundle_dir: str = ".pogo-audit/report-bundles"
+    readme: str | None = None
+    skip: tuple[str, ...] = ()
+    reference: tuple[str, Callable[..., Any]] | None = None
+    candidate: tuple[str, Callable[..., Any]] | None = None
+
+    @property
+    def external(self) -> bool:
+        return self.reference is not None or self.candidate is not None
+
+
+def _docs(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
+    from checks.docs_audit import audit_readme
+
+    if opts.external and opts.readme is None:
+        return []
+    say("docs audit")
+    return audit_readme(Path(opts.readme) if opts.readme else None)
+
+
+def _conformance(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
+    from checks.conformance import ALIASES, implemented_variants, run_variant
+    from pogo_audit.golden import GoldenDir
+
+    golden = GoldenDir()
+    wanted = set()
+    for a in opts.algos:
+        wanted.update(ALIASES.get(a, (a,)))
+    out = []
+    for v in implemented_variants():
+        if v in wanted:
+            say(f"conformance {v}")
+            out.append(run_variant(golden, v, steps=opts.conformance_steps))
+    return out
+
+
+def _equivalence(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
+    from checks.equivalence import EquivalenceOptions, equivalence_for_algo
+    from multi_actor.config import build_config
+
+    out = []
+    for algo in opts.algos:
+        if algo == "rebrac":
+            from checks.equivalence_jax import equivalence_for_rebrac
+
+            say("equivalence rebrac")
+            cfg = build_config(None, [], algo="rebrac", seed=opts.seed)
+            out.append(equivalence_for_rebrac(cfg, EquivalenceOptions(steps=opts.steps, seed=opts.seed,
+                                                                      bundle_dir=opts.bundle_dir)))
+            continue
+        say(f"equivalence {algo}")
+        cfg = build_config(None, [], algo=algo, seed=opts.seed)
+        out.append(equivalence_for_algo(algo, cfg, EquivalenceOptions(steps=opts.steps, seed=opts.seed,
+                                                                      bundle_dir=opts.bundle_dir),
+                                        opts.reference, opts.candidate))
+    return out
+
+
+def _mutants(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
+    from checks.mutants import catalog, run_mutant
+
+    out = []
+    for m in catalog():
+        if m.algo in opts.algos:
+            say(f"mutant {m.name}")
+            out.append(run_mutant(m, bundle_dir=str(Path(opts.bundle_dir) / "mutants"), seed=opts.seed))
+    return out
+
+
+def _fuzz(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
+    from checks.fuzz import run_fuzz
+
+    say("fuzz")
+    return run_fuzz("all", opts.fuzz_examples, opts.seed, None, None)
+
+
+def _logging(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
+    from checks.failure_handling import run_failure_handling
+
+    say("failure handling")
+    return run_failure_handling()
+
+
+def _jax(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
+    from checks.jax_profile import profile_for_report
+
+    say("jax profile")
+    return profile_for_report()
+
+
+STAGES: dict[str, Callable[[SuiteOptions, Progress], list[CheckResult]]] = {
+    "docs": _docs, "conformance": _conformance, "equivalence": _equivalence, "mutants": _mutants, "fuzz": _fuzz,
+    "logging": _logging, "jax_profile": _jax,
+}
+#: stages that audit this project's own internals; skipped when the report is about an external trainer
+INTERNAL = ("conformance", "mutants", "fuzz", "logging", "jax_profile")
+
+
+def run_suite(opts: SuiteOptions, progress: Progress | None = None) -> RunResults:
+    say = progress or (lambda _msg: None)
+    results = RunResults(command="report")
+    for name, stage in STAGES.items():
+        if name in opts.skip or (opts.external and name in INTERNAL):
+            continue
+        results.checks.extend(stage(opts, say))
+    return results
+
+
+def merge(files: list[str]) -> RunResults:
+    """Results files merged into one model (later files after earlier ones)."""
+    merged = RunResults(command="report --from")
+    for f in files:
+        loaded = RunResults.load(f)
+        merged.checks.extend(loaded.checks)
+        merged.environment = loaded.environment or merged.environment
+    return merged

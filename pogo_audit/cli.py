@@ -527,10 +527,102 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_inspect)
 
 
+# ----------------------------------------------------------------------------------------------- jax-profile
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _cmd_jax_profile(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from rich.markup import escape
+
+    from checks.jax_profile import load_target, profile_algo, profile_target, render_jax_profile
+    from pogo_audit.exporters import write_outputs
+    from pogo_audit.results import RunResults
+
+    options = dict(steps=args.steps, epochs=args.epochs, warmup=args.warmup, repeats=args.repeats,
+                   unjitted_steps=0 if args.no_unjitted else args.unjitted_steps)
+    target = load_target(args.target) if args.target else None
+    console = _console()
+    results = RunResults(command="jax-profile")
+    skipped: list[str] = []
+    status = contextlib.nullcontext() if args.quiet else \
+        console.status("profiling: compiles, transfers, host syncs, jit timings", spinner="dots")
+    with status:
+        if target is not None:
+            results.checks.append(profile_target(target, **options))
+        else:
+            checks, skipped = profile_algo(args.algo, updates_per_epoch=args.updates_per_epoch,
+                                           batch_size=args.batch_size, dataset=args.dataset, actors=args.actors,
+                                           seed=args.seed, **options)
+            results.checks.extend(checks)
+    for res in results.checks:
+        for renderable in render_jax_profile(res):
+            console.print(renderable)
+    for note in skipped:
+        console.print(f"[dim]{escape(note)}[/]")
+    write_outputs(results, json_path=args.json, junit_path=args.junit, sarif_path=args.sarif,
+                  summary_path=args.summary_md)
+    bad = [c for c in results.checks if not c.passed]
+    if bad:
+        for c in bad:
+            first = c.summary.splitlines()[0] if c.summary else c.verdict
+            console.print(f"[bold red]{escape(c.subject)}[/]: {escape(first)}")
+        return EXIT_CHECK_FAILED
+    subjects = ", ".join(c.subject for c in results.checks)
+    console.print(f"[bold green]no JAX performance pathology[/] in {escape(subjects)}")
+    return EXIT_OK
+
+
+def _add_jax_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "jax-profile", formatter_class=RichHelpFormatter,
+        help="find JAX performance pathologies: recompiles, un-jitted steps, host syncs and transfers",
+        description="Profile a JAX training loop: compiles and traces per jitted function (0 allowed after the "
+                    "warm-up, with JAX's cache-miss explanation), host-to-device transfers in the steady-state loop, "
+                    "a static scan for device-to-host syncs (float(), .item(), np.asarray, jax.device_get, if on "
+                    "arrays) in the per-step loop and jitted code, whether the step is jitted, and the measured "
+                    "speed of a Python step loop vs one jitted epoch and of the un-jitted step (reported, never "
+                    "asserted). Default: the reference ReBRAC, and multi_actor.jax_trainer when it exists.")
+    p.add_argument("--algo", default="rebrac", choices=("rebrac",), help="JAX reference to profile (default rebrac)")
+    p.add_argument("--target", default=None, metavar="MOD:FACTORY",
+                   help="profile your own loop instead: factory() returns an object with step() and optionally "
+                        "epoch() + updates_per_epoch (see checks/jax_profile.py)")
+    p.add_argument("--steps", type=_positive_int, default=20, help="steady-state steps after warm-up (default 20)")
+    p.add_argument("--epochs", type=_positive_int, default=2, help="steady-state epochs after warm-up (default 2)")
+    p.add_argument("--warmup", type=_positive_int, default=1, help="warm-up steps and epochs (default 1)")
+    p.add_argument("--updates-per-epoch", type=_positive_int, default=50,
+                   help="rebrac: num_updates_on_epoch (default 50)")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="rebrac: batch size (default 256)")
+    p.add_argument("--dataset", default="synthetic", metavar="ID",
+                   help="rebrac: synthetic (default), embedded, or a local Minari dataset id")
+    p.add_argument("--actors", type=_int_list, default=[3], metavar="N[,N...]",
+                   help="multi-actor JAX trainer: actor counts to profile (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--unjitted-steps", type=_positive_int, default=3,
+                   help="timed steps under jax.disable_jit() (default 3)")
+    p.add_argument("--no-unjitted", action="store_true", help="skip the un-jitted timing (eager mode compiles "
+                                                                 "every primitive once: slow for big steps)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="timing repeats, median kept (default 3)")
+    _add_ci_outputs(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no spinner")
+    p.set_defaults(handler=_cmd_jax_profile)
+
+
 # ------------------------------------------------------------------------------------------------------ main
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_equivalence, _add_inspect, _add_mutants, _add_report, _add_conformance, _add_train, _add_datasets,
+    _add_equivalence, _add_inspect, _add_mutants, _add_report, _add_jax_profile, _add_conformance, _add_train,
+    _add_datasets,
 ]
 
 

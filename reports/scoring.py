@@ -68,23 +68,14 @@ def _fuzz_target(r: CheckResult) -> str:
     return str(r.metrics["target"])
 
 
+JAX_KINDS = {"not_jitted": "not_jitted", "recompile": "recompiles", "host_sync": "host_sync",
+             "host_to_device": "h2d_transfer"}
+
+
 def _jax_findings(r: CheckResult) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    m = r.metrics
-    if not m["jitted"]:
-        out.append(("not_jitted", f"{r.subject}: the training step is not jitted"))
-    for fn in m["functions"]:
-        if fn["compiles_after_warmup"] > 0:
-            out.append(("recompiles", f"{r.subject}: {fn['name']} compiled {fn['compiles_after_warmup']} more "
-                                      f"time(s) after warm-up"))
-    for sync in m["static_syncs"]:
-        if sync["inside"] != "outside":
-            out.append(("host_sync", f"{r.subject}: host sync `{sync['code']}` at {sync['path']}:{sync['line']} "
-                                     f"({sync['inside']})"))
-    if m["host_to_device_per_step"] > 0:
-        out.append(("h2d_transfer", f"{r.subject}: {m['host_to_device_per_step']:.1f} host-to-device transfers "
-                                    f"per step"))
-    return out
+    """The profile's failing findings (notes about non-training paths do not cost stars)."""
+    return [(JAX_KINDS[f["kind"]], f"{r.subject}: {f['message']}") for f in r.details
+            if f["severity"] == "fail" and f["kind"] in JAX_KINDS]
 
 
 def findings_for(section: str, results: list[CheckResult]) -> list[Finding]:

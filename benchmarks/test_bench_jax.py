@@ -1,0 +1,124 @@
+"""Updates/s of the reference JAX ReBRAC: one jitted ``fori_loop`` epoch (baseline) vs the same updates as a Python
+loop of jitted steps (the raw ``_step`` and the ``train_step`` API), vs un-jitted steps (``jax.disable_jit``), and
+multi-actor JAX epochs with 1 and 3 actors when ``multi_actor.jax_trainer`` exists.
+
+Per-update normalisation: rows do different numbers of updates per timed call (the un-jitted one only
+``UNJITTED_UPDATES``), so the conftest's ratios (median time per *call*) are only comparable between rows with the same
+``extra_info["updates_per_call"]``. Each row also stores ``seconds_per_update`` (its median / updates_per_call),
+``updates_per_s`` and ``per_update_ratio`` = its seconds_per_update / the baseline's, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from checks.jax_profile import multi_actor_targets, synthetic_buffer
+from reference_algos.jax import rebrac
+
+GROUP = "jax rebrac updates"
+UPDATES = 50
+BATCH = 256
+UNJITTED_UPDATES = 2
+_BASELINE: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    buffer = {k: jnp.asarray(v) for k, v in synthetic_buffer(seed=0).items()}
+    cfg = rebrac.Config(batch_size=BATCH, num_updates_on_epoch=UPDATES)
+    trainer = rebrac.build(cfg, buffer["states"].shape[1], buffer["actions"].shape[1])
+    batch = {k: v[:BATCH] for k, v in buffer.items()}
+    return trainer, buffer, batch
+
+
+def _record(benchmark, label: str, updates: int, baseline: bool = False) -> None:
+    benchmark.group = GROUP
+    benchmark.extra_info.update(label=label, baseline=baseline, updates_per_call=updates)
+
+
+def _normalise(benchmark, updates: int, baseline: bool = False) -> None:
+    """Per-update figures in extra_info (skipped when benchmarks are disabled: there are no stats)."""
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:
+        return
+    per_update = stats.stats.median / updates
+    if baseline:
+        _BASELINE["seconds_per_update"] = per_update
+    benchmark.extra_info.update(seconds_per_update=per_update, updates_per_s=1.0 / per_update)
+    if "seconds_per_update" in _BASELINE:
+        benchmark.extra_info["per_update_ratio"] = per_update / _BASELINE["seconds_per_update"]
+
+
+def _raw_step_loop(trainer, batch, n: int):
+    """``n`` calls of the jitted ``_step`` on device-resident arguments, state carried, blocked at the end."""
+    flags = [jnp.asarray(int(trainer.is_full_update(i)), jnp.int32) for i in range(trainer.config.policy_freq)]
+    metrics = rebrac.Metrics.create()
+
+    def run():
+        for i in range(n):
+            trainer.key, trainer.actor, trainer.critic, _ = trainer._step(
+                trainer.key, trainer.actor, trainer.critic, batch, metrics, flags[i % len(flags)])
+        jax.block_until_ready(trainer.critic.params)
+
+    return run
+
+
+def test_epoch_baseline(benchmark, setup):
+    trainer, buffer, _ = setup
+    trainer.train_epoch(buffer)
+    _record(benchmark, f"epoch (fori_loop, {UPDATES} updates)", UPDATES, baseline=True)
+    benchmark.pedantic(trainer.train_epoch, args=(buffer,), rounds=5, warmup_rounds=1)
+    _normalise(benchmark, UPDATES, baseline=True)
+
+
+def test_python_loop_of_jitted_steps(benchmark, setup):
+    trainer, _, batch = setup
+    run = _raw_step_loop(trainer, batch, UPDATES)
+    run()
+    _record(benchmark, "python loop of jitted _step", UPDATES)
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    _normalise(benchmark, UPDATES)
+
+
+def test_python_loop_of_train_step_api(benchmark, setup):
+    trainer, _, batch = setup
+    counter = itertools.count()
+
+    def run():
+        for _ in range(UPDATES):
+            trainer.train_step(batch, next(counter))
+
+    run()
+    _record(benchmark, "python loop of train_step (metrics synced per step)", UPDATES)
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    _normalise(benchmark, UPDATES)
+
+
+def test_unjitted_steps(benchmark, setup):
+    trainer, _, batch = setup
+    step = _raw_step_loop(trainer, batch, UNJITTED_UPDATES)
+
+    def run():
+        with jax.disable_jit():
+            step()
+
+    _record(benchmark, f"un-jitted _step (disable_jit, {UNJITTED_UPDATES} updates/call)", UNJITTED_UPDATES)
+    # two warm-up rounds: eager mode compiles every primitive once per shape, on both lax.cond branches
+    benchmark.pedantic(run, rounds=3, warmup_rounds=2)
+    _normalise(benchmark, UNJITTED_UPDATES)
+
+
+@pytest.mark.parametrize("actors", [1, 3])
+def test_multi_actor_epoch(benchmark, actors):
+    targets, skipped = multi_actor_targets((actors,), updates_per_epoch=UPDATES, batch_size=BATCH)
+    if not targets:
+        pytest.skip("; ".join(skipped) or "multi_actor.jax_trainer has no recognised interface")
+    target = targets[0]
+    target.epoch()
+    _record(benchmark, f"multi-actor epoch, {actors} actor{'s' if actors > 1 else ''}", target.updates_per_epoch)
+    benchmark.pedantic(target.epoch, rounds=5, warmup_rounds=1)
+    _normalise(benchmark, target.updates_per_epoch)

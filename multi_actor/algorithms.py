@@ -25,9 +25,16 @@ from multi_actor.policies import (
 )
 
 
+Q_SCALE_FLOOR = 1e-6
+
+
 def normalized_q_energy(q: torch.Tensor) -> torch.Tensor:
-    """Energy ``q``: ``-mean(Q) / mean|Q|`` with the scale detached (TD3+BC's λ normalization, no BC term)."""
-    return -q.mean() / q.abs().mean().detach()
+    """Energy ``q``: ``-mean(Q) / mean|Q|`` with the scale detached (TD3+BC's λ normalization, no BC term).
+
+    The scale is floored at ``Q_SCALE_FLOOR``: an all-zero Q (or advantage, e.g. a critic flat in the action)
+    gives energy 0 instead of 0/0 = NaN.
+    """
+    return -q.mean() / q.abs().mean().detach().clamp_min(Q_SCALE_FLOOR)
 
 
 def _min_q(q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:

@@ -93,7 +93,7 @@ class MultiActorConfig:
 
     def resolved(self) -> MultiActorConfig:
         """Validated copy with defaults filled in (weights 1.0, default actor types); raises ConfigError."""
-        cfg = dataclasses.replace(self, base=dict(self.base))
+        cfg = dataclasses.replace(self, base=dict(self.base) if isinstance(self.base, dict) else self.base)
         validate(cfg)
         if cfg.w2_weights is None:
             cfg.w2_weights = [1.0] * (cfg.num_actors - 1)
@@ -142,7 +142,11 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 def _check_number(name: str, value: Any, minimum: float, strict: bool = False) -> None:
     cmp = ">" if strict else ">="
     _check_type(name, value, (int, float), f"a finite number {cmp} {minimum}")
-    if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large to be a float
+        finite = False
+    if not finite or (value <= minimum if strict else value < minimum):
         raise ConfigError(name, value, f"a finite number {cmp} {minimum}")
 
 
@@ -336,8 +340,10 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
             idx = _index(part, target, key)
             target = target[idx]
             continue
+        if not isinstance(target, dict):
+            raise InputError(f"--set {assignment!r}: {'.'.join(parts[:depth])} is not a mapping or list")
         if part not in target or target[part] is None:
-            target[part] = [] if nxt.isdigit() else {}
+            target[part] = [] if _is_index(nxt) else {}
         target = target[part]
     last = parts[-1]
     if isinstance(target, list):
@@ -348,8 +354,12 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise InputError(f"--set {assignment!r}: {'.'.join(parts[:-1])} is not a mapping or list")
 
 
+def _is_index(part: str) -> bool:
+    return part.isascii() and part.isdigit()
+
+
 def _index(part: str, seq: list, key: str) -> int:
-    if not part.isdigit() or int(part) >= len(seq):
+    if not _is_index(part) or int(part) >= len(seq):
         raise InputError(f"--set {key}: index {part!r} out of range (list has {len(seq)} entries)")
     return int(part)
 

@@ -618,11 +618,83 @@ def _add_jax_profile(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_jax_profile)
 
 
+# ------------------------------------------------------------------------------------------------------- fuzz
+
+FUZZ_TARGETS = ("configs", "logging", "data", "all")
+
+
+def _cmd_fuzz(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from checks.fuzz import properties_for, run_fuzz
+    from pogo_audit.exporters import write_outputs
+    from pogo_audit.results import RunResults
+
+    props = properties_for(args.target)
+    database = None if args.no_database else Path(args.database)
+    console = _console()
+    results = RunResults(command="fuzz")
+    with _progress(console, args.quiet) as progress:
+        tasks = {p.name: progress.add_task(f"fuzz {p.name}", total=args.examples) for p in props}
+        results.checks.extend(run_fuzz(
+            args.target, args.examples, args.seed, database,
+            progress=lambda name, done, total: progress.update(tasks[name], completed=done)))
+    table = Table(title=f"fuzz {args.target}: {args.examples} examples per property, seed {args.seed}",
+                  title_justify="left")
+    for col in ("property", "target", "examples", "findings", "seconds", "verdict"):
+        table.add_column(col)
+    for r in results.checks:
+        m = r.metrics
+        table.add_row(r.subject, m["target"], str(m["examples_run"]), str(len(m["findings"])), f"{r.seconds:.1f}",
+                      "[green]pass[/]" if r.passed else "[bold red]fail[/]")
+    console.print(table)
+    write_outputs(results, json_path=args.json, junit_path=args.junit, sarif_path=args.sarif,
+                  summary_path=args.summary_md)
+    bad = [r for r in results.checks if not r.passed]
+    if bad:
+        for r in bad:
+            for f in r.metrics["findings"]:
+                console.print(f"[bold red]{f['property']}[/]: {escape(f['exception'])}")
+                console.print(f"  minimal example: {escape(f['minimal_example'] or '?')}")
+                for line in f["traceback_tail"].splitlines():
+                    console.print(f"  {escape(line)}")
+        saved = f" (failing examples saved in {database}, replayed first next time)" if database else ""
+        console.print(f"[bold red]fuzz found problems[/]: {', '.join(r.subject for r in bad)}{saved}")
+        return EXIT_CHECK_FAILED
+    total = sum(r.metrics["examples_run"] for r in results.checks)
+    props_text = "1 property" if len(results.checks) == 1 else f"{len(results.checks)} properties"
+    console.print(f"[bold green]fuzz passed[/]: {total} examples over {props_text}, no findings")
+    return EXIT_OK
+
+
+def _add_fuzz(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fuzz", formatter_class=RichHelpFormatter,
+                       help="property-based fuzzing of configs, --set overrides, the run logger and the data layer",
+                       description="Generate valid and near-valid multi-actor configs, --set overrides, logging "
+                                   "payloads and datasets with hypothesis and check their properties: invalid configs "
+                                   "raise a ConfigError naming the field, valid ones round-trip through YAML and train "
+                                   "one step, the logger writes every scalar once as strict JSON, bad episodes raise a "
+                                   "DataError naming the episode and field. Failing examples are shrunk and saved.")
+    p.add_argument("--target", default="all", choices=FUZZ_TARGETS, help="configs, logging, data or all (default all)")
+    p.add_argument("--examples", type=_positive_int, default=200, metavar="N",
+                   help="examples per property (default 200)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="hypothesis seed; the same seed (and database) gives the same run (default 0)")
+    p.add_argument("--database", default=".pogo-audit/hypothesis", metavar="DIR",
+                   help="hypothesis example database: failing examples are saved and replayed first "
+                        "(default .pogo-audit/hypothesis)")
+    p.add_argument("--no-database", action="store_true", help="do not read or write the example database")
+    _add_ci_outputs(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_fuzz)
+
+
 # ------------------------------------------------------------------------------------------------------ main
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_equivalence, _add_inspect, _add_mutants, _add_report, _add_jax_profile, _add_conformance, _add_train,
-    _add_datasets,
+    _add_equivalence, _add_inspect, _add_mutants, _add_fuzz, _add_report, _add_jax_profile, _add_conformance,
+    _add_train, _add_datasets,
 ]
 
 

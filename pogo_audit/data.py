@@ -94,14 +94,19 @@ class Transitions:
         }
 
 
+_MISSING = object()
+
+
 def _episode_array(ep: Any, name: str, ep_id: Any) -> np.ndarray:
-    value = getattr(ep, name)
+    value = getattr(ep, name, _MISSING)
+    if value is _MISSING:
+        raise DataError(f"episode {ep_id}, field '{name}': missing")
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError) as exc:
         raise DataError(f"episode {ep_id}, field '{name}': cannot be read as an array ({exc})") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise DataError(f"episode {ep_id}, field '{name}': dtype {arr.dtype} is not numeric")
+    if arr.dtype.kind not in "biuf":  # bool, int, uint, float; not complex, datetime, object, str
+        raise DataError(f"episode {ep_id}, field '{name}': dtype {arr.dtype} is not numeric (real-valued)")
     return arr
 
 
@@ -120,12 +125,12 @@ def episodes_to_raw(episodes: Iterable[Any]) -> dict[str, np.ndarray]:
         rew = _episode_array(ep, "rewards", ep_id)
         term = _episode_array(ep, "terminations", ep_id)
         trunc = _episode_array(ep, "truncations", ep_id)
-        if obs.ndim != 2:
-            raise DataError(f"episode {ep_id}, field 'observations': expected a [T+1, state_dim] array, got shape "
-                            f"{list(obs.shape)}")
-        if act.ndim != 2:
-            raise DataError(f"episode {ep_id}, field 'actions': expected a [T, action_dim] array, got shape "
-                            f"{list(act.shape)}")
+        if obs.ndim != 2 or obs.shape[1] == 0:
+            raise DataError(f"episode {ep_id}, field 'observations': expected a [T+1, state_dim] array with "
+                            f"state_dim >= 1, got shape {list(obs.shape)}")
+        if act.ndim != 2 or act.shape[1] == 0:
+            raise DataError(f"episode {ep_id}, field 'actions': expected a [T, action_dim] array with "
+                            f"action_dim >= 1, got shape {list(act.shape)}")
         steps = act.shape[0]
         if obs.shape[0] != steps + 1:
             raise DataError(f"episode {ep_id}, field 'observations': {obs.shape[0]} rows for {steps} actions "
@@ -137,6 +142,16 @@ def episodes_to_raw(episodes: Iterable[Any]) -> dict[str, np.ndarray]:
             if not np.all(np.isfinite(arr)):
                 bad = int(np.argwhere(~np.isfinite(arr))[0][0])
                 raise DataError(f"episode {ep_id}, field '{name}': non-finite value at step {bad}")
+            with np.errstate(over="ignore"):
+                as_float32 = arr.astype(np.float32)
+            if not np.all(np.isfinite(as_float32)):
+                bad = int(np.argwhere(~np.isfinite(as_float32))[0][0])
+                raise DataError(f"episode {ep_id}, field '{name}': value at step {bad} is outside the float32 range")
+        for name, arr in (("terminations", term), ("truncations", trunc)):
+            flag = (arr == 0) | (arr == 1)
+            if not np.all(flag):
+                bad = int(np.argwhere(~flag)[0][0])
+                raise DataError(f"episode {ep_id}, field '{name}': value {arr[bad]!r} at step {bad} is not a 0/1 flag")
         if state_dim is None:
             state_dim, action_dim = obs.shape[1], act.shape[1]
         elif (obs.shape[1], act.shape[1]) != (state_dim, action_dim):
@@ -460,6 +475,8 @@ class Preprocessing:
 def preprocess(data: Transitions, normalize_states_flag: bool, reward_rule: str = "none",
                **reward_kwargs: float) -> tuple[dict[str, np.ndarray], Preprocessing]:
     """CORL preprocessing on a copy: optional reward rule (``corl``/``cql``/``rebrac``), optional state norm."""
+    if len(data) == 0:
+        raise DataError(f"dataset {data.dataset_id!r}: no transitions to preprocess")
     d = {k: v.copy() for k, v in data.as_d4rl().items()}
     name = f"{data.dataset_id} {data.env_id}"
     if reward_rule == "corl":
@@ -470,15 +487,20 @@ def preprocess(data: Transitions, normalize_states_flag: bool, reward_rule: str 
         modify_reward_rebrac(d, name)
     elif reward_rule != "none":
         raise ValueError(f"unknown reward rule {reward_rule!r}")
-    if normalize_states_flag:
-        mean, std = compute_mean_std(d["observations"], STATE_NORM_EPS)
-    else:
-        mean = np.zeros(data.state_dim, dtype=np.float32)
-        std = np.ones(data.state_dim, dtype=np.float32)
-    d["observations"] = normalize_states(d["observations"], mean, std).astype(np.float32)
-    d["next_observations"] = normalize_states(d["next_observations"], mean, std).astype(np.float32)
-    if not (np.all(np.isfinite(d["observations"])) and np.all(np.isfinite(d["rewards"]))):
-        raise DataError(f"dataset {data.dataset_id!r}: preprocessing produced non-finite values")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported below
+        if normalize_states_flag:
+            mean, std = compute_mean_std(d["observations"], STATE_NORM_EPS)
+        else:
+            mean = np.zeros(data.state_dim, dtype=np.float32)
+            std = np.ones(data.state_dim, dtype=np.float32)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+            raise DataError(f"dataset {data.dataset_id!r}, field 'observations': state mean/std overflow float32 "
+                            "(feature values too large to normalize)")
+        d["observations"] = normalize_states(d["observations"], mean, std).astype(np.float32)
+        d["next_observations"] = normalize_states(d["next_observations"], mean, std).astype(np.float32)
+    for key in ("observations", "next_observations", "rewards"):
+        if not np.all(np.isfinite(d[key])):
+            raise DataError(f"dataset {data.dataset_id!r}, field '{key}': preprocessing produced non-finite values")
     return d, Preprocessing(mean, std, reward_rule)
 
 

@@ -62,7 +62,7 @@ def test_unknown_and_missing_fields_from_a_mapping():
         from_dict({"num_actors": 1, "actor_configs": [{"type": "gaussian", "hidden": 3}]})
 
 
-def test_yaml_file_then_overrides_then_flags(tmp_path):
+def test_yaml_file_then_flags_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("algo: iql\nnum_actors: 3\nw2_weights: [0.5, 2.0]\nbase:\n  beta: 5.0\n")
     cfg = build_config(str(path), ["w2_weights=[0.1, 0.2]", "base.iql_tau=0.8"], steps=7)

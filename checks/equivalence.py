@@ -233,8 +233,11 @@ def run_equivalence(
     progress: Callable[[int], None] | None = None,
     labels: tuple[str, str] = ("reference", "candidate"),
     batch_size: int = 256,
+    chain_oracle: Callable[[Any, Any], Any] | None = None,
 ) -> CheckResult:
-    """Drive reference (twice, for the self-check) and candidate in lock-step; return one CheckResult."""
+    """Drive reference (twice, for the self-check) and candidate in lock-step; return one CheckResult.
+
+    ``chain_oracle(trainer, config)`` builds the W2 oracle (default :meth:`ChainOracle.for_trainer`)."""
     from checks.chain_oracle import ChainOracle
 
     t0 = time.perf_counter()
@@ -246,7 +249,7 @@ def run_equivalence(
         start = {k: v for k, v in ref.iso.call("parameters").items() if k.startswith(COMPARED_PARAM_ROLES)}
         cand.iso.call("load_parameters", start)
         cand.iso.rng = copy.deepcopy(ref.iso.rng)
-    oracle = ChainOracle.for_trainer(cand.iso.trainer, config) if options.chain_oracle else None
+    oracle = (chain_oracle or ChainOracle.for_trainer)(cand.iso.trainer, config) if options.chain_oracle else None
 
     comp = Comparator(options.mode, options.rtol, options.atol)
     self_comp = Comparator("bitwise", 0.0, 0.0)
@@ -350,7 +353,8 @@ def run_equivalence(
 def _write(options: EquivalenceOptions, algo: str, config: Any, info: dict[str, Any], ref: _Side, cand: _Side,
            history: dict[str, dict[str, list[float]]], steps_done: list[int], comp: Comparator) -> Path:
     arrays: dict[str, np.ndarray] = {}
-    for i, t in enumerate(info["batch"]):
+    batch = info["batch"]
+    for i, t in (batch.items() if isinstance(batch, Mapping) else enumerate(batch)):
         arrays[f"batch/{i}"] = np.asarray(t)
     for side, params in zip(("reference", "candidate"), info["before"]):
         for k, v in params.items():

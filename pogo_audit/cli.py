@@ -272,7 +272,7 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
     from pogo_audit.render import equivalence_table
     from pogo_audit.results import RunResults
 
-    algos = list(TORCH_ALGOS) if args.algo == "all" else [args.algo]
+    algos = [*TORCH_ALGOS, "rebrac"] if args.algo == "all" else [args.algo]
     reference = (args.reference, load_factory(args.reference, "--reference")) if args.reference else None
     candidate = (args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None
     configs = {a: _equivalence_config(args, a) for a in algos}
@@ -285,8 +285,13 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
     with _progress(console, args.quiet) as progress:
         for algo in algos:
             task = progress.add_task(f"equivalence {algo}", total=args.steps)
-            res = equivalence_for_algo(algo, configs[algo], options, reference, candidate,
-                                       progress=lambda t, task=task: progress.update(task, completed=t))
+            on_step = (lambda t, task=task: progress.update(task, completed=t))
+            if algo == "rebrac":
+                from checks.equivalence_jax import equivalence_for_rebrac
+
+                res = equivalence_for_rebrac(configs[algo], options, reference, candidate, progress=on_step)
+            else:
+                res = equivalence_for_algo(algo, configs[algo], options, reference, candidate, progress=on_step)
             progress.remove_task(task)
             results.checks.append(res)
             console.print(equivalence_table(res, configs[algo]))
@@ -320,8 +325,8 @@ def _add_equivalence(sub: argparse._SubParsersAction) -> None:
                     "seed, same initial parameters, identical batches) and compare critic/actor0 losses, parameter "
                     "digests, RNG digests, gradient leaks and the W2 chain at every step. On the first divergence a "
                     "bundle is written for `pogo-audit inspect`.")
-    p.add_argument("--algo", default="iql", choices=(*TORCH_ALGOS, "all"), metavar="ALGO",
-                   help=f"{', '.join(TORCH_ALGOS)} or all (default iql)")
+    p.add_argument("--algo", default="iql", choices=(*TORCH_ALGOS, "rebrac", "all"), metavar="ALGO",
+                   help=f"{', '.join(TORCH_ALGOS)}, rebrac (JAX) or all (default iql)")
     p.add_argument("--actors", type=_positive_int, default=None, help="actors of the candidate (default 3)")
     p.add_argument("--steps", type=_positive_int, default=300, help="training steps compared (default 300)")
     p.add_argument("--seed", type=int, default=None, help="seed of both trainers and of the batches (default 0)")

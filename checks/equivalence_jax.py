@@ -1,0 +1,242 @@
+"""Equivalence of the JAX multi-actor ReBRAC with the CORL-faithful JAX reference, step by step.
+
+The harness is :func:`checks.equivalence.run_equivalence` unchanged in spirit; this module supplies what is JAX- and
+ReBRAC-specific:
+
+* the data: ``pogo_audit.data.load_transitions`` + ``preprocess`` with ReBRAC's rules (states normalised only with
+  ``base.normalize_states``, default False; rewards ×100 for antmaze with ``base.normalize_reward``), in CORL's
+  buffer layout (``states``, ``actions``, ``rewards`` [M], ``next_states``, ``next_actions``, ``dones`` [M]);
+* :class:`DictBatchSampler`: dict batches of numpy arrays drawn by a ``numpy.random.Generator`` seeded with
+  ``derived_seed(seed, BUFFER_OFFSET)`` (the harness only calls ``sample(batch_size)``);
+* :class:`JaxChainOracle`: the ``chain/actor<i>/w2`` observables. The PyTorch oracle (:mod:`checks.chain_oracle`)
+  needs torch policies and list batches; this one rebuilds every actor from the candidate's start-of-step
+  parameters in float64 numpy (its own forward pass, not the trainer's code), draws its own samples, and computes
+  W2² with POT/numpy under exactly the PyTorch oracle's rules and tolerances.
+
+JAX trainers use no global RNG, so the harness's ``rng/torch`` / ``rng/numpy`` digests only prove they stay
+untouched; the reference key chain is compared through ``rng/key`` (bitwise).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from checks.chain_oracle import EXACT_TOL, ORACLE_SEED, POINT_SAMPLED_TOL, SINKHORN_TOL
+from checks.equivalence import EquivalenceOptions, run_equivalence
+from pogo_audit.results import CheckResult
+
+BATCH_KEYS = ("states", "actions", "rewards", "next_states", "next_actions", "dones")
+LAYERNORM_EPS = 1e-6  # Flax's default
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+
+
+def rebrac_buffer(processed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """d4rl-style arrays (after ``preprocess``) -> CORL ReBRAC buffer fields, float32, rewards/dones 1-D."""
+    return {
+        "states": np.asarray(processed["observations"], np.float32),
+        "actions": np.asarray(processed["actions"], np.float32),
+        "rewards": np.asarray(processed["rewards"], np.float32).reshape(-1),
+        "next_states": np.asarray(processed["next_observations"], np.float32),
+        "next_actions": np.asarray(processed["next_actions"], np.float32),
+        "dones": np.asarray(processed["terminals"], np.float32).reshape(-1),
+    }
+
+
+def prepare_rebrac_data(config: Any) -> tuple[dict[str, np.ndarray], Any]:
+    """``config.dataset`` with ReBRAC's CORL preprocessing -> (buffer arrays, DatasetSpec)."""
+    from multi_actor.jax_trainer import rebrac_config
+    from pogo_audit.data import DatasetSpec, env_max_action, load_transitions, preprocess
+
+    cfg = rebrac_config(config, 0)
+    transitions = load_transitions(config.dataset)
+    processed, pre = preprocess(transitions, bool(cfg.normalize_states),
+                                "rebrac" if cfg.normalize_reward else "none")
+    spec = DatasetSpec.from_transitions(transitions, env_max_action(config.dataset), pre.state_mean, pre.state_std)
+    return rebrac_buffer(processed), spec
+
+
+class DictBatchSampler:
+    """Uniform batches (with replacement) as dicts of numpy arrays; indices from its own seeded Generator only."""
+
+    def __init__(self, data: Mapping[str, np.ndarray], seed: int):
+        self.arrays = {k: np.ascontiguousarray(data[k]) for k in BATCH_KEYS}
+        self.size = int(self.arrays["states"].shape[0])
+        if self.size == 0:
+            raise ValueError("batch sampler: the dataset has no transitions")
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        idx = self.rng.integers(0, self.size, size=batch_size)
+        return {k: v[idx] for k, v in self.arrays.items()}
+
+
+# ---------------------------------------------------------------------------------------------------- W2 oracle
+
+
+def _dense_forward(params: Mapping[str, np.ndarray], x: np.ndarray, layernorm: bool) -> np.ndarray:
+    """Flax MLP ``Dense_0 .. Dense_n`` (ReLU, then LayerNorm_k when present, between them), float64."""
+    dense = sorted({k.split("/")[0] for k in params if k.startswith("Dense_")}, key=lambda n: int(n.split("_")[1]))
+    for idx, name in enumerate(dense):
+        x = x @ params[f"{name}/kernel"] + params[f"{name}/bias"]
+        if idx < len(dense) - 1:
+            x = np.maximum(x, 0.0)
+            if layernorm:
+                mean = x.mean(-1, keepdims=True)
+                var = ((x - mean) ** 2).mean(-1, keepdims=True)
+                x = (x - mean) / np.sqrt(var + LAYERNORM_EPS) * params[f"LayerNorm_{idx}/scale"] + \
+                    params[f"LayerNorm_{idx}/bias"]
+    return x
+
+
+class NumpyPolicy:
+    """An actor rebuilt from its parameters (float64), the oracle's own forward pass and sampling."""
+
+    def __init__(self, spec: Mapping[str, Any], params: Mapping[str, np.ndarray]):
+        self.kind = spec["type"]
+        self.stochastic = self.kind in ("gaussian", "tanh_gaussian")
+        self.gaussian = self.kind == "gaussian"
+        self.max_action = float(spec["max_action"])
+        self.layernorm = bool(spec["layernorm"])
+        self.params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+
+    def _out(self, obs: np.ndarray) -> np.ndarray:
+        return _dense_forward(self.params, np.asarray(obs, np.float64), self.layernorm)
+
+    def _two(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        first, log_std = np.split(self._out(obs), 2, axis=-1)
+        return first, np.exp(np.clip(log_std, LOG_STD_MIN, LOG_STD_MAX))
+
+    def action(self, obs: np.ndarray) -> np.ndarray:
+        """The deterministic action (only asked of deterministic actors)."""
+        return self.max_action * np.tanh(self._out(obs))
+
+    def mean_std(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, std = self._two(obs)
+        return self.max_action * np.tanh(mean), std
+
+    def sample(self, obs: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+        if not self.stochastic:
+            a = self.action(obs)
+            return np.broadcast_to(a[:, None, :], (a.shape[0], k, a.shape[1]))
+        first, std = self._two(obs)
+        z = rng.standard_normal((first.shape[0], k, first.shape[1]))
+        if self.gaussian:
+            return self.max_action * np.tanh(first)[:, None, :] + std[:, None, :] * z
+        return self.max_action * np.tanh(first[:, None, :] + std[:, None, :] * z)
+
+
+class JaxChainOracle:
+    """``chain/actor<i>/w2``: W2² of actor i to actor i-1 *as they were at the start of the step*.
+
+    Same estimands and tolerances as :class:`checks.chain_oracle.ChainOracle`: exact for Dirac and Gaussian
+    pairs, ``E||X - b||²`` for a deterministic side (exact for a Gaussian X, else 256 samples), and for other
+    stochastic pairs exact OT (``ot.emd2``) between fresh empirical measures of the trainer's sample size K.
+    """
+
+    def __init__(self, trainer: Any, config: Any):
+        self.trainer = trainer
+        self.spec = trainer.chain_spec()
+        self.method = getattr(config, "w2_method", "auto")
+        self.samples = int(getattr(config, "w2_samples", 16))
+        self.rng = np.random.default_rng(ORACLE_SEED)
+
+    @classmethod
+    def for_trainer(cls, trainer: Any, config: Any) -> JaxChainOracle | None:
+        if not hasattr(trainer, "chain_spec") or len(trainer.chain_spec()) < 2:
+            return None
+        return cls(trainer, config)
+
+    def snapshot(self) -> list[NumpyPolicy]:
+        """Every actor rebuilt from the trainer's current (= start-of-step) parameters."""
+        params = self.trainer.parameters()
+        out = []
+        for spec in self.spec:
+            prefix = spec["prefix"]
+            out.append(NumpyPolicy(spec, {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}))
+        return out
+
+    def exact_w2(self, p: NumpyPolicy, q: NumpyPolicy, obs: np.ndarray) -> tuple[float, tuple[float, float]]:
+        import ot
+
+        from multi_actor.w2 import pair_method
+
+        kind = pair_method((p.stochastic, p.gaussian), (q.stochastic, q.gaussian), self.method)
+        if kind == "points":
+            return float(((p.action(obs) - q.action(obs)) ** 2).sum(-1).mean()), EXACT_TOL
+        if kind == "sample_to_point":
+            sto, det = (p, q) if p.stochastic else (q, p)
+            b = det.action(obs)
+            if sto.gaussian:
+                mu, std = sto.mean_std(obs)
+                return float((((mu - b) ** 2).sum(-1) + (std ** 2).sum(-1)).mean()), POINT_SAMPLED_TOL
+            x = sto.sample(obs, 256, self.rng)
+            return float(((x - b[:, None, :]) ** 2).sum(-1).mean()), POINT_SAMPLED_TOL
+        if kind == "closed_form":
+            (mp, sp), (mq, sq) = p.mean_std(obs), q.mean_std(obs)
+            eye = np.eye(sp.shape[1])
+            w = ot.gaussian.bures_wasserstein_distance(mp, mq, sp[:, :, None] ** 2 * eye, sq[:, :, None] ** 2 * eye,
+                                                       paired=True)
+            return float((np.asarray(w) ** 2).mean()), EXACT_TOL
+        k = self.samples
+        x, y = p.sample(obs, k, self.rng), q.sample(obs, k, self.rng)
+        w = np.full(k, 1.0 / k)
+        return float(np.mean([ot.emd2(w, w, ot.dist(x[i], y[i])) for i in range(x.shape[0])])), SINKHORN_TOL
+
+    def check(self, pre: Sequence[NumpyPolicy], batch: Mapping[str, np.ndarray], reported: Mapping[str, Any]):
+        """Oracle values (reference side), reported values (candidate side) and per-observable tolerances."""
+        obs = np.asarray(batch["states"], np.float64)
+        oracle, cand, tolerances = {}, {}, {}
+        for i in range(1, len(pre)):
+            key = f"actor{i}/w2"
+            if key not in reported:
+                continue
+            value, tol = self.exact_w2(pre[i], pre[i - 1], obs)
+            oracle[f"chain/{key}"] = value
+            cand[f"chain/{key}"] = float(reported[key])
+            tolerances[f"chain/{key}"] = tol
+        return oracle, cand, tolerances
+
+
+# ----------------------------------------------------------------------------------------------------- the check
+
+
+def equivalence_for_rebrac(config: Any, options: EquivalenceOptions,
+                           reference: tuple[str, Callable[..., Any]] | None = None,
+                           candidate: tuple[str, Callable[..., Any]] | None = None,
+                           progress: Callable[[int], None] | None = None) -> CheckResult:
+    """Equivalence on ``config.dataset`` with ReBRAC's preprocessing; defaults compare the JAX ReBRAC reference with
+    :class:`multi_actor.jax_trainer.MultiActorReBRAC`. A trainer that raises during a step yields verdict ``error``.
+
+    Batch size: ``options.batch_size``, else ``config.batch_size``, else ReBRAC's ``batch_size`` (``config.base``).
+    The chain oracle is :class:`JaxChainOracle` (the candidate must offer ``chain_spec()``; others get none).
+    """
+    from multi_actor.jax_trainer import rebrac_config, rebrac_multi_actor_factory, rebrac_reference_factory
+    from pogo_audit.errors import PogoAuditError
+    from pogo_audit.results import ERROR
+    from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
+
+    config = config.resolved()
+    data, spec = prepare_rebrac_data(config)
+    sampler = DictBatchSampler(data, derived_seed(options.seed, BUFFER_OFFSET))
+    batch_size = options.batch_size or rebrac_config(config, options.seed).batch_size
+    ref_label, ref_factory = reference or ("reference_algos.jax.rebrac (CORL-faithful)", rebrac_reference_factory)
+    cand_label, cand_factory = candidate or ("multi_actor.jax_trainer.MultiActorReBRAC", rebrac_multi_actor_factory)
+    t0 = time.perf_counter()
+    try:
+        return run_equivalence("rebrac", config, spec, sampler, ref_factory, cand_factory, options, progress,
+                               (ref_label, cand_label), batch_size, chain_oracle=JaxChainOracle.for_trainer)
+    except PogoAuditError:
+        raise
+    except Exception as exc:  # a trainer crashing mid-run is a finding about that trainer
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return CheckResult(check="equivalence", subject="rebrac", verdict=ERROR,
+                           summary=f"a trainer raised during the run: {type(exc).__name__}: {first}",
+                           metrics={"reference": ref_label, "candidate": cand_label, "mode": options.mode},
+                           seconds=time.perf_counter() - t0)

@@ -392,28 +392,10 @@ def _write(options: EquivalenceOptions, algo: str, config: Any, info: dict[str, 
 
 
 def load_factory(spec: str, option: str) -> Callable[..., Any]:
-    """``pkg.module:factory`` → the callable (the current directory is importable, like ``python -m``)."""
-    import importlib
-    import os
-    import sys
+    """``pkg.module:factory`` → a factory that checks what it builds against the Trainer protocol."""
+    from pogo_audit.loading import import_callable
 
-    from pogo_audit.errors import UsageError
-
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError(f"{option}: expected MODULE:FACTORY (e.g. examples.pogo_adapter:factory), got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"{option}: cannot import module {module_name!r} ({exc})") from None
-    except Exception as exc:  # user code failing at import time is reported, not hidden
-        raise UsageError(f"{option}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
-    factory = getattr(module, attr, None)
-    if factory is None or not callable(factory):
-        raise UsageError(f"{option}: {module_name!r} has no callable {attr!r}")
-    return _checked_factory(factory, spec, option)
+    return _checked_factory(import_callable(spec, option, "examples.pogo_adapter:factory"), spec, option)
 
 
 PROTOCOL_METHODS = ("step", "parameters", "load_parameters")

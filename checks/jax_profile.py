@@ -127,20 +127,9 @@ def as_target(obj: Any, name: str) -> JaxTarget:
 
 def load_target(spec: str, option: str = "--target") -> JaxTarget:
     """``pkg.module:factory`` → ``factory()`` as a target (the current directory is importable, as with ``-m``)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError(f"{option}: expected MODULE:FACTORY (e.g. tests.jax_pathologies:clean_loop), got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"{option}: cannot import module {module_name!r} ({exc})") from None
-    except Exception as exc:  # user code failing at import time is reported, not hidden
-        raise UsageError(f"{option}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise UsageError(f"{option}: {module_name!r} has no callable {attr!r}")
+    from pogo_audit.loading import import_callable
+
+    factory = import_callable(spec, option, "tests.jax_pathologies:clean_loop")
     try:
         obj = factory()
     except Exception as exc:

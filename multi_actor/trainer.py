@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from multi_actor.algorithms import TorchAlgorithm, get_algorithm
+from multi_actor.algorithms import get_algorithm
 from multi_actor.config import MultiActorConfig
 from multi_actor.policies import Policy, build_policy
 from multi_actor.w2 import policy_w2

@@ -60,6 +60,8 @@ import torch
 from geomloss import SamplesLoss
 from torch import Tensor
 
+from multi_actor.w2_rules import METHODS, pair_method
+
 __all__ = [
     "METHODS",
     "epsilon_to_blur",
@@ -71,7 +73,6 @@ __all__ = [
     "w2_to_point",
 ]
 
-METHODS: tuple[str, ...] = ("closed_form", "sinkhorn", "sample_to_point", "points")
 
 
 def w2_gaussian(mu_p: Tensor, std_p: Tensor, mu_q: Tensor, std_q: Tensor) -> Tensor:
@@ -148,26 +149,6 @@ def sinkhorn_divergence(
     with torch.set_grad_enabled(grad_enabled):
         value = 2.0 * loss(x, y)
     return value if grad_enabled else value.detach()
-
-
-def pair_method(p_kind: tuple[bool, bool], q_kind: tuple[bool, bool], method: str) -> str:
-    """Estimator for a pair given ``(stochastic, gaussian)`` of each side and the configured ``w2_method``.
-
-    A deterministic side always gets the exact Dirac formula; two Gaussians get the closed form unless
-    ``method == "sinkhorn"``; other stochastic pairs get the Sinkhorn divergence (``closed_form`` is refused).
-    """
-    (p_sto, p_gauss), (q_sto, q_gauss) = p_kind, q_kind
-    if not p_sto and not q_sto:
-        return "points"
-    if not p_sto or not q_sto:
-        return "sample_to_point"
-    if method == "sinkhorn":
-        return "sinkhorn"
-    if p_gauss and q_gauss:
-        return "closed_form"
-    if method == "closed_form":
-        raise ValueError("w2_method 'closed_form' needs two Gaussian policies")
-    return "sinkhorn"
 
 
 def policy_w2(policy: torch.nn.Module, reference: torch.nn.Module, obs: Tensor, method: str, k: int,

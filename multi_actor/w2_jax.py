@@ -43,6 +43,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from multi_actor.w2_rules import METHODS, pair_method
+
 __all__ = [
     "METHODS",
     "pair_method",
@@ -54,7 +56,6 @@ __all__ = [
     "w2_to_point",
 ]
 
-METHODS: tuple[str, ...] = ("closed_form", "sinkhorn", "sample_to_point", "points")
 SINKHORN_THRESHOLD = 1e-4
 SINKHORN_MAX_ITERATIONS = 5000
 
@@ -111,36 +112,6 @@ def _sinkhorn_batched(x: jax.Array, y: jax.Array, *, epsilon: float, threshold: 
     inside another jit it is inlined)."""
     one = partial(_sinkhorn_one, epsilon=epsilon, threshold=threshold, max_iterations=max_iterations)
     return jax.vmap(one)(x, y)
-
-
-def pair_method(p_kind: tuple[bool, bool], q_kind: tuple[bool, bool], method: str) -> str:
-    """Estimator for a pair given ``(stochastic, gaussian)`` of each side and the configured ``w2_method``.
-
-    Same rule as :func:`multi_actor.w2.pair_method` (kept torch-free here; ``tests/test_w2_jax.py`` pins the two
-    together on every input).
-    """
-    (p_sto, p_gauss), (q_sto, q_gauss) = p_kind, q_kind
-    if not p_sto and not q_sto:
-        return "points"
-    if not p_sto or not q_sto:
-        return "sample_to_point"
-    if method == "sinkhorn":
-        return "sinkhorn"
-    if p_gauss and q_gauss:
-        return "closed_form"
-    if method == "closed_form":
-        raise ValueError("w2_method 'closed_form' needs two Gaussian policies")
-    return "sinkhorn"
-
-
-# ------------------------------------------------------------------------------------------- policy level
-#
-# A policy here is a static object with ``stochastic`` / ``gaussian`` flags and pure methods on explicit params:
-# ``action(params, obs, key) -> [B, A]`` (one reparameterized sample), ``sample(params, obs, k, key) -> [B, K, A]``
-# and, for Gaussians, ``mean_std(params, obs)``. The W2 of actor i to its reference is split in two so that actors
-# of one type can be batched with ``jax.vmap`` although their references are different networks:
-# :func:`reference_outputs` evaluates the (detached) reference side once per actor, :func:`policy_w2` the trained
-# side (gradients flow) against it.
 
 
 def reference_outputs(kind: str, own_stochastic: bool, reference: Any, ref_params: Any, obs: jax.Array, k: int,

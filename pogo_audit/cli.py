@@ -16,7 +16,7 @@ from rich.console import Console
 from rich_argparse import RichHelpFormatter
 
 from pogo_audit import __version__
-from pogo_audit.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, PogoAuditError, UsageError
+from pogo_audit.errors import EXIT_CHECK_FAILED, EXIT_OK, PogoAuditError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 

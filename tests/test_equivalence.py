@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from checks.equivalence import EquivalenceOptions, equivalence_for_algo, load_factory
+from checks.equivalence import EquivalenceOptions, equivalence_for_algo
 from checks.mutants import catalog, run_mutant
 from multi_actor.config import build_config
 from multi_actor.trainer import reference_factory

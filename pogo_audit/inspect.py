@@ -29,6 +29,7 @@ from pogo_audit.io import atomic_write_bytes
 
 REFERENCE, CANDIDATE = SIDES
 COMPARED_SECTIONS = ("after", "grads")
+ALSO_SHOWN = 8
 TOPK_TABLES = 3
 HISTORY_BEFORE = 3
 HISTORY_AFTER = 5
@@ -441,8 +442,12 @@ def write_plots(ins: Inspection, bundle: Bundle, plots_dir: str | os.PathLike) -
     plots: dict[str, Path] = {}
     same_shape = [t for t in ins.tensors if t.mismatch.shape_mismatch is None]
     if same_shape:
-        plots["diff_hist"] = _plot_diff_hist(ins, same_shape[0], bundle, out_dir / "diff_hist.png")
-        matrix = next((t for t in same_shape if len(t.shape) == 2), same_shape[0])
+        # plot a parameter matrix: after/ tensors first, real matrices (both dims > 1) first, worst first within
+        ranked = sorted(same_shape, key=lambda t: (t.section != "after",
+                                                   not (len(t.shape) == 2 and min(t.shape) > 1),
+                                                   len(t.shape) != 2))
+        matrix = ranked[0]
+        plots["diff_hist"] = _plot_diff_hist(ins, matrix, bundle, out_dir / "diff_hist.png")
         plots["heatmap"] = _plot_heatmap(ins, matrix, bundle, out_dir / "heatmap.png")
     if ins.history is not None and bool(np.any(~np.isnan(ins.history.abs_diff))):
         plots["history"] = _plot_history(ins, ins.history, out_dir / "history.png")
@@ -487,7 +492,9 @@ def render_inspection(ins: Inspection) -> list[Any]:
     ]
     others = [o for o in ins.divergent_observables if o != ins.observable]
     if others:
-        lines.append(f"[bold]also[/]       {escape(', '.join(others))}")
+        shown = ", ".join(others[:ALSO_SHOWN])
+        more = f" … and {len(others) - ALSO_SHOWN} more" if len(others) > ALSO_SHOWN else ""
+        lines.append(f"[bold]also[/]       {escape(shown)}{more}")
     for side in SIDES:
         changed, total = ins.changed_params.get(side, (0, 0))
         if total:

@@ -104,7 +104,7 @@ def test_ci_outputs_from_the_cli(embedded_dataset, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ bad inputs
 
 
-def one_line_error(capsys, argv, *needles):
+def assert_one_line_error(capsys, argv, *needles):
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2, err
@@ -114,12 +114,12 @@ def one_line_error(capsys, argv, *needles):
 
 
 def test_candidate_missing_module(capsys):
-    one_line_error(capsys, ["equivalence", "--candidate", "no_such_pkg.mod:factory"], "--candidate",
+    assert_one_line_error(capsys, ["equivalence", "--candidate", "no_such_pkg.mod:factory"], "--candidate",
                    "'no_such_pkg.mod'")
 
 
 def test_candidate_bad_spec(capsys):
-    one_line_error(capsys, ["equivalence", "--candidate", "justamodule"], "--candidate", "MODULE:FACTORY")
+    assert_one_line_error(capsys, ["equivalence", "--candidate", "justamodule"], "--candidate", "MODULE:FACTORY")
 
 
 def test_candidate_factory_raises(embedded_dataset, tmp_path, capsys, monkeypatch):
@@ -128,9 +128,9 @@ def test_candidate_factory_raises(embedded_dataset, tmp_path, capsys, monkeypatc
         "class Half:\n    def step(self, batch):\n        return {}\n    def parameters(self):\n        return {}\n"
         "def incomplete(config, spec, seed):\n    return Half()\n")
     monkeypatch.chdir(tmp_path)
-    one_line_error(capsys, ["equivalence", "--steps", "2", "--candidate", "bad_factories:raises"],
+    assert_one_line_error(capsys, ["equivalence", "--steps", "2", "--candidate", "bad_factories:raises"],
                    "bad_factories:raises raised ValueError: boom")
-    one_line_error(capsys, ["equivalence", "--steps", "2", "--candidate", "bad_factories:incomplete"],
+    assert_one_line_error(capsys, ["equivalence", "--steps", "2", "--candidate", "bad_factories:incomplete"],
                    "lacks protocol method(s) load_parameters")
 
 
@@ -138,14 +138,14 @@ def test_inspect_bad_bundles(tmp_path, capsys):
     trunc = tmp_path / "trunc.npz"
     np.savez(trunc, a=np.zeros(1000))
     trunc.write_bytes(trunc.read_bytes()[:300])
-    one_line_error(capsys, ["inspect", str(trunc)], "trunc.npz")
+    assert_one_line_error(capsys, ["inspect", str(trunc)], "trunc.npz")
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a bundle at all")
-    one_line_error(capsys, ["inspect", str(junk)], "junk.npz")
+    assert_one_line_error(capsys, ["inspect", str(junk)], "junk.npz")
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, __header__=np.array([{"format": "x"}], dtype=object))
-    one_line_error(capsys, ["inspect", str(pickled)], "pickled.npz", "pickle")
-    one_line_error(capsys, ["inspect", str(tmp_path / "missing.npz")], "missing.npz")
+    assert_one_line_error(capsys, ["inspect", str(pickled)], "pickled.npz", "pickle")
+    assert_one_line_error(capsys, ["inspect", str(tmp_path / "missing.npz")], "missing.npz")
 
 
 # ------------------------------------------------------------------------------------------------ mutation catalog

@@ -212,7 +212,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from multi_actor.loop import train
 
+    from pogo_audit.data import DEFAULT_DATASET_ID, dataset_exists, missing_dataset_error
+
     cfg = _config_from_args(args)
+    if cfg.dataset != DEFAULT_DATASET_ID and not dataset_exists(cfg.dataset):
+        raise missing_dataset_error(cfg.dataset)
     console = _console()
     console.print(f"train {cfg.algo}: {cfg.num_actors} actors "
                   f"({', '.join(a.type for a in cfg.actor_configs)}), w2 weights {cfg.w2_weights}, "

@@ -125,3 +125,10 @@ def test_console_script_reports_usage_error_without_traceback():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "--algo" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "equivalence"])
+def test_unknown_dataset_is_one_line_and_nothing_else(capsys, command):
+    code, out, err = run_cli(capsys, command, "--algo", "iql", "--steps", "2", "--set", "dataset=someone/unknown-v3")
+    assert_one_line_error(code, err, "'someone/unknown-v3'", "pogo-audit datasets make --id someone/unknown-v3")
+    assert out.strip() == ""

@@ -46,6 +46,7 @@ from multi_actor.config import (
     ENERGIES,
     LOG_PROB_TYPES,
     POLICY_TYPES,
+    TORCH_ALGORITHMS,
     W2_METHODS,
     WANDB_MODES,
     ActorConfig,
@@ -58,7 +59,6 @@ from pogo_audit.results import FAIL, PASS, CheckResult
 
 TARGETS = ("configs", "logging", "data", "all")
 DEFAULT_DATABASE_DIR = Path(".pogo-audit/hypothesis")
-TORCH_ALGOS = tuple(a for a in ALGORITHMS if a != "rebrac")
 MAX_REPR = 2000
 _EXAMPLE_ATTR = "pogo_fuzz_example"
 
@@ -706,7 +706,7 @@ class TrainCase:
 def trainable_cases() -> SearchStrategy[TrainCase]:
     """Valid torch-algorithm configs (rebrac's trainer is JAX) with 1-6 state and 1-4 action dimensions."""
     _warm_base_classes()
-    return st.builds(TrainCase, valid_config_dicts(TORCH_ALGOS, trainable=True), st.integers(1, 6),
+    return st.builds(TrainCase, valid_config_dicts(TORCH_ALGORITHMS, trainable=True), st.integers(1, 6),
                      st.integers(1, 4), st.integers(2, 16), st.integers(0, 2**31 - 1))
 
 

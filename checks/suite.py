@@ -13,16 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from multi_actor.config import ALGORITHMS
 from pogo_audit.results import CheckResult, RunResults
 
 Progress = Callable[[str], None]
 
-TORCH_ALGOS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
-
-
 @dataclass
 class SuiteOptions:
-    algos: tuple[str, ...] = TORCH_ALGOS
+    algos: tuple[str, ...] = ALGORITHMS
     steps: int = 100
     conformance_steps: int = 200
     fuzz_examples: int = 200

@@ -19,6 +19,8 @@ import yaml
 from pogo_audit.errors import InputError
 
 ALGORITHMS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac", "rebrac")
+#: the PyTorch algorithms (ReBRAC is the JAX one)
+TORCH_ALGORITHMS = tuple(a for a in ALGORITHMS if a != "rebrac")
 POLICY_TYPES = ("deterministic", "gaussian", "tanh_gaussian", "implicit")
 ENERGIES = ("base", "q", "advantage")
 W2_METHODS = ("auto", "closed_form", "sinkhorn")

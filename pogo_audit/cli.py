@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich_argparse import RichHelpFormatter
 
+from multi_actor.config import ALGORITHMS, TORCH_ALGORITHMS
 from pogo_audit import __version__
 from pogo_audit.errors import EXIT_CHECK_FAILED, EXIT_OK, PogoAuditError, UsageError
 
@@ -258,8 +259,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------------ equivalence
 
-TORCH_ALGOS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
-
 
 def _equivalence_config(args: argparse.Namespace, algo: str):
     from multi_actor.config import build_config
@@ -276,7 +275,7 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
     from pogo_audit.render import equivalence_table
     from pogo_audit.results import RunResults
 
-    algos = [*TORCH_ALGOS, "rebrac"] if args.algo == "all" else [args.algo]
+    algos = list(ALGORITHMS) if args.algo == "all" else [args.algo]
     reference = (args.reference, load_factory(args.reference, "--reference")) if args.reference else None
     candidate = (args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None
     configs = {a: _equivalence_config(args, a) for a in algos}
@@ -329,8 +328,8 @@ def _add_equivalence(sub: argparse._SubParsersAction) -> None:
                     "seed, same initial parameters, identical batches) and compare critic/actor0 losses, parameter "
                     "digests, RNG digests, gradient leaks and the W2 chain at every step. On the first divergence a "
                     "bundle is written for `pogo-audit inspect`.")
-    p.add_argument("--algo", default="iql", choices=(*TORCH_ALGOS, "rebrac", "all"), metavar="ALGO",
-                   help=f"{', '.join(TORCH_ALGOS)}, rebrac (JAX) or all (default iql)")
+    p.add_argument("--algo", default="iql", choices=(*ALGORITHMS, "all"), metavar="ALGO",
+                   help=f"{', '.join(TORCH_ALGORITHMS)}, rebrac (JAX) or all (default iql)")
     p.add_argument("--actors", type=_positive_int, default=None, help="actors of the candidate (default 3)")
     p.add_argument("--steps", type=_positive_int, default=300, help="training steps compared (default 300)")
     p.add_argument("--seed", type=int, default=None, help="seed of both trainers and of the batches (default 0)")
@@ -430,7 +429,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from jinja2 import UndefinedError
 
     from checks.equivalence import load_factory
-    from checks.suite import STAGES, TORCH_ALGOS, SuiteOptions, merge, run_suite
+    from checks.suite import STAGES, SuiteOptions, merge, run_suite
     from pogo_audit.errors import InputError
     from pogo_audit.io import atomic_write_json, atomic_write_text
     from reports.render import MissingValue, render_json, render_markdown, render_summary, write_assets
@@ -446,7 +445,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if unknown:
             raise UsageError(f"--skip: unknown check(s) {', '.join(sorted(unknown))}; expected {', '.join(STAGES)}")
         opts = SuiteOptions(
-            algos=TORCH_ALGOS if args.algo == "all" else tuple(args.algo.split(",")), steps=args.steps,
+            algos=ALGORITHMS if args.algo == "all" else tuple(args.algo.split(",")), steps=args.steps,
             conformance_steps=args.conformance_steps, fuzz_examples=args.fuzz_examples, seed=args.seed,
             readme=args.readme, skip=skip,
             reference=(args.reference, load_factory(args.reference, "--reference")) if args.reference else None,

@@ -185,7 +185,24 @@ def render_markdown(results: RunResults, sources: list[str], target: str, assets
                     assets_rel: str) -> str:
     model = report_model(results, sources, target)
     model["assets"] = {k: f"{assets_rel}/{v.name}" for k, v in assets.items()}
-    return environment().get_template("report.md.j2").render(**model)
+    return tidy_markdown(environment().get_template("report.md.j2").render(**model))
+
+
+def tidy_markdown(text: str) -> str:
+    """One blank line around every heading and image, no runs of blank lines, no trailing spaces."""
+    lines: list[str] = []
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        block = line.startswith(("#", "!["))
+        if block and lines and lines[-1]:
+            lines.append("")
+        if line or (lines and lines[-1]):
+            lines.append(line)
+        if block:
+            lines.append("")
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines) + "\n"
 
 
 def render_summary(results: RunResults, sources: list[str], target: str, limit: int = SUMMARY_LIMIT) -> str:

@@ -76,6 +76,10 @@ def test_planted_non_equivalence_and_fuzz_finding_lower_their_sections_with_evid
     assert "list index out of range" in text and "w2_weights=[]" in text
     assert "`not_equivalent`" in text and "`fuzz_finding`" in text
     assert "None" not in text
+    lines = text.splitlines()
+    assert all(line == line.rstrip() for line in lines)
+    assert all(lines[i - 1] == "" for i, line in enumerate(lines) if i and line.startswith(("#", "![")))
+    assert "\n\n\n" not in text
     assert (tmp_path / "assets" / "divergence.png").read_bytes()[:4] == b"\x89PNG"
     recs = render_json(results, ["r.json"], "planted")["recommendations"]
     assert recs[0]["rule"] == "not_equivalent" and recs[0]["evidence"] == "equivalence/iql"

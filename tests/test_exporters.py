@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from pogo_audit import __version__
 from pogo_audit import exporters
 from pogo_audit.exporters import to_junit_xml, to_sarif, to_step_summary, write_outputs
+from pogo_audit.io import atomic_write_text
 from pogo_audit.results import CheckResult, Divergence, RunResults
 
 NASTY = 'broken <tag> & "quotes" | pipe\nsecond line'
@@ -256,3 +259,12 @@ def test_write_outputs_is_atomic_on_failure(tmp_path, monkeypatch):
         write_outputs(_results(), junit_path=target)
     assert target.read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir()] == ["r.xml"]
+
+
+def test_atomic_writes_get_the_usual_umask_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "report.md", "# r\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o644

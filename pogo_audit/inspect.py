@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import textwrap
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,7 +343,8 @@ def _plot_diff_hist(ins: Inspection, t: TensorDiff, bundle: Bundle, path: Path) 
         ax.set_xscale("symlog", linthresh=lo)
         decades = np.arange(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
         ticks = 10.0 ** decades[::-1][:: max(1, math.ceil(len(decades) / 5))]
-        ax.set_xticks(np.concatenate([-ticks, ticks[::-1]]))
+        ticks = ticks[ticks > lo] if np.any(ticks > lo) else ticks
+        ax.set_xticks(np.concatenate([-ticks, [0.0], ticks[::-1]]))
     elif finite.size:
         ax.hist(finite, bins=101, color="tab:blue", edgecolor="tab:blue")
     ax.set_yscale("log")
@@ -355,7 +357,7 @@ def _plot_diff_hist(ins: Inspection, t: TensorDiff, bundle: Bundle, path: Path) 
             f"{m.n_mismatched} outside tolerance, max |diff| {m.max_abs:.3g} at {_idx(m.max_abs_index)}")
     if finite.size < d.size:
         note += f", {d.size - finite.size} non-finite not shown"
-    ax.set_title(f"{t.name} (step {ins.step})\n{note}", fontsize=9)
+    ax.set_title(f"{t.name} (step {ins.step})\n{textwrap.fill(note, 110)}", fontsize=9)
     return _save(fig, path)
 
 

@@ -74,7 +74,16 @@ def report_model(results: RunResults, sources: list[str], target: str) -> dict[s
         "checks": results.checks,
         "by_check": {name: results.by_check(name) for name in
                      ("docs", "equivalence", "conformance", "mutants", "fuzz", "logging", "jax_profile", "benchmark")},
+        "equivalence_groups": equivalence_group_table(results),
     }
+
+
+def equivalence_group_table(results: RunResults) -> dict[str, Any]:
+    """Columns = every observable group of any trainer (first-seen order); a cell is None where a trainer lacks it."""
+    checks = results.by_check("equivalence")
+    groups = list(dict.fromkeys(row["group"] for r in checks for row in r.details))
+    rows = [(r.subject, [next((row for row in r.details if row["group"] == g), None) for g in groups]) for r in checks]
+    return {"groups": groups, "rows": rows}
 
 
 # ----------------------------------------------------------------------------------------------------- plots

@@ -125,3 +125,19 @@ def test_cli_renders_every_format_from_results(tmp_path, fmt, capsys):
     assert "Critic/actor0 equivalence" in text
     if fmt == "json":
         assert json.loads(text)["overall"] == 5.0
+
+
+def test_group_table_aligns_trainers_with_different_observable_groups(tmp_path):
+    """A JAX trainer has no grad-leak group: its row gets `n/a` there instead of shifting later cells left."""
+    results = healthy()
+    jax = _eq("rebrac")
+    jax.details = [row for row in jax.details if row["group"] != "grad leak"]
+    jax.details[-1]["first_divergence_step"] = 4
+    results.checks.insert(9, jax)
+    text = render_markdown(results, ["r.json"], "planted", write_assets(results, tmp_path / "a"), "a")
+    table = text.split("Observable groups compared")[1].split("\n\n")[1].splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    rebrac = [c.strip() for c in next(r for r in table if r.startswith("| rebrac")).strip("|").split("|")]
+    assert len(rebrac) == len(header)
+    assert rebrac[header.index("grad leak")] == "n/a"
+    assert rebrac[header.index("chain (W2 oracle)")] == "step 4"

@@ -18,7 +18,8 @@ A wrong scale, a dropped std term or a reference actor taken after its update al
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,58 @@ ORACLE_SEED = 97_531
 
 def _f64(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float64)
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    """A policy as the oracle sees it, in float64 numpy, whatever its framework."""
+
+    stochastic: bool
+    gaussian: bool
+    action: Callable[[Any], np.ndarray]
+    mean_std: Callable[[Any], tuple[np.ndarray, np.ndarray]]
+    sample: Callable[[Any, int], np.ndarray]
+
+
+def oracle_w2(p: PolicyView, q: PolicyView, obs: Any, method: str, samples: int) -> tuple[float, tuple[float, float]]:
+    """Oracle W2² (batch mean) of ``p`` to ``q`` and the tolerance that applies to the trainer's estimate."""
+    import ot
+
+    kind = pair_method((p.stochastic, p.gaussian), (q.stochastic, q.gaussian), method)
+    if kind == "points":
+        return float(((p.action(obs) - q.action(obs)) ** 2).sum(-1).mean()), EXACT_TOL
+    if kind == "sample_to_point":
+        sto, det = (p, q) if p.stochastic else (q, p)
+        b = det.action(obs)
+        if sto.gaussian:
+            mu, std = sto.mean_std(obs)
+            return float((((mu - b) ** 2).sum(-1) + (std**2).sum(-1)).mean()), POINT_SAMPLED_TOL
+        x = sto.sample(obs, 256)
+        return float(((x - b[:, None, :]) ** 2).sum(-1).mean()), POINT_SAMPLED_TOL
+    if kind == "closed_form":
+        (mp, sp), (mq, sq) = p.mean_std(obs), q.mean_std(obs)
+        eye = np.eye(sp.shape[1])
+        w = ot.gaussian.bures_wasserstein_distance(mp, mq, sp[:, :, None] ** 2 * eye, sq[:, :, None] ** 2 * eye,
+                                                   paired=True)
+        return float((np.asarray(w) ** 2).mean()), EXACT_TOL
+    x, y = p.sample(obs, samples), q.sample(obs, samples)
+    w = np.full(samples, 1.0 / samples)
+    return float(np.mean([ot.emd2(w, w, ot.dist(x[i], y[i])) for i in range(x.shape[0])])), SINKHORN_TOL
+
+
+def compare_chain(pre: Sequence[Any], reported: Mapping[str, Any],
+                  w2: Callable[[Any, Any], tuple[float, tuple[float, float]]]):
+    """Oracle values (reference side), reported values (candidate side) and per-observable tolerances of
+    ``chain/actor<i>/w2`` for every i the trainer reported; ``w2(p, q)`` is the oracle for actor i vs i-1."""
+    oracle, cand, tolerances = {}, {}, {}
+    for i in range(1, len(pre)):
+        key = f"actor{i}/w2"
+        if key not in reported:
+            continue
+        name = f"chain/{key}"
+        oracle[name], tolerances[name] = w2(pre[i], pre[i - 1])
+        cand[name] = float(reported[key])
+    return oracle, cand, tolerances
 
 
 class ChainOracle:
@@ -53,47 +106,18 @@ class ChainOracle:
         """Deep copies of the actors before the step."""
         return [copy.deepcopy(p) for p in self.trainer.policies()]
 
+    def view(self, policy: Any) -> PolicyView:
+        gen = self.generator
+        return PolicyView(policy.stochastic, policy.gaussian, lambda o: _f64(policy.action(o)),
+                          lambda o: tuple(_f64(t) for t in policy.mean_std(o)),
+                          lambda o, k: _f64(policy.sample(o, k, gen)))
+
     @torch.no_grad()
     def exact_w2(self, p: Any, q: Any, obs: torch.Tensor) -> tuple[float, tuple[float, float]]:
         """Oracle W2² (batch mean) of ``p`` to ``q`` and the tolerance that applies to the trainer's estimate."""
-        import ot
-
-        kind = pair_method((p.stochastic, p.gaussian), (q.stochastic, q.gaussian), self.method)
-        if kind == "points":
-            return float(((_f64(p.action(obs)) - _f64(q.action(obs))) ** 2).sum(-1).mean()), EXACT_TOL
-        if kind == "sample_to_point":
-            sto, det = (p, q) if p.stochastic else (q, p)
-            b = _f64(det.action(obs))
-            if sto.gaussian:
-                mu, std = (_f64(t) for t in sto.mean_std(obs))
-                return float((((mu - b) ** 2).sum(-1) + (std**2).sum(-1)).mean()), POINT_SAMPLED_TOL
-            x = _f64(sto.sample(obs, 256, self.generator))
-            return float(((x - b[:, None, :]) ** 2).sum(-1).mean()), POINT_SAMPLED_TOL
-        if kind == "closed_form":
-            mp, sp = (_f64(t) for t in p.mean_std(obs))
-            mq, sq = (_f64(t) for t in q.mean_std(obs))
-            cov_p = np.einsum("bi,ij->bij", sp**2, np.eye(sp.shape[1]))
-            cov_q = np.einsum("bi,ij->bij", sq**2, np.eye(sq.shape[1]))
-            w = ot.gaussian.bures_wasserstein_distance(mp, mq, cov_p, cov_q, paired=True)
-            return float((np.asarray(w) ** 2).mean()), EXACT_TOL
-        k = self.samples
-        x = _f64(p.sample(obs, k, self.generator))
-        y = _f64(q.sample(obs, k, self.generator))
-        w = np.full(k, 1.0 / k)
-        vals = [ot.emd2(w, w, ot.dist(x[i], y[i])) for i in range(x.shape[0])]
-        return float(np.mean(vals)), SINKHORN_TOL
+        return oracle_w2(self.view(p), self.view(q), obs, self.method, self.samples)
 
     def check(self, pre: Sequence[Any], batch: Sequence[Any], reported: Mapping[str, Any]):
         """Oracle values (reference side), reported values (candidate side) and per-observable tolerances."""
         obs = batch[0]
-        oracle, cand, tolerances = {}, {}, {}
-        for i in range(1, len(pre)):
-            key = f"actor{i}/w2"
-            if key not in reported:
-                continue
-            value, tol = self.exact_w2(pre[i], pre[i - 1], obs)
-            name = f"chain/{key}"
-            oracle[name] = value
-            cand[name] = float(reported[key])
-            tolerances[name] = tol
-        return oracle, cand, tolerances
+        return compare_chain(pre, reported, lambda p, q: self.exact_w2(p, q, obs))

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from checks.chain_oracle import EXACT_TOL, ORACLE_SEED, POINT_SAMPLED_TOL, SINKHORN_TOL
+from checks.chain_oracle import ORACLE_SEED, PolicyView, compare_chain, oracle_w2
 from checks.equivalence import EquivalenceOptions, run_equivalence
 from pogo_audit.results import CheckResult
 
@@ -162,46 +162,18 @@ class JaxChainOracle:
             out.append(NumpyPolicy(spec, {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}))
         return out
 
+    def view(self, policy: NumpyPolicy) -> PolicyView:
+        rng = self.rng
+        return PolicyView(policy.stochastic, policy.gaussian, policy.action, policy.mean_std,
+                          lambda o, k: policy.sample(o, k, rng))
+
     def exact_w2(self, p: NumpyPolicy, q: NumpyPolicy, obs: np.ndarray) -> tuple[float, tuple[float, float]]:
-        import ot
-
-        from multi_actor.w2 import pair_method
-
-        kind = pair_method((p.stochastic, p.gaussian), (q.stochastic, q.gaussian), self.method)
-        if kind == "points":
-            return float(((p.action(obs) - q.action(obs)) ** 2).sum(-1).mean()), EXACT_TOL
-        if kind == "sample_to_point":
-            sto, det = (p, q) if p.stochastic else (q, p)
-            b = det.action(obs)
-            if sto.gaussian:
-                mu, std = sto.mean_std(obs)
-                return float((((mu - b) ** 2).sum(-1) + (std ** 2).sum(-1)).mean()), POINT_SAMPLED_TOL
-            x = sto.sample(obs, 256, self.rng)
-            return float(((x - b[:, None, :]) ** 2).sum(-1).mean()), POINT_SAMPLED_TOL
-        if kind == "closed_form":
-            (mp, sp), (mq, sq) = p.mean_std(obs), q.mean_std(obs)
-            eye = np.eye(sp.shape[1])
-            w = ot.gaussian.bures_wasserstein_distance(mp, mq, sp[:, :, None] ** 2 * eye, sq[:, :, None] ** 2 * eye,
-                                                       paired=True)
-            return float((np.asarray(w) ** 2).mean()), EXACT_TOL
-        k = self.samples
-        x, y = p.sample(obs, k, self.rng), q.sample(obs, k, self.rng)
-        w = np.full(k, 1.0 / k)
-        return float(np.mean([ot.emd2(w, w, ot.dist(x[i], y[i])) for i in range(x.shape[0])])), SINKHORN_TOL
+        return oracle_w2(self.view(p), self.view(q), obs, self.method, self.samples)
 
     def check(self, pre: Sequence[NumpyPolicy], batch: Mapping[str, np.ndarray], reported: Mapping[str, Any]):
         """Oracle values (reference side), reported values (candidate side) and per-observable tolerances."""
         obs = np.asarray(batch["states"], np.float64)
-        oracle, cand, tolerances = {}, {}, {}
-        for i in range(1, len(pre)):
-            key = f"actor{i}/w2"
-            if key not in reported:
-                continue
-            value, tol = self.exact_w2(pre[i], pre[i - 1], obs)
-            oracle[f"chain/{key}"] = value
-            cand[f"chain/{key}"] = float(reported[key])
-            tolerances[f"chain/{key}"] = tol
-        return oracle, cand, tolerances
+        return compare_chain(pre, reported, lambda p, q: self.exact_w2(p, q, obs))
 
 
 # ----------------------------------------------------------------------------------------------------- the check

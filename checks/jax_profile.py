@@ -594,7 +594,7 @@ def _is_jitted(obj: Any) -> bool:
 def _holds_device_array(value: Any) -> bool:
     try:
         return any(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(value))
-    except Exception:
+    except (TypeError, ValueError):
         return False
 
 
@@ -749,7 +749,7 @@ class _Scanner:
                 return _MISSING
             try:
                 return getattr(base, expr.attr)
-            except Exception:
+            except Exception:  # a user property may raise anything; the scan then treats the name as unresolved
                 return _MISSING
         return _MISSING
 

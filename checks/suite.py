@@ -46,18 +46,17 @@ def _docs(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
 
 
 def _conformance(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
-    from checks.conformance import ALIASES, implemented_variants, run_variant
-    from pogo_audit.golden import GoldenDir
+    from checks.conformance import ALIASES, golden_sets, implemented_variants, run_variant
 
-    golden = GoldenDir()
     wanted = set()
     for a in opts.algos:
         wanted.update(ALIASES.get(a, (a,)))
     out = []
-    for v in implemented_variants():
-        if v in wanted:
-            say(f"conformance {v}")
-            out.append(run_variant(golden, v, steps=opts.conformance_steps))
+    for golden in golden_sets(None, "both"):
+        for v in implemented_variants():
+            if v in wanted:
+                say(f"conformance {v}/{golden.dtype}")
+                out.append(run_variant(golden, v, steps=opts.conformance_steps))
     return out
 
 

@@ -69,57 +69,70 @@ def _nonneg_float(text: str) -> float:
 
 
 def _cmd_conformance(args: argparse.Namespace) -> int:
-    from checks.conformance import implemented_variants, resolve_variants, run_variant
-    from pogo_audit.golden import GoldenDir
+    from checks.conformance import golden_sets, implemented_variants, resolve_variants, run_conformance
+    from pogo_audit.exporters import write_outputs
     from pogo_audit.render import conformance_table
     from pogo_audit.results import RunResults
 
     variants = resolve_variants(args.algo, implemented_variants())
-    golden = GoldenDir(args.golden)
-    for v in variants:  # validate every input before spending minutes on the first variant
-        g = golden.variant(v)
-        _ = g.meta, g.steps, g.init_params
-    _ = golden.dataset, golden.batch_idx
+    sets = golden_sets(args.golden, args.precision)
+    for golden in sets:  # validate every input before spending minutes on the first variant
+        for v in variants:
+            g = golden.variant(v)
+            _ = g.meta, g.steps, g.init_params, g.protocol
+        _ = golden.dataset, golden.batch_idx
     console = _console()
     results = RunResults(command="conformance")
     with _progress(console, args.quiet) as progress:
-        for v in variants:
-            n = golden.variant(v).n_steps if args.steps is None else min(args.steps, golden.variant(v).n_steps)
-            task = progress.add_task(f"conformance {v}", total=n)
-            res = run_variant(golden, v, args.steps, args.rtol, args.atol,
-                              progress=lambda t, task=task: progress.update(task, completed=t))
+        tasks: dict[str, object] = {}
+
+        def step(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(f"conformance {label}", total=total)
+            progress.update(tasks[label], completed=done)
+
+        for res in run_conformance(variants, sets, args.steps, step):
             results.checks.append(res)
-            progress.remove_task(task)
+            for task in tasks.values():
+                progress.remove_task(task)
+            tasks.clear()
             console.print(conformance_table(res))
-    if args.json:
-        results.save(args.json)
+    write_outputs(results, json_path=args.json, junit_path=args.junit, sarif_path=args.sarif,
+                  summary_path=args.summary_md)
     failed = [c.subject for c in results.checks if not c.passed]
     if failed:
         console.print(f"[bold red]conformance failed[/]: {', '.join(failed)}")
         return EXIT_CHECK_FAILED
-    console.print(f"[bold green]conformance passed[/]: {len(results.checks)} variant(s) match the CORL golden traces")
+    console.print(f"[bold green]conformance passed[/]: {len(results.checks)} variant/precision pair(s) match the "
+                  f"CORL golden traces")
     return EXIT_OK
 
 
 def _add_conformance(sub: argparse._SubParsersAction) -> None:
-    from checks.conformance import CONFORMANCE_ATOL, CONFORMANCE_RTOL
+    from checks.conformance import F32_REL, F32_STEPS, F64_REL, PRECISION_CHOICES
 
     p = sub.add_parser(
         "conformance", formatter_class=RichHelpFormatter,
         help="replay the CORL golden traces with the reference algorithms and compare every step",
-        description="Replay the golden traces recorded from the original CORL code with our reference algorithms "
-                    "and compare every logged scalar, every parameter digest, the RNG fingerprint and the parameter "
-                    "snapshots at every step.",
+        description="Replay the golden traces recorded from the original CORL code with our reference algorithms, "
+                    "following the protocol each trace set records, and compare every logged scalar, every "
+                    "parameter digest, the RNG fingerprint and the parameter snapshots at every step. float64: "
+                    f"|a-b| <= {F64_REL:g}*max(|a|,|b|,scale) on any CPU; float32: bitwise on the recording CPU "
+                    f"(fingerprints match), else a drift report enforcing {F32_REL:g} over steps 1-{F32_STEPS}.",
     )
     p.add_argument("--algo", default="all",
                    help="variant: all, iql (both IQL variants), iql_gaussian, iql_deterministic, td3_bc, cql, awac, "
                         "sac_n, edac, rebrac (default: all)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="both",
+                   help="both (default: the float64 verdict plus the float32 report), float64 or float32")
     p.add_argument("--golden", default=None, metavar="DIR",
-                   help="golden directory (default: $POGO_AUDIT_GOLDEN_DIR, else ../shared/corl_golden)")
+                   help="one trace set in the golden format (default: $POGO_AUDIT_GOLDEN_DIR, else the sets shipped "
+                        "with pogo-audit)")
     p.add_argument("--steps", type=_positive_int, default=None, help="compare only the first N steps (default: all)")
-    p.add_argument("--rtol", type=_nonneg_float, default=CONFORMANCE_RTOL, help="relative tolerance (default 1e-5)")
-    p.add_argument("--atol", type=_nonneg_float, default=CONFORMANCE_ATOL, help="absolute tolerance (default 1e-6)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results model as JSON")
+    p.add_argument("--junit", default=None, metavar="PATH", help="JUnit XML")
+    p.add_argument("--sarif", default=None, metavar="PATH", help="SARIF 2.1.0")
+    p.add_argument("--summary-md", default=None, metavar="PATH", help="GitHub step-summary Markdown (< 1 MiB)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_conformance)
 

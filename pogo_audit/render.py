@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
@@ -20,24 +21,34 @@ def fmt_float(x: float) -> str:
     return "0" if x == 0 else f"{x:.3g}"
 
 
-def conformance_table(res: CheckResult) -> Table:
-    """One table per variant: per quantity group, values compared, % bitwise-equal, max abs / rel diff."""
+def conformance_table(res: CheckResult) -> Group:
+    """One block per variant and precision: a headline with the rule, per quantity group the values compared, %
+    bitwise-equal, max abs / rel diff (rel on the rule's scale), then both CPU fingerprints, the first step outside
+    the enforced bound and, for a drift report, the first step past the bound at all."""
     m = res.metrics
-    title = f"conformance {res.subject}: {verdict_text(res.verdict)} — {res.steps_compared} steps, " \
-            f"{m.get('bitwise_pct', 0.0):.2f}% bitwise-equal, rtol={m.get('rtol')}, atol={m.get('atol')}"
-    table = Table(title=title, title_justify="left")
+    head = (f"conformance {escape(res.subject)}: {verdict_text(res.verdict)} — {res.steps_compared} steps, "
+            f"{m.get('bitwise_pct', 0.0):.2f}% bitwise-equal, mode {m.get('mode')} ({escape(str(m.get('tolerance')))})")
+    table = Table()
     for col in ("quantities", "compared", "bitwise-equal %", "max abs diff", "max rel diff"):
         table.add_column(col, justify="right" if col != "quantities" else "left")
     for group, g in m.get("groups", {}).items():
         pct = 100.0 * g["bitwise"] / max(g["compared"], 1)
         table.add_row(group, str(g["compared"]), f"{pct:.2f}", fmt_float(g["max_abs"]), fmt_float(g["max_rel"]))
     d = res.first_divergence
+    lines = [f"  this machine: {escape(str(m.get('fingerprint_here_text', '?')))}",
+             f"  recording:    {escape(str(m.get('fingerprint_recorded_text', '?')))}"
+             f" — {'same fingerprint' if m.get('fingerprint_match') else 'differs: '}"
+             f"{escape('; '.join(m.get('fingerprint_differences') or []))}"]
     if d is None:
-        table.caption = "first step outside tolerance: none"
+        lines.append("  first step outside tolerance: none")
     else:
-        table.caption = (f"first step outside tolerance: step {d.step}, {d.observable} (abs {fmt_float(d.max_abs)}, "
-                         f"rel {fmt_float(d.max_rel)})")
-    return table
+        lines.append(f"  first step outside tolerance: step {d.step}, {escape(d.observable)} "
+                     f"(abs {fmt_float(d.max_abs)}, rel {fmt_float(d.max_rel)})")
+    if m.get("mode") == "drift":
+        past = m.get("first_step_past_bound")
+        lines.append("  past the bound at any step: " + ("never" if past is None else
+                     f"from step {past} ({escape(str(m.get('first_observable_past_bound')))}), reported only"))
+    return Group(head, table, *lines)
 
 
 def equivalence_table(res: CheckResult, config: object | None = None) -> Table:

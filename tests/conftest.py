@@ -25,14 +25,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @pytest.fixture(scope="session")
-def golden_dir():
-    """The CORL golden traces (``$POGO_AUDIT_GOLDEN_DIR`` or ``../shared/corl_golden``); tests fail without them."""
-    from pogo_audit.golden import GoldenDir
-
-    return GoldenDir()
-
-
-@pytest.fixture(scope="session")
 def embedded_dataset():
     """The embedded default Minari dataset, created once per test session in the session's MINARI_DATASETS_PATH."""
     from pogo_audit import data

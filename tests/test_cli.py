@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pogo_audit.cli import main
-from pogo_audit.golden import default_golden_dir
+from pogo_audit.golden import GoldenDir
 
 
 def run_cli(capsys, *argv):
@@ -32,14 +32,16 @@ def assert_one_line_error(code, err, *needles):
 
 @pytest.fixture()
 def golden_copy(tmp_path):
-    """A writable golden directory (symlinks to the shared files, one variant copied)."""
-    src = default_golden_dir()
+    """A writable float32 trace set: links to the shipped files, the iql_gaussian folder copied with its own
+    ``init_params.npz`` (a variant's own file takes precedence over the shared one the layout names)."""
+    src = GoldenDir(precision="float32")
     dst = tmp_path / "golden"
     dst.mkdir()
-    for p in src.iterdir():
-        (dst / p.name).symlink_to(p)
-    (dst / "iql_gaussian").unlink()
-    shutil.copytree(src / "iql_gaussian", dst / "iql_gaussian")
+    for p in src.root.iterdir():
+        if p.name != "iql_gaussian":
+            (dst / p.name).symlink_to(p)
+    shutil.copytree(src.root / "iql_gaussian", dst / "iql_gaussian")
+    shutil.copy(src.variant("iql_gaussian").init_params_path, dst / "iql_gaussian" / "init_params.npz")
     for p in (dst / "iql_gaussian").iterdir():
         p.chmod(0o644)
     return dst
@@ -75,14 +77,15 @@ def test_golden_truncated_file(capsys, golden_copy):
 
 
 def test_golden_of_a_different_algorithm(capsys, golden_copy):
-    shutil.copy(default_golden_dir() / "td3_bc" / "meta.json", golden_copy / "iql_gaussian" / "meta.json")
+    shutil.copy(GoldenDir(precision="float32").root / "td3_bc" / "meta.json", golden_copy / "iql_gaussian" / "meta.json")
     code, _, err = run_cli(capsys, "conformance", "--algo", "iql_gaussian", "--golden", str(golden_copy))
     assert_one_line_error(code, err, "'td3_bc'", "expected 'iql_gaussian'")
 
 
 def test_golden_params_of_a_different_algorithm(capsys, golden_copy):
     (golden_copy / "iql_gaussian" / "init_params.npz").unlink()
-    shutil.copy(default_golden_dir() / "td3_bc" / "init_params.npz", golden_copy / "iql_gaussian" / "init_params.npz")
+    shutil.copy(GoldenDir(precision="float32").variant("td3_bc").init_params_path,
+                golden_copy / "iql_gaussian" / "init_params.npz")
     code, _, err = run_cli(capsys, "conformance", "--algo", "iql_gaussian", "--golden", str(golden_copy))
     assert_one_line_error(code, err, "init_params.npz", "does not fit iql_gaussian")
 
@@ -111,11 +114,24 @@ def test_conformance_passes_and_writes_json(capsys, tmp_path):
     from pogo_audit.results import RunResults
 
     code, out, _ = run_cli(capsys, "conformance", "--algo", "td3_bc", "--steps", "4", "--json",
-                           str(tmp_path / "r.json"), "-q")
+                           str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"), "--sarif",
+                           str(tmp_path / "r.sarif"), "-q")
     assert code == 0
-    assert "100.00" in out and "conformance passed" in out
+    assert "conformance passed" in out and "mode tolerance" in out and "this machine:" in out
     res = RunResults.load(tmp_path / "r.json")
-    assert [c.subject for c in res.checks] == ["td3_bc"] and res.checks[0].passed
+    assert [c.subject for c in res.checks] == ["td3_bc/float64", "td3_bc/float32"]
+    assert all(c.passed for c in res.checks)
+    assert res.checks[0].metrics["tolerance"] == "|a-b| <= 1e-09*max(|a|,|b|,scale)"
+    assert res.checks[1].metrics["mode"] in ("bitwise", "drift")
+    assert 'classname="pogo_audit.conformance"' in (tmp_path / "r.xml").read_text() or \
+        "pogo_audit.conformance" in (tmp_path / "r.xml").read_text()
+    assert (tmp_path / "r.sarif").is_file()
+
+
+def test_conformance_precision_of_a_given_set_must_match(capsys):
+    f32 = GoldenDir(precision="float32").root
+    code, _, err = run_cli(capsys, "conformance", "--algo", "td3_bc", "--golden", str(f32), "--precision", "float64")
+    assert_one_line_error(code, err, "--precision float64", "is float32")
 
 
 def test_console_script_reports_usage_error_without_traceback():

@@ -378,12 +378,13 @@ class ReBRAC:
 
     targets_of = {"actor_target": "actor", "critic_target": "critic"}
 
-    def __init__(self, config: Config, state_dim: int, action_dim: int):
+    def __init__(self, config: Config, state_dim: int, action_dim: int, dtype: Any = jnp.float32):
         self.config = config
+        self.dtype = jnp.dtype(dtype)
         key = jax.random.PRNGKey(seed=config.train_seed)
         key, actor_key, critic_key = jax.random.split(key, 3)
-        init_state = jnp.zeros((1, state_dim), jnp.float32)
-        init_action = jnp.zeros((1, action_dim), jnp.float32)
+        init_state = jnp.zeros((1, state_dim), self.dtype)
+        init_action = jnp.zeros((1, action_dim), self.dtype)
 
         actor_module = DetActor(action_dim=action_dim, hidden_dim=config.hidden_dim, layernorm=config.actor_ln,
                                 n_hiddens=config.actor_n_hiddens)
@@ -392,18 +393,26 @@ class ReBRAC:
         self.key = key
         self.actor = TrainState.create(
             apply_fn=actor_module.apply,
-            params=actor_module.init(actor_key, init_state),
-            target_params=actor_module.init(actor_key, init_state),
+            params=self._cast(actor_module.init(actor_key, init_state)),
+            target_params=self._cast(actor_module.init(actor_key, init_state)),
             tx=optax.adam(learning_rate=config.actor_learning_rate),
         )
         self.critic = TrainState.create(
             apply_fn=critic_module.apply,
-            params=critic_module.init(critic_key, init_state, init_action),
-            target_params=critic_module.init(critic_key, init_state, init_action),
+            params=self._cast(critic_module.init(critic_key, init_state, init_action)),
+            target_params=self._cast(critic_module.init(critic_key, init_state, init_action)),
             tx=optax.adam(learning_rate=config.critic_learning_rate),
         )
         self._step = jax.jit(partial(train_step_on_batch, cfg=config))
         self._epoch = jax.jit(partial(train_epoch, cfg=config))
+
+    def _cast(self, params: Any) -> Any:
+        """Parameters in the trainer's dtype before ``TrainState.create`` (so Adam's moments get it too).
+
+        float32 is CORL's run (flax initializes in float32: a no-op); float64 is CORL under ``jax_enable_x64`` with
+        the parameters cast by a tree map after ``init``, as the float64 golden traces were recorded.
+        """
+        return jax.tree_util.tree_map(lambda a: a.astype(self.dtype), params)
 
     def is_full_update(self, i: int) -> bool:
         """Whether in-epoch update ``i`` also updates the actor and the targets (CORL's ``delayed_updates[i]``)."""
@@ -411,7 +420,7 @@ class ReBRAC:
 
     def train_step(self, batch: Mapping[str, Any], i: int) -> dict[str, float]:
         """One update (in-epoch index ``i``) on ``batch``; returns that update's metrics (keys it wrote)."""
-        jbatch = {k: jnp.asarray(batch[k], jnp.float32) for k in BATCH_KEYS}
+        jbatch = {k: jnp.asarray(batch[k], self.dtype) for k in BATCH_KEYS}
         full = jnp.asarray(int(self.is_full_update(i)), jnp.int32)
         self.key, self.actor, self.critic, metrics = self._step(self.key, self.actor, self.critic, jbatch,
                                                                 Metrics.create(), full)
@@ -420,13 +429,13 @@ class ReBRAC:
 
     def train_epoch(self, buffer: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """One CORL epoch on ``buffer`` (dict of full dataset arrays); returns the epoch means (``Metrics.compute``)."""
-        jbuffer = {k: jnp.asarray(buffer[k], jnp.float32) for k in BATCH_KEYS}
+        jbuffer = {k: jnp.asarray(buffer[k], self.dtype) for k in BATCH_KEYS}
         self.key, self.actor, self.critic, metrics = self._epoch(self.key, self.actor, self.critic, jbuffer,
                                                                  Metrics.create())
         return metrics.compute()
 
     def export_parameters(self) -> dict[str, np.ndarray]:
-        """Every online and target parameter as float32 numpy arrays under golden names (``actor/params/...``)."""
+        """Every online and target parameter as numpy arrays (trainer dtype) under golden names (``actor/params/...``)."""
         return {
             **_flatten("actor", self.actor.params),
             **_flatten("actor_target", self.actor.target_params),
@@ -456,6 +465,8 @@ class ReBRAC:
                                           target_params=_unflatten("critic_target", self.critic.target_params, merged))
 
 
-def build(config: Config, state_dim: int, action_dim: int) -> ReBRAC:
-    """Trainer factory (the actor has no ``max_action``: outputs lie in (-1, 1))."""
-    return ReBRAC(config, state_dim, action_dim)
+def build(config: Config, state_dim: int, action_dim: int, dtype: Any = jnp.float32) -> ReBRAC:
+    """Trainer factory (the actor has no ``max_action``: outputs lie in (-1, 1)); float64 needs ``jax_enable_x64``."""
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("a float64 ReBRAC needs jax_enable_x64 (use `with jax.enable_x64(True):`)")
+    return ReBRAC(config, state_dim, action_dim, dtype)

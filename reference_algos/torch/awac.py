@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference_algos.torch.common import ReferenceTrainer, TensorBatch, frozen_copy, soft_update
+from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, frozen_copy, soft_update
 
 EXP_ADV_MAX = 100.0
 """``exp_adv_max`` of CORL's trainer (a constructor default, not a config field)."""
@@ -225,7 +225,7 @@ class AdvantageWeightedActorCritic(ReferenceTrainer):
 
 
 def build(config: Config, state_dim: int, action_dim: int, max_action: float = 1.0,
-          device: str = "cpu") -> AdvantageWeightedActorCritic:
+          device: str = "cpu", dtype: torch.dtype = torch.float32) -> AdvantageWeightedActorCritic:
     """Trainer factory with the common signature of every reference module (AWAC's action bounds are fixed at
-    [-1, 1], so ``max_action`` is unused, as in CORL)."""
-    return AdvantageWeightedActorCritic(config, state_dim, action_dim, max_action, device)
+    [-1, 1], so ``max_action`` is unused, as in CORL; ``dtype``: float32 as in CORL)."""
+    return build_in_dtype(AdvantageWeightedActorCritic, dtype, config, state_dim, action_dim, max_action, device)

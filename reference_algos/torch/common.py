@@ -6,8 +6,9 @@ parameter import/export every trainer needs. Nothing here touches an RNG.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +23,27 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """``target <- (1 - tau) * target + tau * source`` over ``parameters()``, exactly CORL's expression."""
     for target_param, source_param in zip(target.parameters(), source.parameters()):
         target_param.data.copy_((1 - tau) * target_param.data + tau * source_param.data)
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """``torch.set_default_dtype(dtype)`` for the duration of the block (how a float64 CORL run is made)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_in_dtype(cls: type[ReferenceTrainer], dtype: torch.dtype, *args: Any) -> Any:
+    """``cls(*args)`` constructed under default dtype ``dtype``, then every tensor cast to it (see ``cast_``).
+
+    float32 (CORL's default) constructs exactly as before: the same modules and the same construction-time draws.
+    """
+    with default_dtype(dtype):
+        trainer = cls(*args)
+    return trainer.cast_(dtype)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -92,8 +114,20 @@ class ReferenceTrainer:
         if hasattr(self, "total_it"):
             self.total_it = int(state["total_it"])
 
+    def cast_(self, dtype: torch.dtype) -> ReferenceTrainer:
+        """Give every parameter and bare tensor ``dtype`` in place (``.data`` swap: optimizers keep their references).
+
+        A float64 CORL run is CORL under ``torch.set_default_dtype(torch.float64)`` whose parameters are then loaded as
+        float64, which also turns CORL's explicitly-float32 tensors (IQL/AWAC ``log_std``, CQL's ``Scalar``, SAC-N's
+        ``log_alpha``) into float64; this is that last part. Optimizer state is created lazily at the first step.
+        """
+        for tensor in self.named_tensors().values():
+            if tensor.is_floating_point() and tensor.dtype != dtype:
+                tensor.data = tensor.data.to(dtype)
+        return self
+
     def export_parameters(self) -> dict[str, np.ndarray]:
-        """Copy of every parameter as float32 numpy arrays (name -> array)."""
+        """Copy of every parameter as numpy arrays in the trainer's dtype (name -> array)."""
         return {k: v.detach().cpu().numpy().copy() for k, v in self.named_tensors().items()}
 
     def load_parameters(self, params: Mapping[str, np.ndarray], strict: bool = True) -> None:

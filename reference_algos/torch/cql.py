@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
-from reference_algos.torch.common import ReferenceTrainer, TensorBatch, soft_update
+from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, soft_update
 
 LOG_STD_MIN = -20.0
 LOG_STD_MAX = 2.0
@@ -479,6 +479,7 @@ class ContinuousCQL(ReferenceTrainer):
         return log_dict
 
 
-def build(config: Config, state_dim: int, action_dim: int, max_action: float, device: str = "cpu") -> ContinuousCQL:
-    """Trainer factory with the common signature of every reference module."""
-    return ContinuousCQL(config, state_dim, action_dim, max_action, device)
+def build(config: Config, state_dim: int, action_dim: int, max_action: float, device: str = "cpu",
+          dtype: torch.dtype = torch.float32) -> ContinuousCQL:
+    """Trainer factory with the common signature of every reference module (``dtype``: float32 as in CORL)."""
+    return build_in_dtype(ContinuousCQL, dtype, config, state_dim, action_dim, max_action, device)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from reference_algos.torch import sac_n
+from reference_algos.torch.common import build_in_dtype
 from reference_algos.torch.sac_n import SACN, VectorizedCritic
 
 
@@ -67,6 +68,7 @@ class EDAC(SACN):
         return critic_loss + self.eta * self._critic_diversity_loss(state, action)
 
 
-def build(config: Config, state_dim: int, action_dim: int, max_action: float, device: str = "cpu") -> EDAC:
+def build(config: Config, state_dim: int, action_dim: int, max_action: float, device: str = "cpu",
+          dtype: torch.dtype = torch.float32) -> EDAC:
     """Trainer factory with the common signature of every reference module (``max_action`` as in SAC-N's)."""
-    return EDAC(config, state_dim, action_dim, max_action, device)
+    return build_in_dtype(EDAC, dtype, config, state_dim, action_dim, max_action, device)

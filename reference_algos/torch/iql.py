@@ -17,7 +17,7 @@ from torch import nn
 from torch.distributions import Normal
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from reference_algos.torch.common import ReferenceTrainer, TensorBatch, frozen_copy, soft_update
+from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, frozen_copy, soft_update
 
 EXP_ADV_MAX = 100.0
 LOG_STD_MIN = -20.0
@@ -294,6 +294,7 @@ class ImplicitQLearning(ReferenceTrainer):
         return log_dict
 
 
-def build(config: Config, state_dim: int, action_dim: int, max_action: float, device: str = "cpu"):
-    """Trainer factory with the common signature of every reference module."""
-    return ImplicitQLearning(config, state_dim, action_dim, max_action, device)
+def build(config: Config, state_dim: int, action_dim: int, max_action: float, device: str = "cpu",
+          dtype: torch.dtype = torch.float32) -> ImplicitQLearning:
+    """Trainer factory with the common signature of every reference module (``dtype``: float32 as in CORL)."""
+    return build_in_dtype(ImplicitQLearning, dtype, config, state_dim, action_dim, max_action, device)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from reference_algos.torch.common import ReferenceTrainer, TensorBatch, soft_update
+from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, soft_update
 
 LOG_SIGMA_MIN = -5.0
 LOG_SIGMA_MAX = 2.0
@@ -318,10 +318,11 @@ class SACN(ReferenceTrainer):
         }
 
 
-def build(config: Config, state_dim: int, action_dim: int, max_action: float, device: str = "cpu") -> SACN:
-    """Trainer factory with the common signature of every reference module.
+def build(config: Config, state_dim: int, action_dim: int, max_action: float, device: str = "cpu",
+          dtype: torch.dtype = torch.float32) -> SACN:
+    """Trainer factory with the common signature of every reference module (``dtype``: float32 as in CORL).
 
     CORL takes ``max_action`` from ``config.max_action`` (1.0, not the env's); here the caller passes it (the golden
     replay passes 1.0, the value the recorded run used).
     """
-    return SACN(config, state_dim, action_dim, max_action, device)
+    return build_in_dtype(SACN, dtype, config, state_dim, action_dim, max_action, device)

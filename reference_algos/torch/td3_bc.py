@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference_algos.torch.common import ReferenceTrainer, TensorBatch, frozen_copy, soft_update
+from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, frozen_copy, soft_update
 
 LEARNING_RATE = 3e-4
 """CORL hard-codes every TD3+BC learning rate; there is no config field for them."""
@@ -204,6 +204,7 @@ class TD3BC(ReferenceTrainer):
         return log_dict
 
 
-def build(config: Config, state_dim: int, action_dim: int, max_action: float, device: str = "cpu") -> TD3BC:
-    """Trainer factory with the common signature of every reference module."""
-    return TD3BC(config, state_dim, action_dim, max_action, device)
+def build(config: Config, state_dim: int, action_dim: int, max_action: float, device: str = "cpu",
+          dtype: torch.dtype = torch.float32) -> TD3BC:
+    """Trainer factory with the common signature of every reference module (``dtype``: float32 as in CORL)."""
+    return build_in_dtype(TD3BC, dtype, config, state_dim, action_dim, max_action, device)

@@ -1,18 +1,29 @@
 """Mutation catalog: realistic bugs injected at run time into our own multi-actor trainer.
 
-A mutant patches one freshly built candidate *instance* (``types.MethodType`` on the instance, a replaced attribute,
-or a construction-order subclass) — files are never edited and the reference in the same process is untouched. Each
-mutant names the observable group expected to catch it. ``pogo-audit mutants`` runs every mutant through the
-equivalence harness and reports a kill matrix (mutant × observable group → first step of detection); a mutant that
-no observable catches is a failing result.
+Every mutant is a one-line patch of the real code (:class:`checks.source_patch.SourcePatch`): it names a function
+and an exact ``old -> new`` fragment of its source; the patched function is compiled from that source, in its own
+module, with the real file's line numbers. Nothing is copied: if the code changes so that ``old`` no longer matches,
+the mutant fails to build (the run reports an error) instead of running a stale copy. Its location is the mutated
+line of the real file.
 
-The mutant bodies are deliberately small modified copies of the code they break — that is what a mutant is.
+The patched function reaches one freshly built candidate only; files, modules and the reference trainer in the same
+process are untouched. How it is installed (``install``):
+
+- a method of an object of the candidate (the base algorithm, the trainer, one extra actor) is bound on that
+  *instance* (``types.MethodType``), after checking that the instance's class really resolves the name to the
+  patched function;
+- a module-level function shared by reference and candidate (a loss formula, a W2 estimator) is reached through a
+  copy of its caller whose globals map the function's name to the mutant (:func:`checks.source_patch.reroute`,
+  chain in ``via``, outermost caller first); that copy is what gets installed, so the module keeps its function;
+- construction-time bugs (``at_construction``) are methods of a one-off subclass of the trainer.
+
+Each mutant names the observable group expected to catch it. ``pogo-audit mutants`` runs every mutant through the
+equivalence harness and reports a kill matrix (mutant × observable group → first step of detection); a mutant that
+no observable catches, or that no longer builds, is a failing result.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import time
 import types
 import warnings
@@ -21,500 +32,224 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
 from checks.equivalence import GROUPS, EquivalenceOptions, equivalence_for_algo, group_of
+from checks.source_patch import SourceLine, SourcePatch, SourcePatchError, reroute, resolves_to
 from multi_actor.trainer import MultiActorTrainer, evaluator_factory_for, multi_actor_factory
-from multi_actor.w2 import pair_method, policy_w2, sinkhorn_divergence
-from pogo_audit.results import FAIL, PASS, CheckResult
+from pogo_audit.results import ERROR, FAIL, PASS, CheckResult
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+#: how a mutant reaches the candidate: ``install(candidate, original, replacement)``
+Install = Callable[[Any, Callable[..., Any], Callable[..., Any]], None]
+
+
+def method_of(owner: Callable[[Any], Any]) -> Install:
+    """Bind the replacement on the instance ``owner(candidate)`` under the original's name."""
+
+    def install(candidate: Any, original: Callable[..., Any], replacement: Callable[..., Any]) -> None:
+        obj = owner(candidate)
+        name = original.__name__
+        if not resolves_to(obj, name, original):
+            raise SourcePatchError(f"{type(obj).__qualname__}.{name} is not {original.__qualname__}: the patch "
+                                   "would not reach the code the candidate runs")
+        setattr(obj, name, types.MethodType(replacement, obj))
+
+    return install
+
+
+def attribute(name: str) -> Install:
+    """Replace the candidate's attribute ``name`` (which must hold the original function)."""
+
+    def install(candidate: Any, original: Callable[..., Any], replacement: Callable[..., Any]) -> None:
+        if getattr(candidate, name) is not original:
+            raise SourcePatchError(f"candidate.{name} is not {original.__qualname__}: the patch would not reach "
+                                   "the code the candidate runs")
+        setattr(candidate, name, replacement)
+
+    return install
+
+
+on_base = method_of(lambda t: t.base)
+on_trainer = method_of(lambda t: t)
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """A mutant that is not a source edit of our code: ``replacement`` is installed where ``original`` was, and
+    ``marks`` is the real line whose behaviour it replaces (its location). ``why`` says why no one-line patch
+    expresses the bug."""
+
+    original: Callable[..., Any]
+    replacement: Callable[..., Any]
+    marks: SourceLine
+    why: str
 
 
 @dataclass(frozen=True)
 class Mutant:
+    """One catalogued bug: ``patch`` (the one-line edit, or a :class:`Behaviour`), reached through ``via`` and
+    installed on the candidate by ``install`` (or on a subclass, ``at_construction``); ``expected`` is the
+    observable group that must catch it within ``steps`` steps of the config ``overrides``; ``quiet`` is a regex of
+    a warning message the bug itself raises (silenced while the mutant runs)."""
+
     name: str
     algo: str
     description: str
     expected: str
-    patch: Callable[[MultiActorTrainer], None] | None = None
-    trainer_cls: type[MultiActorTrainer] | None = None
+    patch: SourcePatch | Behaviour
+    install: Install = on_base
+    via: tuple[Callable[..., Any], ...] = ()
+    at_construction: bool = False
     overrides: tuple[str, ...] = ()
     steps: int = 6
-    target: Callable[..., Any] | None = None
     framework: str = "torch"
     base_factory: Callable[..., Any] | None = None
+    quiet: str | None = None
+
+    def resolve(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """``(original, replacement)``: the function the candidate runs and what replaces it. Raises
+        :class:`SourcePatchError` when the patch no longer applies."""
+        if isinstance(self.patch, Behaviour):
+            return self.patch.original, self.patch.replacement
+        original, replacement = self.patch.target, self.patch.build().function
+        for caller in reversed(self.via):
+            original, replacement = caller, reroute(caller, original, replacement)
+        return original, replacement
 
     def factory(self, config: Any, dataset_spec: Any, seed: int) -> Any:
-        """Build the candidate (``base_factory``, default the PyTorch multi-actor trainer) and inject the bug."""
-        if self.trainer_cls is not None:
-            return self.trainer_cls(config, dataset_spec, seed, evaluator_factory_for(config, dataset_spec))
+        """Build the candidate (``base_factory``, default the PyTorch multi-actor trainer) with the bug installed."""
+        original, replacement = self.resolve()
+        if self.at_construction:
+            if not resolves_to(MultiActorTrainer, original.__name__, original):
+                raise SourcePatchError(f"MultiActorTrainer.{original.__name__} is not {original.__qualname__}")
+            cls = type(f"MultiActorTrainer[{self.name}]", (MultiActorTrainer,), {original.__name__: replacement})
+            return cls(config, dataset_spec, seed, evaluator_factory_for(config, dataset_spec))
         trainer = (self.base_factory or multi_actor_factory)(config, dataset_spec, seed)
-        self.patch(trainer)
+        self.install(trainer, original, replacement)
         return trainer
 
-    def location(self) -> dict[str, Any] | None:
-        if self.target is None:
-            return None
-        fn = inspect.unwrap(self.target)
-        try:
-            path = Path(inspect.getsourcefile(fn)).resolve()
-            line = inspect.getsourcelines(fn)[1]
-        except (TypeError, OSError):
-            return None
-        try:
-            rel = path.relative_to(REPO_ROOT)
-        except ValueError:
-            rel = path
-        return {"path": rel.as_posix(), "line": int(line), "function": fn.__qualname__}
-
-
-def _bind(obj: Any, name: str, fn: Callable[..., Any]) -> None:
-    setattr(obj, name, types.MethodType(fn, obj))
-
-
-# --------------------------------------------------------------------------------------------------------- IQL
-
-
-def _iql_next_v_after_v_update(t: MultiActorTrainer) -> None:
-    def train_step(self, batch):
-        self.total_it += 1
-        obs, act, rew, next_obs, done = batch
-        log: dict[str, float] = {}
-        adv = self._update_v(obs, act, log)
-        with torch.no_grad():
-            next_v = self.vf(next_obs)  # BUG: V(s') read after the V step
-        self._update_q(next_v, obs, act, rew.squeeze(-1), done.squeeze(-1), log)
-        self._update_policy(adv, obs, act, log)
-        return log
-
-    _bind(t.base, "train_step", train_step)
-
-
-def _iql_adv_after_critic_update(t: MultiActorTrainer) -> None:
-    def train_step(self, batch):
-        self.total_it += 1
-        obs, act, rew, next_obs, done = batch
-        log: dict[str, float] = {}
-        with torch.no_grad():
-            next_v = self.vf(next_obs)
-        self._update_v(obs, act, log)
-        self._update_q(next_v, obs, act, rew.squeeze(-1), done.squeeze(-1), log)
-        with torch.no_grad():
-            adv = self.q_target(obs, act) - self.vf(obs)  # BUG: advantage recomputed after the critic updates
-        self._update_policy(adv, obs, act, log)
-        return log
-
-    _bind(t.base, "train_step", train_step)
-
-
-def _iql_rewards_not_squeezed(t: MultiActorTrainer) -> None:
-    def train_step(self, batch):
-        self.total_it += 1
-        obs, act, rew, next_obs, done = batch
-        log: dict[str, float] = {}
-        with torch.no_grad():
-            next_v = self.vf(next_obs)
-        adv = self._update_v(obs, act, log)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            self._update_q(next_v, obs, act, rew, done, log)  # BUG: [B,1] rewards + [B] values -> [B,B]
-        self._update_policy(adv, obs, act, log)
-        return log
-
-    _bind(t.base, "train_step", train_step)
-
-
-def _iql_v_loss_online_q(t: MultiActorTrainer) -> None:
-    from reference_algos.torch.iql import asymmetric_l2_loss
-
-    def _update_v(self, observations, actions, log_dict):
-        with torch.no_grad():
-            target_q = self.qf(observations, actions)  # BUG: online Q instead of the target Q
-        v = self.vf(observations)
-        adv = target_q - v
-        v_loss = asymmetric_l2_loss(adv, self.iql_tau)
-        log_dict["value_loss"] = v_loss.item()
-        self.v_optimizer.zero_grad()
-        v_loss.backward()
-        self.v_optimizer.step()
-        return adv
-
-    _bind(t.base, "_update_v", _update_v)
-
-
-def _iql_q_loss_sum(t: MultiActorTrainer) -> None:
-    from reference_algos.torch.common import soft_update
-    from reference_algos.torch.iql import td_targets
-
-    def _update_q(self, next_v, observations, actions, rewards, terminals, log_dict):
-        targets = td_targets(rewards, terminals, next_v, self.discount)
-        q1, q2 = self.qf.both(observations, actions)
-        q_loss = F.mse_loss(q1, targets) + F.mse_loss(q2, targets)  # BUG: sum, CORL averages the two
-        log_dict["q_loss"] = q_loss.item()
-        self.q_optimizer.zero_grad()
-        q_loss.backward()
-        self.q_optimizer.step()
-        soft_update(self.q_target, self.qf, self.tau)
-
-    _bind(t.base, "_update_q", _update_q)
-
-
-def _iql_schedule_not_stepped(t: MultiActorTrainer) -> None:
-    t.base.actor_lr_schedule.step = lambda *a, **k: None  # BUG: cosine schedule never advances
-
-
-# ----------------------------------------------------------------------------------------------------- TD3+BC
-
-
-def _td3_no_grad_actor_action(t: MultiActorTrainer) -> None:
-    from reference_algos.torch.td3_bc import td3_bc_actor_loss
-
-    def _update_actor(self, state, action, log_dict):
-        with torch.no_grad():
-            pi = self.actor(state)  # BUG: actor0's action without a graph
-        actor_loss = td3_bc_actor_loss(pi, self.critic_1(state, pi), action, self.alpha)
-        log_dict["actor_loss"] = actor_loss.item()
-        self.actor_optimizer.zero_grad()
-        actor_loss.backward()
-        self.actor_optimizer.step()
-
-    _bind(t.base, "_update_actor", _update_actor)
-
-
-def _td3_step(self, batch, due_before_increment=False, extra_critic_step=False):
-    log_dict: dict[str, float] = {}
-    due = self.total_it % self.policy_freq == 0
-    self.total_it += 1
-    if not due_before_increment:
-        due = self.total_it % self.policy_freq == 0
-    state, action, reward, next_state, done = batch
-    target_q = self._critic_targets(action, reward, next_state, 1 - done)
-    self._update_critic(state, action, target_q, log_dict)
-    if due:
-        if extra_critic_step:
-            self._update_critic(state, action, target_q, {})
-        self._update_actor(state, action, log_dict)
-        self._update_targets()
-    return log_dict
-
-
-def _td3_policy_freq_before_increment(t: MultiActorTrainer) -> None:
-    _bind(t.base, "train_step", lambda self, batch: _td3_step(self, batch, due_before_increment=True))
-
-
-def _td3_critic_twice(t: MultiActorTrainer) -> None:
-    _bind(t.base, "train_step", lambda self, batch: _td3_step(self, batch, extra_critic_step=True))
-
-
-def _td3_bc_scaled_by_alpha(t: MultiActorTrainer) -> None:
-    def _update_actor(self, state, action, log_dict):
-        pi = self.actor(state)
-        q = self.critic_1(state, pi)
-        lmbda = self.alpha / q.abs().mean().detach()
-        actor_loss = -lmbda * q.mean() + self.alpha * F.mse_loss(pi, action)  # BUG: BC term scaled by alpha
-        log_dict["actor_loss"] = actor_loss.item()
-        self.actor_optimizer.zero_grad()
-        actor_loss.backward()
-        self.actor_optimizer.step()
-
-    _bind(t.base, "_update_actor", _update_actor)
-
-
-def _td3_actor_target_twice(t: MultiActorTrainer) -> None:
-    from reference_algos.torch.common import soft_update
-
-    original = t.base._update_targets
-
-    def _update_targets(self):
-        original()
-        soft_update(self.actor_target, self.actor, self.tau)  # BUG: actor target moved twice
-
-    _bind(t.base, "_update_targets", _update_targets)
-
-
-def _td3_total_it_twice(t: MultiActorTrainer) -> None:
-    original = t.base.train_step
-
-    def train_step(self, batch):
-        self.total_it += 1  # BUG: counter incremented here and in train_step
-        return original(batch)
-
-    _bind(t.base, "train_step", train_step)
-
-
-def _td3_target_critic1_only(t: MultiActorTrainer) -> None:
-    from reference_algos.torch.td3_bc import smoothing_noise, td_targets
-
-    def _critic_targets(self, action, reward, next_state, not_done):
-        with torch.no_grad():
-            noise = smoothing_noise(action, self.policy_noise, self.noise_clip)
-            next_action = (self.actor_target(next_state) + noise).clamp(-self.max_action, self.max_action)
-            target_q = self.critic_1_target(next_state, next_action)  # BUG: no clipped double-Q minimum
-            return td_targets(reward, not_done, self.discount, target_q)
-
-    _bind(t.base, "_critic_targets", _critic_targets)
-
-
-def _extra_actor_grad_into_critic(t: MultiActorTrainer) -> None:
-    t._freeze_base = lambda: contextlib.nullcontext()  # BUG: actor-i energies back-propagate into the critic
-
-
-# --------------------------------------------------------------------------------------------------------- CQL
-
-
-def _cql_policy_loss_after_critic_step(t: MultiActorTrainer) -> None:
-    def train_step(self, batch):
-        observations, actions, rewards, next_observations, dones = batch
-        self.total_it += 1
-        new_actions, log_pi = self.actor(observations)
-        alpha, alpha_loss = self._alpha_and_alpha_loss(observations, log_pi)
-        log_dict: dict[str, float] = {"log_pi": log_pi.mean().item(), "alpha_loss": alpha_loss.item(),
-                                      "alpha": alpha.item()}
-        qf_loss, _, _ = self._q_loss(observations, actions, next_observations, rewards, dones, alpha, log_dict)
-        self.critic_1_optimizer.zero_grad()
-        self.critic_2_optimizer.zero_grad()
-        qf_loss.backward(retain_graph=True)
-        self.critic_1_optimizer.step()
-        self.critic_2_optimizer.step()
-        # BUG: the policy loss is built after the critic step, from the updated critics
-        policy_loss = self._policy_loss(observations, actions, new_actions, alpha, log_pi)
-        log_dict["policy_loss"] = policy_loss.item()
-        if self.use_automatic_entropy_tuning:
-            self.alpha_optimizer.zero_grad()
-            alpha_loss.backward()
-            self.alpha_optimizer.step()
-        self.actor_optimizer.zero_grad()
-        policy_loss.backward()
-        self.actor_optimizer.step()
-        if self.total_it % self.target_update_period == 0:
-            self.update_target_network(self.soft_target_update_rate)
-        return log_dict
-
-    _bind(t.base, "train_step", train_step)
-
-
-def _cql_bc_logprob_zeros(t: MultiActorTrainer) -> None:
-    from reference_algos.torch.cql import sac_policy_loss
-
-    original = t.base._policy_loss
-
-    def _policy_loss(self, observations, actions, new_actions, alpha, log_pi):
-        if self.total_it <= self.bc_steps:
-            return sac_policy_loss(alpha, log_pi, torch.zeros_like(log_pi))  # BUG: BC log-prob replaced by zeros
-        return original(observations, actions, new_actions, alpha, log_pi)
-
-    _bind(t.base, "_policy_loss", _policy_loss)
-
-
-# -------------------------------------------------------------------------------------------------------- AWAC
-
-
-def _awac_broadcast(t: MultiActorTrainer) -> None:
-    from reference_algos.torch.awac import awac_weights, weighted_log_prob_loss
-
-    def _actor_loss(self, states, actions):
-        with torch.no_grad():
-            pi_action, _ = self.actor(states)
-            v = torch.min(self.critic_1(states, pi_action), self.critic_2(states, pi_action))
-            q = torch.min(self.critic_1(states, actions), self.critic_2(states, actions))
-            weights = awac_weights(q, v, self.awac_lambda, self.exp_adv_max)
-        log_prob = self.actor.log_prob(states, actions).squeeze(-1)  # BUG: [B] x [B,1] broadcasts to [B,B]
-        return weighted_log_prob_loss(log_prob, weights)
-
-    _bind(t.base, "_actor_loss", _actor_loss)
-
-
-def _awac_next_action_mean(t: MultiActorTrainer) -> None:
-    from reference_algos.torch.awac import td_targets, twin_critic_loss
-
-    def _critic_loss(self, states, actions, rewards, dones, next_states):
-        with torch.no_grad():
-            next_actions = self.actor._get_policy(next_states).mean  # BUG: the mean, CORL samples
-            q_next = torch.min(self.target_critic_1(next_states, next_actions),
-                               self.target_critic_2(next_states, next_actions))
-            q_target = td_targets(rewards, dones, q_next, self.gamma)
-        return twin_critic_loss(self.critic_1(states, actions), self.critic_2(states, actions), q_target)
-
-    _bind(t.base, "_critic_loss", _critic_loss)
-
-
-def _awac_missing_detach_advantage(t: MultiActorTrainer) -> None:
-    from reference_algos.torch.awac import awac_weights, weighted_log_prob_loss
-
-    def _actor_loss(self, states, actions):
-        with torch.no_grad():
-            pi_action, _ = self.actor(states)
-        # BUG: the advantage weights keep their graph (no no_grad / detach)
-        v = torch.min(self.critic_1(states, pi_action), self.critic_2(states, pi_action))
-        q = torch.min(self.critic_1(states, actions), self.critic_2(states, actions))
-        weights = awac_weights(q, v, self.awac_lambda, self.exp_adv_max)
-        return weighted_log_prob_loss(self.actor.log_prob(states, actions), weights)
-
-    _bind(t.base, "_actor_loss", _actor_loss)
-
-
-# ------------------------------------------------------------------------------------------------ SAC-N / EDAC
-
-
-def _sac_n_order_swapped(t: MultiActorTrainer) -> None:
-    from reference_algos.torch.common import soft_update
-
-    def train_step(self, batch):
-        state, action, reward, next_state, done = batch
-        alpha_loss = self._update_alpha(state)
-        critic_loss = self._update_critic(state, action, reward, next_state, done)  # BUG: critic before actor
-        actor_loss, batch_entropy, q_policy_std = self._update_actor(state)
-        with torch.no_grad():
-            soft_update(self.target_critic, self.critic, tau=self.tau)
-            q_random_std = self._q_random_std(state, action)
-        return {"alpha_loss": alpha_loss, "critic_loss": critic_loss, "actor_loss": actor_loss,
-                "batch_entropy": batch_entropy, "alpha": self.alpha.item(), "q_policy_std": q_policy_std,
-                "q_random_std": q_random_std}
-
-    _bind(t.base, "train_step", train_step)
-
-
-def _edac_diversity_dropped(t: MultiActorTrainer) -> None:
-    _bind(t.base, "_critic_diversity_loss", lambda self, state, action: state.new_zeros(()))  # BUG: eta term lost
-
-
-# ------------------------------------------------------------------------------------------ multi-actor layer
-
-
-def _actor1_global_draw(t: MultiActorTrainer) -> None:
-    actor = t.actors[0]
-
-    def action(self, obs, generator=None):
-        mean, std = self.mean_std(obs)
-        return mean + std * torch.randn_like(mean)  # BUG: global RNG instead of the actors' generator
-
-    _bind(actor, "action", action)
-
-
-class ActorsBeforeCritics(MultiActorTrainer):
-    """BUG: extra actors built from the global RNG right after seeding, before the base algorithm."""
-
-    def _construct(self, base_cfg: Any, max_action: float, seed: int) -> None:
-        from pogo_audit.seeding import seed_everything
-
-        spec = self.spec
-        seed_everything(seed)
-        self.actors = self._build_extra_actors(max_action)
-        self.base = self.algorithm.build_base(base_cfg, spec.state_dim, spec.action_dim, max_action)
-        self.actor0 = self.algorithm.actor0_view(self.base, spec.action_dim, max_action)
-
-
-def _eval_reseeds_numpy(t: MultiActorTrainer) -> None:
-    original = t._evaluate
-
-    def _evaluate(self):
-        np.random.seed(self.config.eval_seed)  # BUG: evaluation reseeds the global numpy RNG
-        return original()
-
-    _bind(t, "_evaluate", _evaluate)
-
-
-def _w2_no_std(policy, reference, obs, method, k, epsilon, generator):
-    kind = pair_method((policy.stochastic, policy.gaussian), (reference.stochastic, reference.gaussian), method)
-    if kind == "closed_form":
-        mu_p, _ = policy.mean_std(obs)
-        mu_q, _ = reference.mean_std(obs)
-        return (mu_p - mu_q.detach()).square().sum(-1).mean()  # BUG: the std term is dropped
-    return policy_w2(policy, reference, obs, method, k, epsilon, generator)
-
-
-def _w2_half_cost(policy, reference, obs, method, k, epsilon, generator):
-    kind = pair_method((policy.stochastic, policy.gaussian), (reference.stochastic, reference.gaussian), method)
-    if kind == "sinkhorn":
-        x = policy.sample(obs, k, generator)
-        y = reference.sample(obs, k, generator).detach()
-        return (sinkhorn_divergence(x, y, epsilon) / 2).mean()  # BUG: GeomLoss' 1/2 |x-y|^2 cost kept
-    return policy_w2(policy, reference, obs, method, k, epsilon, generator)
-
-
-def _set_w2(fn: Callable[..., Any]) -> Callable[[MultiActorTrainer], None]:
-    def patch(t: MultiActorTrainer) -> None:
-        t.w2_fn = fn
-
-    return patch
-
-
-def _reference_after_update(t: MultiActorTrainer) -> None:
-    def _take_snapshots(self):
-        self._snapshots = self.policies()[:-1]  # BUG: live actors, i.e. already updated this step
-
-    _bind(t, "_take_snapshots", _take_snapshots)
+    def location(self) -> dict[str, Any]:
+        """The mutated line of the real file: ``path`` (repository-relative), ``line`` (1-based), ``function``,
+        ``original`` and ``mutated`` line text (``mutated`` None for a behavioural mutant)."""
+        if isinstance(self.patch, Behaviour):
+            return self.patch.marks.location().as_dict()
+        return self.patch.build().location.as_dict()
+
+
+def _lines(*statements: str, indent: int = 8) -> str:
+    """Consecutive statements at one indentation, as a multi-line fragment ("" is a blank line)."""
+    return "\n".join(f"{' ' * indent}{s}" if s else "" for s in statements).lstrip(" ")
 
 
 def _catalog() -> list[Mutant]:
+    from multi_actor import policies, w2
     from reference_algos.torch import awac, cql, edac, iql, sac_n, td3_bc
 
     gauss = ("actor_configs=[{type: gaussian}, {type: gaussian}, {type: gaussian}]",)
+    IQL, TD3, CQL, AWAC = iql.ImplicitQLearning, td3_bc.TD3BC, cql.ContinuousCQL, awac.AdvantageWeightedActorCritic
+    critic_step = ("self.critic_1_optimizer.zero_grad()", "self.critic_2_optimizer.zero_grad()",
+                   "qf_loss.backward(retain_graph=True)", "self.critic_1_optimizer.step()",
+                   "self.critic_2_optimizer.step()")
+    actor_step = ("self.actor_optimizer.zero_grad()", "policy_loss.backward()", "self.actor_optimizer.step()")
+    sac_actor = "actor_loss_value, actor_batch_entropy, q_policy_std = self._update_actor(state)"
+    sac_critic = "critic_loss_value = self._update_critic(state, action, reward, next_state, done)"
     return [
+        # ------------------------------------------------------------------------------------------------ IQL
         Mutant("iql_next_v_after_v_update", "iql", "next-state value computed after the value update",
-               "critic losses", _iql_next_v_after_v_update, target=iql.ImplicitQLearning.train_step),
+               "critic losses",
+               SourcePatch(IQL.train_step, "self._update_q(next_v,", "self._update_q(self.vf(next_observations),")),
         Mutant("iql_adv_after_critic_update", "iql", "advantage recomputed after the critic update",
-               "actor0 losses", _iql_adv_after_critic_update, target=iql.ImplicitQLearning.train_step),
+               "actor0 losses",
+               SourcePatch(IQL.train_step, "self._update_policy(adv,",
+                           "self._update_policy(self.q_target(observations, actions) - self.vf(observations),")),
         Mutant("iql_rewards_not_squeezed", "iql", "[B,1] rewards added to [B] values (broadcast to [B,B])",
-               "critic losses", _iql_rewards_not_squeezed, target=iql.ImplicitQLearning.train_step),
+               "critic losses",
+               SourcePatch(IQL.train_step, "rewards = rewards.squeeze(dim=-1)", "rewards = rewards"),
+               quiet="Using a target size"),
         Mutant("iql_v_loss_online_q", "iql", "value loss against the online Q instead of the target Q",
-               "critic losses", _iql_v_loss_online_q, target=iql.ImplicitQLearning._update_v),
+               "critic losses", SourcePatch(IQL._update_v, "self.q_target(observations", "self.qf(observations")),
         Mutant("iql_q_loss_sum", "iql", "twin-Q loss summed instead of averaged", "critic losses",
-               _iql_q_loss_sum, target=iql.ImplicitQLearning._update_q),
+               SourcePatch(iql.twin_q_loss, " / len(qs)", ""), via=(IQL._update_q,)),
         Mutant("iql_lr_schedule_not_stepped", "iql", "actor LR cosine schedule not stepped", "actor0 params",
-               _iql_schedule_not_stepped, overrides=("base.max_timesteps=100",),
-               target=iql.ImplicitQLearning._update_policy),
+               SourcePatch(IQL._update_policy, "self.actor_lr_schedule.step()", "pass"),
+               overrides=("base.max_timesteps=100",)),
+        # --------------------------------------------------------------------------------------------- TD3+BC
         Mutant("td3_no_grad_actor0_action", "td3_bc", "no_grad around actor0's action in its loss",
-               "actor0 params", _td3_no_grad_actor_action, target=td3_bc.TD3BC._update_actor),
+               "actor0 params", SourcePatch(TD3._update_actor, "pi = self.actor(state)",
+                                            "pi = self.actor(state).detach()")),
         Mutant("td3_policy_freq_before_increment", "td3_bc", "policy_freq checked before the counter increment",
-               "actor0 params", _td3_policy_freq_before_increment, target=td3_bc.TD3BC.train_step),
+               "actor0 params", SourcePatch(TD3.train_step, "if self.total_it % self.policy_freq == 0:",
+                                            "if (self.total_it - 1) % self.policy_freq == 0:")),
         Mutant("td3_bc_scaled_by_alpha", "td3_bc", "BC term scaled by alpha", "actor0 losses",
-               _td3_bc_scaled_by_alpha, target=td3_bc.TD3BC._update_actor),
+               SourcePatch(td3_bc.td3_bc_actor_loss, "+ F.mse_loss(pi, actions)",
+                           "+ alpha * F.mse_loss(pi, actions)"), via=(TD3._update_actor,)),
         Mutant("td3_actor_target_updated_twice", "td3_bc", "actor target soft-updated twice", "target params",
-               _td3_actor_target_twice, target=td3_bc.TD3BC._update_targets),
+               SourcePatch(TD3._update_targets, "soft_update(self.actor_target, self.actor, self.tau)",
+                           "soft_update(self.actor_target, self.actor, self.tau); "
+                           "soft_update(self.actor_target, self.actor, self.tau)")),
         Mutant("td3_total_it_incremented_twice", "td3_bc", "total_it incremented twice", "actor0 params",
-               _td3_total_it_twice, target=td3_bc.TD3BC.train_step),
+               SourcePatch(TD3.train_step, "self.total_it += 1", "self.total_it += 2")),
         Mutant("td3_critic_updated_twice_on_policy_steps", "td3_bc", "critic updated twice on policy steps",
-               "critic params", _td3_critic_twice, target=td3_bc.TD3BC.train_step),
+               "critic params", SourcePatch(TD3.train_step, "self._update_actor(state, action, log_dict)",
+                                            "self._update_critic(state, action, target_q, {}); "
+                                            "self._update_actor(state, action, log_dict)")),
         Mutant("td3_target_without_min", "td3_bc", "critic target uses critic_1's target only (no min)",
-               "critic losses", _td3_target_critic1_only, target=td3_bc.TD3BC._critic_targets),
+               "critic losses",
+               SourcePatch(TD3._critic_targets, "target_q = torch.min(target_q1, target_q2)", "target_q = target_q1")),
         Mutant("extra_actor_grad_into_critic", "td3_bc", "actor-i energy back-propagates into the critic",
-               "grad leak", _extra_actor_grad_into_critic, target=MultiActorTrainer._freeze_base),
+               "grad leak", SourcePatch(MultiActorTrainer._freeze_base, "frozen(list(self.base.named_tensors()"
+                                        ".values()))", "frozen(list(self.actor0.parameters()))"),
+               install=on_trainer),
+        # ------------------------------------------------------------------------------------------------ CQL
         Mutant("cql_policy_loss_after_critic_step", "cql", "CQL policy loss built after the critic step",
-               "actor0 losses", _cql_policy_loss_after_critic_step, steps=3, target=cql.ContinuousCQL.train_step),
+               "actor0 losses",
+               SourcePatch(CQL.train_step, _lines(*actor_step, "", *critic_step),
+                           _lines(*critic_step, "policy_loss = self._policy_loss(observations, actions, new_actions,"
+                                  ' alpha, log_pi); log_dict["policy_loss"] = policy_loss.item()', *actor_step),
+                           lines=9),
+               steps=3),
         Mutant("cql_bc_logprob_zeros", "cql", "CQL BC-phase log-prob replaced by zeros", "actor0 losses",
-               _cql_bc_logprob_zeros, overrides=("base.bc_steps=5",), steps=3,
-               target=cql.ContinuousCQL._policy_loss),
+               SourcePatch(CQL._policy_loss, "self.actor.log_prob(observations, actions)", "torch.zeros_like(log_pi)"),
+               overrides=("base.bc_steps=5",), steps=3),
+        # ----------------------------------------------------------------------------------------------- AWAC
         Mutant("awac_broadcast", "awac", "AWAC [B,1] x [B] broadcast in the actor loss", "actor0 losses",
-               _awac_broadcast, target=awac.AdvantageWeightedActorCritic._actor_loss),
+               SourcePatch(AWAC._actor_loss, "self.actor.log_prob(states, actions)",
+                           "self.actor.log_prob(states, actions).squeeze(-1)")),
         Mutant("awac_next_action_mean", "awac", "AWAC critic next action = mean instead of a sample",
-               "critic losses", _awac_next_action_mean, target=awac.AdvantageWeightedActorCritic._critic_loss),
-        Mutant("awac_missing_detach_advantage", "awac", "missing detach on the advantage weights",
-               "grad leak", _awac_missing_detach_advantage, target=awac.AdvantageWeightedActorCritic._actor_loss),
+               "critic losses", SourcePatch(AWAC._critic_loss, "next_actions, _ = self.actor(next_states)",
+                                            "next_actions = self.actor._get_policy(next_states).mean")),
+        Mutant("awac_missing_detach_advantage", "awac", "missing detach on the advantage weights", "grad leak",
+               SourcePatch(AWAC._actor_loss, "with torch.no_grad():", "with torch.enable_grad():")),
+        # ---------------------------------------------------------------------------------------- SAC-N / EDAC
         Mutant("sac_n_actor_critic_order_swapped", "sac_n", "SAC-N actor and critic updates swapped",
-               "critic losses", _sac_n_order_swapped, steps=3, target=sac_n.SACN.train_step),
+               "critic losses", SourcePatch(sac_n.SACN.train_step, _lines(sac_actor, sac_critic),
+                                            _lines(sac_critic, sac_actor), lines=2), steps=3),
         Mutant("edac_diversity_dropped", "edac", "EDAC diversity term dropped from the critic loss",
-               "critic losses", _edac_diversity_dropped, steps=3, target=edac.EDAC._critic_loss),
+               "critic losses", SourcePatch(edac.EDAC._critic_loss, " + self.eta * self._critic_diversity_loss("
+                                            "state, action)", ""), steps=3),
+        # ---------------------------------------------------------------------------------- multi-actor layer
         Mutant("actor1_extra_global_draw", "td3_bc", "actor 1 samples from the global RNG", "rng",
-               _actor1_global_draw,
-               overrides=("actor_configs=[{type: deterministic}, {type: gaussian}, {type: deterministic}]",),
-               target=MultiActorTrainer._update_actors),
+               SourcePatch(policies._DiagonalGaussian.action, "_normal(mean.shape, mean, generator)",
+                           "torch.randn_like(mean)"), install=method_of(lambda t: t.actors[0]),
+               overrides=("actor_configs=[{type: deterministic}, {type: gaussian}, {type: deterministic}]",)),
         Mutant("actors_built_before_critics", "iql", "extra actors built from the global RNG before the critics",
-               "critic params", trainer_cls=ActorsBeforeCritics, target=MultiActorTrainer._construct),
+               "critic params", SourcePatch(MultiActorTrainer._construct, "self.base = self.algorithm.build_base(",
+                                            "self.actors = self._build_extra_actors(max_action); "
+                                            "self.base = self.algorithm.build_base("), at_construction=True),
         Mutant("eval_reseeds_global_numpy", "iql", "evaluation reseeds the global numpy RNG", "rng",
-               _eval_reseeds_numpy, overrides=("eval_freq=3", "eval_episodes=1"),
-               target=MultiActorTrainer._evaluate),
+               SourcePatch(MultiActorTrainer._evaluate, "return self.evaluator.evaluate(",
+                           "np.random.seed(self.config.eval_seed); return self.evaluator.evaluate("),
+               install=on_trainer, overrides=("eval_freq=3", "eval_episodes=1")),
         Mutant("w2_std_term_dropped", "iql", "closed-form W2 without the std term", "chain (W2 oracle)",
-               _set_w2(_w2_no_std), overrides=gauss, target=policy_w2),
+               SourcePatch(w2.w2_gaussian, " + (std_p - std_q).square().sum(-1)", ""), via=(w2.policy_w2,),
+               install=attribute("w2_fn"), overrides=gauss),
         Mutant("sinkhorn_half_cost", "iql", "Sinkhorn on the 1/2 |x-y|^2 cost (GeomLoss' raw value)",
-               "chain (W2 oracle)", _set_w2(_w2_half_cost), overrides=(*gauss, "w2_method=sinkhorn"),
-               target=sinkhorn_divergence),
+               "chain (W2 oracle)", SourcePatch(w2.sinkhorn_divergence, "value = 2.0 * loss(x, y)",
+                                                "value = loss(x, y)"), via=(w2.policy_w2,),
+               install=attribute("w2_fn"), overrides=(*gauss, "w2_method=sinkhorn")),
         Mutant("reference_actor_after_update", "iql", "W2 reference actor taken after its update",
-               "chain (W2 oracle)", _reference_after_update, overrides=gauss,
-               target=MultiActorTrainer._take_snapshots),
+               "chain (W2 oracle)",
+               SourcePatch(MultiActorTrainer.__init__,
+                           "self._snapshots = [copy.deepcopy(p).requires_grad_(False) for p in self.policies()[:-1]]",
+                           "self._snapshots = self.policies()[:-1]"), at_construction=True, overrides=gauss),
     ]
 
 
@@ -531,20 +266,40 @@ def catalog(algo: str | None = None) -> list[Mutant]:
     return [m for m in mutants if algo in (None, "all", m.algo)]
 
 
+def _unbuildable(mutant: Mutant, exc: SourcePatchError, seconds: float) -> CheckResult:
+    return CheckResult(
+        check="mutants", subject=mutant.name, verdict=ERROR, steps_compared=0,
+        summary=f"mutant does not build: {exc}",
+        metrics={"algo": mutant.algo, "description": mutant.description, "expected": mutant.expected,
+                 "killed": False, "caught_by": None, "caught_group": None, "expected_caught": False,
+                 "expected_step": None, "step": None, "location": None, "bundle": None, "equivalence_verdict": None},
+        seconds=seconds)
+
+
 def run_mutant(mutant: Mutant, bundle_dir: str | None = None, seed: int = 0, actors: int = 3) -> CheckResult:
-    """Run one mutant through the equivalence harness; killed = any observable diverged."""
+    """Run one mutant through the equivalence harness; killed = any observable diverged. A mutant whose patch no
+    longer applies to the source is an ``error`` result (never run as a stale copy)."""
     from multi_actor.config import build_config
 
     t0 = time.perf_counter()
+    try:
+        location = mutant.location()
+        mutant.resolve()
+    except SourcePatchError as exc:
+        return _unbuildable(mutant, exc, time.perf_counter() - t0)
     cfg = build_config(None, list(mutant.overrides), algo=mutant.algo, num_actors=actors, seed=seed)
     options = EquivalenceOptions(steps=mutant.steps, seed=seed, self_check=False, full_every=mutant.steps,
                                  bundle_dir=str(Path(bundle_dir) / mutant.name) if bundle_dir else None)
-    if mutant.framework == "jax":
-        from checks.equivalence_jax import equivalence_for_rebrac
+    with warnings.catch_warnings():
+        if mutant.quiet:
+            warnings.filterwarnings("ignore", message=mutant.quiet)
+        if mutant.framework == "jax":
+            from checks.equivalence_jax import equivalence_for_rebrac
 
-        res = equivalence_for_rebrac(cfg, options, candidate=(f"mutant:{mutant.name}", mutant.factory))
-    else:
-        res = equivalence_for_algo(mutant.algo, cfg, options, candidate=(f"mutant:{mutant.name}", mutant.factory))
+            res = equivalence_for_rebrac(cfg, options, candidate=(f"mutant:{mutant.name}", mutant.factory))
+        else:
+            res = equivalence_for_algo(mutant.algo, cfg, options,
+                                       candidate=(f"mutant:{mutant.name}", mutant.factory))
     row = {r["group"]: r["first_divergence_step"] for r in res.details}
     matrix = [{"group": g, "step": row.get(g)} for g in GROUPS if g in row]
     killed = res.verdict == FAIL
@@ -568,7 +323,7 @@ def run_mutant(mutant: Mutant, bundle_dir: str | None = None, seed: int = 0, act
             "expected_caught": expected_step is not None,
             "expected_step": expected_step,
             "step": first.step if first else None,
-            "location": mutant.location(),
+            "location": location,
             "bundle": res.metrics.get("bundle"),
             "equivalence_verdict": res.verdict,
         },

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from multi_actor import registry
 from pogo_audit.errors import InputError, UsageError
 from pogo_audit.fingerprint import describe, fingerprints_match, machine_fingerprint
 from pogo_audit.golden import PRECISIONS, GoldenDir, GoldenVariant, param_digest
@@ -48,9 +49,9 @@ F32_REL = 5e-4
 F32_STEPS = 2
 PRECISION_CHOICES = ("both", *PRECISIONS)
 
-TORCH_VARIANTS = ("iql_gaussian", "iql_deterministic", "td3_bc", "cql", "awac", "sac_n", "edac")
-JAX_VARIANTS = ("rebrac",)
-ALIASES = {"iql": ("iql_gaussian", "iql_deterministic")}
+TORCH_VARIANTS = tuple(registry.variants("torch"))
+JAX_VARIANTS = tuple(registry.variants("jax"))
+ALIASES = registry.variant_aliases()
 RNG_TORCH = "rng/torch_cpu_state_sha256_after_step"
 
 
@@ -350,15 +351,15 @@ def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = N
     """Replay ``variant``'s recorded protocol with our PyTorch reference and compare everything."""
     import torch
 
-    from reference_algos.torch import VARIANTS, variant_module
     from reference_algos.torch.common import default_dtype
 
     t0 = time.perf_counter()
     replay = Replay.open(golden_dir, variant, steps)
     golden, cmp = replay.golden, replay.comparison
     proto = golden.protocol
-    module = variant_module(variant)
-    cfg = config_for(golden, module, VARIANTS[variant][1])
+    spec, spec_variant = registry.variants("torch")[variant]
+    module = spec.reference
+    cfg = config_for(golden, module, dict(spec_variant.overrides))
     data = golden_dir.dataset
     obs = data[golden.dataset_array("observations")]
     next_obs = data[golden.dataset_array("next_observations")]
@@ -412,7 +413,7 @@ def run_variant(golden_dir: GoldenDir, variant: str, steps: int | None = None,
                 progress: Callable[[int], None] | None = None) -> CheckResult:
     """Replay one variant of one trace set (PyTorch or JAX by the set's recorded framework)."""
     golden = golden_dir.variant(variant)
-    if golden.framework == "jax":
+    if registry.variants()[variant][0].framework == "jax":
         from checks.conformance_jax import run_jax_variant
 
         return run_jax_variant(golden_dir, variant, steps, progress)
@@ -434,13 +435,12 @@ def run_conformance(variants: Iterable[str], sets: Iterable[GoldenDir], steps: i
 
 
 def implemented_variants() -> list[str]:
-    from reference_algos.torch import available_variants
-
-    out = available_variants()
-    try:
-        import reference_algos.jax.rebrac  # noqa: F401
-    except ModuleNotFoundError:
-        pass
-    else:
-        out.append("rebrac")
+    """Variants whose reference module is importable in this installation (the JAX one needs jax)."""
+    out = []
+    for name, (spec, _) in registry.variants().items():
+        try:
+            spec.reference
+        except ModuleNotFoundError:
+            continue
+        out.append(name)
     return out

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from checks.conformance import Replay, config_for, log_scales
+from multi_actor import registry
 from pogo_audit.errors import InputError, UsageError
 from pogo_audit.golden import GoldenDir
 from pogo_audit.results import CheckResult
@@ -44,10 +45,9 @@ def run_jax_variant(golden_dir: GoldenDir, variant: str, steps: int | None = Non
     """Replay ``variant``'s golden protocol with the JAX reference implementation and compare everything."""
     import jax
 
-    from reference_algos.jax import rebrac as module
-
-    if variant != "rebrac":
+    if variant not in registry.variants("jax"):
         raise UsageError(f"no JAX reference implementation for {variant!r}")
+    module = registry.variants("jax")[variant][0].reference
     t0 = time.perf_counter()
     replay = Replay.open(golden_dir, variant, steps)
     golden, run = replay.golden, replay.comparison

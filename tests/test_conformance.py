@@ -292,11 +292,11 @@ def test_float64_tolerance_catches_the_float32_rounding_of_iql_constants(monkeyp
 
 
 def test_float64_build_makes_every_tensor_float64():
-    from reference_algos.torch import VARIANTS, variant_module
+    from multi_actor import registry
 
-    for variant, (_, overrides) in VARIANTS.items():
-        module = variant_module(variant)
-        trainer = module.build(dataclasses.replace(module.Config(), **overrides), 11, 3, 1.0, "cpu",
+    for variant, (spec, v) in registry.variants("torch").items():
+        module = spec.reference
+        trainer = module.build(dataclasses.replace(module.Config(), **v.overrides), 11, 3, 1.0, "cpu",
                                dtype=torch.float64)
         dtypes = {str(t.dtype) for t in trainer.named_tensors().values()}
         assert dtypes == {"torch.float64"}, (variant, dtypes)

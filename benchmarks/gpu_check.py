@@ -188,6 +188,25 @@ class Context:
         return quick if self.quick else full
 
 
+def for_each_algo(ctx: Context, out: dict[str, Any], measure: Callable[[str, dict[str, Any]], None],
+                  min_left: float = 20) -> dict[str, Any]:
+    """``measure(algo, row)`` fills ``out["algorithms"][algo]`` for every algorithm; an algorithm that raises gets
+    verdict ``error`` (the others still run), one started with less than ``min_left`` seconds left is skipped."""
+    rows = out["algorithms"]
+    for algo in ctx.algos:
+        row = rows[algo] = {}
+        if ctx.time_left() < min_left:
+            row.update(verdict="skipped", summary="time budget spent")
+        else:
+            try:
+                measure(algo, row)
+            except Exception as exc:  # e.g. a missing optional wheel for this algorithm's W2 estimator
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                row.update(verdict="error", summary=f"{type(exc).__name__}: {first}")
+        ctx.emit(out)
+    return out
+
+
 def part_equivalence(ctx: Context) -> dict[str, Any]:
     """Reference vs multi-actor trainer (3 actors) on ``ctx.device`` for every PyTorch algorithm."""
     from checks.equivalence import EquivalenceOptions, run_equivalence
@@ -195,24 +214,21 @@ def part_equivalence(ctx: Context) -> dict[str, Any]:
 
     steps = ctx.sizes(50, 10)
     oracle = importlib.util.find_spec("ot") is not None
-    rows: dict[str, Any] = {}
-    out = {"device": ctx.device, "actors": 3, "steps": steps, "batch": BATCH,
-           "chain_oracle": "on" if oracle else "off (POT not installed)", "algorithms": rows}
-    for algo in ctx.algos:
-        if ctx.time_left() < 20:
-            rows[algo] = {"verdict": "skipped", "summary": "time budget spent"}
-            continue
-        cfg = torch_config(algo, 3, ctx.device)
+
+    def measure(algo: str, row: dict[str, Any]) -> None:
         options = EquivalenceOptions(steps=steps, seed=SEED, full_every=steps, chain_oracle=oracle,
                                      bundle_dir=str(ctx.out / "bundles"))
-        res = run_equivalence(algo, cfg, spec_for(ctx.data), torch_buffer(ctx.data, algo), reference_factory,
-                              multi_actor_factory, options, batch_size=BATCH)
+        res = run_equivalence(algo, torch_config(algo, 3, ctx.device), spec_for(ctx.data),
+                              torch_buffer(ctx.data, algo), reference_factory, multi_actor_factory, options,
+                              batch_size=BATCH)
         m = res.metrics
-        rows[algo] = {"verdict": res.verdict, "mode": m.get("mode"), "self_check": m.get("self_check"),
-                      "steps": res.steps_compared, "summary": res.summary, "seconds": round(res.seconds, 1),
-                      "nondeterministic_ops": m.get("determinism", {}).get("nondeterministic_ops", [])}
-        ctx.emit(out)
-    return out
+        row.update(verdict=res.verdict, mode=m.get("mode"), self_check=m.get("self_check"),
+                   steps=res.steps_compared, summary=res.summary, seconds=round(res.seconds, 1),
+                   nondeterministic_ops=m.get("determinism", {}).get("nondeterministic_ops", []))
+
+    return for_each_algo(ctx, {"device": ctx.device, "actors": 3, "steps": steps, "batch": BATCH,
+                               "chain_oracle": "on" if oracle else "off (POT not installed)", "algorithms": {}},
+                         measure)
 
 
 def part_cross_device(ctx: Context) -> dict[str, Any]:
@@ -221,25 +237,22 @@ def part_cross_device(ctx: Context) -> dict[str, Any]:
     from multi_actor.trainer import multi_actor_factory, reference_factory
 
     steps = ctx.sizes(20, 5)
-    rows: dict[str, Any] = {}
-    out = {"reference_device": "cpu", "candidate_device": ctx.device, "actors": 3, "steps": steps, "batch": BATCH,
-           "drift_factor": DRIFT_FACTOR, "algorithms": rows}
-    for algo in ctx.algos:
-        if ctx.time_left() < 20:
-            rows[algo] = {"verdict": "skipped", "summary": "time budget spent"}
-            continue
-        options = EquivalenceOptions(steps=steps, seed=SEED, full_every=steps,
-                                     chain_oracle=importlib.util.find_spec("ot") is not None)
+    oracle = importlib.util.find_spec("ot") is not None
+
+    def measure(algo: str, row: dict[str, Any]) -> None:
+        options = EquivalenceOptions(steps=steps, seed=SEED, full_every=steps, chain_oracle=oracle)
         res = cross_device_equivalence(algo, torch_config(algo, 3, ctx.device), spec_for(ctx.data),
-                                       lambda algo=algo: torch_buffer(ctx.data, algo), reference_factory,
-                                       multi_actor_factory, options, ("cpu", ctx.device), batch_size=BATCH)
+                                       lambda: torch_buffer(ctx.data, algo), reference_factory, multi_actor_factory,
+                                       options, ("cpu", ctx.device), batch_size=BATCH)
         info = res.metrics.get("cross_device", {})
-        rows[algo] = {"verdict": res.verdict, "summary": res.summary, "seconds": round(res.seconds, 1),
-                      "drift_max_abs": ", ".join(f"{g} {d['max_abs']:.2g}" for g, d in
-                                                 info.get("measured_drift", {}).items() if g in DRIFT_GROUPS),
-                      "atol": {g: t["atol"] for g, t in info.get("tolerances", {}).items()}}
-        ctx.emit(out)
-    return out
+        row.update(verdict=res.verdict, summary=res.summary, seconds=round(res.seconds, 1),
+                   drift_max_abs=", ".join(f"{g} {d['max_abs']:.2g}" for g, d in
+                                           info.get("measured_drift", {}).items() if g in DRIFT_GROUPS),
+                   atol={g: t["atol"] for g, t in info.get("tolerances", {}).items()})
+
+    return for_each_algo(ctx, {"reference_device": "cpu", "candidate_device": ctx.device, "actors": 3,
+                               "steps": steps, "batch": BATCH, "drift_factor": DRIFT_FACTOR, "algorithms": {}},
+                         measure)
 
 
 def part_equivalence_rebrac(ctx: Context) -> dict[str, Any]:
@@ -256,13 +269,14 @@ def part_equivalence_rebrac(ctx: Context) -> dict[str, Any]:
     oracle = importlib.util.find_spec("ot") is not None
     cfg = build_config(None, [], algo="rebrac", num_actors=3, seed=SEED)
     sampler = DictBatchSampler(ctx.data.rebrac_layout(), derived_seed(SEED, BUFFER_OFFSET))
+    # like a CUDA torch run: bitwise unless the reference's self-check shows the backend is not bitwise reproducible
     options = EquivalenceOptions(steps=steps, seed=SEED, full_every=steps, chain_oracle=oracle,
-                                 bundle_dir=str(ctx.out / "bundles"))
+                                 bundle_dir=str(ctx.out / "bundles"), tolerance_fallback=jax.default_backend() != "cpu")
     res = run_equivalence("rebrac", cfg, spec_for(ctx.data), sampler, rebrac_reference_factory,
                           rebrac_multi_actor_factory, options, batch_size=BATCH,
                           chain_oracle=JaxChainOracle.for_trainer)
     return {"backend": jax.default_backend(), "jax_devices": [str(d) for d in jax.devices()],
-            "xla_flags": os.environ.get("XLA_FLAGS", ""), "steps": steps, "batch": BATCH,
+            "steps": steps, "batch": BATCH,
             "chain_oracle": "on" if oracle else "off (POT not installed)", "verdict": res.verdict,
             "mode": res.metrics.get("mode"), "self_check": res.metrics.get("self_check"), "summary": res.summary,
             "seconds": round(res.seconds, 1)}
@@ -270,29 +284,24 @@ def part_equivalence_rebrac(ctx: Context) -> dict[str, Any]:
 
 def part_step_times(ctx: Context) -> dict[str, Any]:
     """Median reference step time on the CPU and on the device (batches already there)."""
+    import torch
+
     from multi_actor.trainer import ReferenceProtocolTrainer
 
     warmup, steps = ctx.sizes(10, 3), ctx.sizes(40, 10)
     devices = ["cpu"] + ([ctx.device] if ctx.device != "cpu" else [])
-    import torch
 
-    rows: dict[str, Any] = {}
-    out = {"batch": BATCH, "warmup": warmup, "timed_steps": steps, "statistic": "median",
-           "cpu_threads": torch.get_num_threads(), "devices": devices, "algorithms": rows}
-    for algo in ctx.algos:
-        if ctx.time_left() < 15:
-            rows[algo] = {"skipped": "time budget spent"}
-            continue
-        row: dict[str, Any] = {}
+    def measure(algo: str, row: dict[str, Any]) -> None:
         for device in devices:
             trainer = ReferenceProtocolTrainer(torch_config(algo, 1, device), spec_for(ctx.data), SEED)
             row[f"{device}_ms"] = round(median_step_ms(trainer.step, device_batches(ctx.data, algo, device),
                                                        warmup, steps, device), 3)
         if len(devices) == 2:
             row["cpu/device"] = round(row["cpu_ms"] / row[f"{ctx.device}_ms"], 2)
-        rows[algo] = row
-        ctx.emit(out)
-    return out
+
+    return for_each_algo(ctx, {"batch": BATCH, "warmup": warmup, "timed_steps": steps, "statistic": "median",
+                               "cpu_threads": torch.get_num_threads(), "devices": devices, "algorithms": {}},
+                         measure, min_left=15)
 
 
 def part_multi_actor(ctx: Context) -> dict[str, Any]:
@@ -300,27 +309,23 @@ def part_multi_actor(ctx: Context) -> dict[str, Any]:
     from multi_actor.trainer import MultiActorTrainer, ReferenceProtocolTrainer
 
     warmup, steps = ctx.sizes(5, 2), ctx.sizes(30, 6)
-    actor_counts = (1, 3, 5)
-    rows: dict[str, Any] = {}
     out = {"device": ctx.device, "batch": BATCH, "warmup": warmup, "timed_steps": steps, "statistic": "median",
-           "algorithms": rows}
-    for algo in ctx.algos:
-        if ctx.time_left() < 15:
-            rows[algo] = {"skipped": "time budget spent"}
-            continue
+           "algorithms": {}}
+
+    def measure(algo: str, row: dict[str, Any]) -> None:
         batches = device_batches(ctx.data, algo, ctx.device)
         spec = spec_for(ctx.data)
         ref = ReferenceProtocolTrainer(torch_config(algo, 1, ctx.device), spec, SEED)
         ref_ms = median_step_ms(ref.step, batches, warmup, steps, ctx.device)
-        row: dict[str, Any] = {"reference_ms": round(ref_ms, 3)}
-        for n in actor_counts:
+        row["reference_ms"] = round(ref_ms, 3)
+        for n in (1, 3, 5):
             trainer = MultiActorTrainer(torch_config(algo, n, ctx.device), spec, SEED)
             ms = median_step_ms(trainer.step, batches, warmup, steps, ctx.device)
             row[f"{n}_actors_ms"] = round(ms, 3)
             row[f"{n}_actors_ratio"] = round(ms / ref_ms, 2)
-            rows[algo] = row
             ctx.emit(out)
-    return out
+
+    return for_each_algo(ctx, out, measure, min_left=15)
 
 
 def part_jax_jit(ctx: Context) -> dict[str, Any]:
@@ -494,11 +499,11 @@ def markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"reference step, median of {part['timed_steps']} after {part['warmup']} warm-up steps, "
                          f"batch {part['batch']}, {part['cpu_threads']} CPU threads (ms)")
             cols = [f"{d}_ms" for d in part["devices"]] + (["cpu/device"] if len(part["devices"]) == 2 else [])
-            lines += _table(part["algorithms"], cols)
+            lines += _table(part["algorithms"], [*cols, "summary"])
         elif name == "multi_actor":
             lines.append(f"multi-actor step ÷ reference step on {part['device']} (median of {part['timed_steps']})")
             lines += _table(part["algorithms"], ["reference_ms", "1_actors_ratio", "3_actors_ratio",
-                                                 "5_actors_ratio", "5_actors_ms"])
+                                                 "5_actors_ratio", "5_actors_ms", "summary"])
         elif name == "jax_jit":
             lines.append(f"backend {part['backend']}: jitted step {part['jitted_step_ms']} ms, jitted epoch "
                          f"{part['jitted_epoch_ms_per_update']} ms/update, un-jitted {part['unjitted_update_ms']} ms"
@@ -515,9 +520,11 @@ def failed(report: Mapping[str, Any]) -> bool:
     for name, part in report["parts"].items():
         if part["status"] in ("error", "timeout"):
             return True
-        if name in ("equivalence", "cross_device") and part["status"] == "ok":
-            if any(r["verdict"] not in ("pass", "skipped") for r in part["algorithms"].values()):
-                return True
+        rows = part.get("algorithms", {}).values() if part["status"] == "ok" else []
+        if any(r.get("verdict") == "error" for r in rows):
+            return True
+        if name in ("equivalence", "cross_device") and any(r["verdict"] not in ("pass", "skipped") for r in rows):
+            return True
         if name == "equivalence_rebrac" and part["status"] == "ok" and part["verdict"] != "pass":
             return True
         if name == "gpu_tests" and part["status"] == "ok" and not part["passed"]:
@@ -552,12 +559,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def set_environment() -> None:
-    """Before the first cuBLAS call and JAX backend start: reproducible cuBLAS workspaces, JAX not grabbing 75 % of
-    a GPU that torch shares, deterministic XLA GPU reductions (inherited by every part's process)."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    """Before the first cuBLAS call and JAX backend start (inherited by every part's process): reproducible cuBLAS
+    workspaces, and JAX allocating on demand instead of taking 75 % of the GPU up front. No XLA determinism flag:
+    XLA aborts on a flag its version does not know, and the self-check measures determinism anyway."""
+    from pogo_audit.harness import CUBLAS_WORKSPACE
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    if "--xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,11 +74,15 @@ def batch_to(batch: Sequence[torch.Tensor], device: torch.device) -> list[torch.
 
 
 def to_cpu(tree: Any) -> Any:
-    """``tree`` (dicts, lists, tuples) with every tensor on the CPU (CPU tensors are returned as they are)."""
+    """``tree`` (dicts, lists, tuples) with every tensor on the CPU (CPU tensors are returned as they are); dict
+    types and attributes survive (a module ``state_dict``'s ``_metadata``)."""
     if isinstance(tree, torch.Tensor):
         return tree.cpu()
-    if isinstance(tree, Mapping):
-        return {k: to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, dict):
+        out = copy.copy(tree)
+        for k, v in tree.items():
+            out[k] = to_cpu(v)
+        return out
     if isinstance(tree, (list, tuple)):
         return type(tree)(to_cpu(v) for v in tree)
     return tree

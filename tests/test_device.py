@@ -173,9 +173,11 @@ def _collect_tensors(tree, out):
 
 def test_to_cpu_keeps_structure_and_cpu_tensors():
     t = torch.ones(2)
-    tree = {"a": [t, (t, 3)], "b": "x"}
+    state_dict = torch.nn.Linear(2, 3).state_dict()
+    tree = {"a": [t, (t, 3)], "b": "x", "sd": state_dict}
     out = to_cpu(tree)
     assert out["a"][0] is t and out["a"][1][1] == 3 and isinstance(out["a"][1], tuple) and out["b"] == "x"
+    assert type(out["sd"]) is type(state_dict) and out["sd"]._metadata == state_dict._metadata
 
 
 # ------------------------------------------------------------------------------------------------- harness
@@ -347,9 +349,24 @@ def test_gpu_check_part_records_results_and_errors(data, tmp_path, monkeypatch):
     assert gpu_check.failed(report) and "no kernel image" in gpu_check.markdown(report)
 
 
+def test_gpu_check_one_failing_algorithm_does_not_stop_the_others(data, tmp_path):
+    ctx = gpu_check.Context("cpu", True, ("iql", "cql", "awac"), gpu_check.Data("synthetic", data), tmp_path,
+                            float("inf"), None)
+
+    def measure(algo, row):
+        if algo == "cql":
+            raise ModuleNotFoundError("No module named 'geomloss'")
+        row.update(verdict="pass", summary="ok")
+
+    out = gpu_check.for_each_algo(ctx, {"algorithms": {}}, measure)
+    assert [r["verdict"] for r in out["algorithms"].values()] == ["pass", "error", "pass"]
+    assert out["algorithms"]["cql"]["summary"] == "ModuleNotFoundError: No module named 'geomloss'"
+    assert gpu_check.failed({"parts": {"equivalence": {"status": "ok", **out}}})
+
+
 def test_gpu_check_refuses_a_missing_device(monkeypatch, tmp_path, capsys):
     _no_cuda(monkeypatch)
-    for var in ("CUBLAS_WORKSPACE_CONFIG", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS"):
+    for var in ("CUBLAS_WORKSPACE_CONFIG", "XLA_PYTHON_CLIENT_PREALLOCATE"):
         monkeypatch.setenv(var, os.environ.get(var, ""))
     assert gpu_check.main(["--device", "cuda", "--out", str(tmp_path)]) == 2
     assert "device" in capsys.readouterr().err

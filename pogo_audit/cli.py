@@ -239,7 +239,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     console = _console()
     console.print(f"train {cfg.algo}: {cfg.num_actors} actors "
                   f"({', '.join(a.type for a in cfg.actor_configs)}), w2 weights {cfg.w2_weights}, "
-                  f"{cfg.steps} steps on {cfg.dataset}")
+                  f"{cfg.steps} steps on {cfg.dataset} ({cfg.device})")
     with _progress(console, args.quiet, TimeRemainingColumn()) as progress:
         task = progress.add_task(f"train {cfg.algo}", total=cfg.steps)
         summary = train(cfg, resume=args.resume,

@@ -69,14 +69,18 @@ def torch_determinism(device: str) -> Iterator[dict[str, Any]]:
     import torch
 
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.backends.cuda.matmul.allow_tf32,
-             torch.backends.cudnn.allow_tf32)
+             os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    tf32: Any = False
+    try:
+        saved_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    except RuntimeError as exc:  # a torch that refuses the legacy switch (mixed with its fp32_precision API)
+        saved_tf32, tf32 = None, f"left as configured ({str(exc).splitlines()[0][:160]})"
     info: dict[str, Any] = {"deterministic_algorithms": True, "cublas_workspace_config":
-                            os.environ["CUBLAS_WORKSPACE_CONFIG"], "tf32": False, "nondeterministic_ops": []}
+                            os.environ["CUBLAS_WORKSPACE_CONFIG"], "tf32": tf32, "nondeterministic_ops": []}
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -90,8 +94,8 @@ def torch_determinism(device: str) -> Iterator[dict[str, Any]]:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         if saved[2] is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-        torch.backends.cuda.matmul.allow_tf32 = saved[3]
-        torch.backends.cudnn.allow_tf32 = saved[4]
+        if saved_tf32 is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_tf32
 
 
 def _nondeterminism_warning(message: str) -> bool:

@@ -98,17 +98,32 @@ def golden_candidates(explicit: str | None) -> Iterator[Path]:
 
 
 def load_data(explicit: str | None) -> Data:
-    """The first golden ``dataset.npz`` found, else the synthetic dataset (never an error: the source is stated)."""
+    """The first usable golden ``dataset.npz``, else the synthetic dataset (never an error: the source is stated,
+    with the reason a file or an explicit ``--golden`` was passed over)."""
+    passed_over = []
+    if explicit and not (Path(explicit) / "dataset.npz").is_file():
+        passed_over.append(f"--golden {explicit} has no dataset.npz")
+    required = ("observations", "actions", "rewards", "next_observations", "dones", "next_actions")
     for folder in golden_candidates(explicit):
         path = folder / "dataset.npz"
         if not path.is_file():
             continue
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k]) for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: np.asarray(z[k]) for k in z.files}
+        except (OSError, ValueError) as exc:
+            passed_over.append(f"{path}: unreadable ({type(exc).__name__})")
+            continue
+        missing = [k for k in required if k not in arrays]
+        if missing:
+            passed_over.append(f"{path}: lacks {', '.join(missing)}")
+            continue
         arrays["terminals"] = np.asarray(arrays.pop("dones"), np.float32)
-        return Data(f"golden {path} ({arrays['observations'].shape[0]} transitions)", arrays)
-    return Data("synthetic seeded Hopper-shaped dataset (obs 11, act 3, 20000 transitions): no golden dataset.npz "
-                "found", synthetic_dataset())
+        note = f"; passed over: {'; '.join(passed_over)}" if passed_over else ""
+        return Data(f"golden {path} ({arrays['observations'].shape[0]} transitions){note}", arrays)
+    note = f" ({'; '.join(passed_over)})" if passed_over else ""
+    return Data(f"synthetic seeded Hopper-shaped dataset (obs 11, act 3, 20000 transitions): no golden dataset.npz "
+                f"found{note}", synthetic_dataset())
 
 
 # -------------------------------------------------------------------------------------------------- measurement
@@ -181,8 +196,10 @@ class Context:
 
     def emit(self, partial: Mapping[str, Any]) -> None:
         """Save what a part has measured so far (kept if the part is killed at its time limit)."""
-        if self.result_file is not None:
-            self.result_file.write_text(json.dumps(partial, default=str))
+        if self.result_file is not None:  # write + rename: a kill mid-write leaves the previous version
+            tmp = self.result_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(partial, default=str))
+            tmp.replace(self.result_file)
 
     def sizes(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -451,7 +468,10 @@ def run_part(name: str, args: argparse.Namespace, device: str, deadline: float, 
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         code, tail = None, stderr.strip().splitlines()[-6:]
     seconds = round(time.perf_counter() - t0, 1)
-    result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    try:
+        result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    except ValueError:
+        result = {}
     result_file.unlink(missing_ok=True)
     if code is None:
         return {**result, "status": "timeout", "seconds": seconds,

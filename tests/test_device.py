@@ -365,6 +365,14 @@ def test_gpu_check_one_failing_algorithm_does_not_stop_the_others(data, tmp_path
     assert gpu_check.failed({"parts": {"equivalence": {"status": "ok", **out}}})
 
 
+def test_gpu_check_passes_over_an_incomplete_golden_dataset(tmp_path):
+    np.savez(tmp_path / "dataset.npz", observations=np.zeros((4, 11), np.float32))
+    data = gpu_check.load_data(str(tmp_path))
+    assert f"{tmp_path / 'dataset.npz'}: lacks actions" in data.source
+    assert data.arrays["terminals"].dtype == np.float32 and data.arrays["observations"].shape[1] == 11
+    assert "has no dataset.npz" in gpu_check.load_data(str(tmp_path / "nope")).source
+
+
 def test_gpu_check_refuses_a_missing_device(monkeypatch, tmp_path, capsys):
     _no_cuda(monkeypatch)
     for var in ("CUBLAS_WORKSPACE_CONFIG", "XLA_PYTHON_CLIENT_PREALLOCATE"):

@@ -2,8 +2,11 @@
 
 Run from the repository root (no Minari dataset, no network, no wandb/gymnasium/mujoco needed)::
 
-    PYTHONPATH=$PWD python3 benchmarks/gpu_check.py --out $OUT            # ~4 min on one H200
+    PYTHONPATH=$PWD python3 benchmarks/gpu_check.py --out $OUT            # at most --budget-s (450 s) + start-up
     PYTHONPATH=$PWD python3 benchmarks/gpu_check.py --quick --device cpu  # the same code paths on a CPU
+
+Each part runs in its own process, capped in time (partial results are kept); parts are run in the order below and
+the ones that no longer fit the budget are reported as skipped.
 
 Parts (each one recorded on its own: a failing part is reported and the others still run):
 

@@ -22,7 +22,6 @@ from multi_actor.checkpoint import load_checkpoint, save_checkpoint
 from multi_actor.config import ConfigError, build_config, check_device, from_dict
 from multi_actor.evaluation import on_cpu
 from multi_actor.trainer import MultiActorTrainer, multi_actor_factory, reference_factory, to_cpu
-from pogo_audit.cli import main
 from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
 from pogo_audit.data import DatasetSpec, ReplayBuffer
 from pogo_audit.harness import CUBLAS_WORKSPACE, IsolatedTrainer, cpu_drawn_randomness, torch_determinism
@@ -85,6 +84,9 @@ def test_default_device_is_cpu_and_round_trips():
     ["equivalence", "--device", "tpu"],
 ])
 def test_cli_device_error_is_one_line_exit_2(argv, monkeypatch, capsys):
+    pytest.importorskip("rich_argparse")  # a CLI dependency; the GPU machine's minimal environment may lack it
+    from pogo_audit.cli import main
+
     _no_cuda(monkeypatch)
     code = main(argv)
     err = capsys.readouterr().err
@@ -118,7 +120,11 @@ def tensor_devices(trainer: MultiActorTrainer) -> dict[str, torch.device]:
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_every_tensor_of_the_trainer_is_on_its_device(device, data):
-    trainer = MultiActorTrainer(_cfg("sac_n", device), SPEC, 0)
+    """SAC-N (a bare ``log_alpha`` tensor, three optimizers) with deterministic ``q``-energy actors: actor 1's W2 to
+    the tanh-Gaussian actor0 samples actor0 with the extra actors' generator (and needs no GeomLoss)."""
+    actors = "[{type: tanh_gaussian}, {type: deterministic, energy: q}, {type: deterministic, energy: q}]"
+    cfg = build_config(None, [f"actor_configs={actors}"], algo="sac_n", num_actors=3, device=device)
+    trainer = MultiActorTrainer(cfg, SPEC, 0)
     log = trainer.step(ReplayBuffer(data, 0).sample(32))  # a CPU batch: the trainer moves it
     assert "actor2/w2" in log
     devices = tensor_devices(trainer)

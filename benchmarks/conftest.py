@@ -11,7 +11,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 _DIR = Path(tempfile.mkdtemp(prefix="pogo-audit-bench-"))
@@ -25,13 +24,9 @@ RATIOS_FILE = Path(".benchmarks") / "ratios.json"
 @pytest.fixture(scope="session")
 def offline_data():
     """A fixed synthetic Hopper-shaped dataset (the step time does not depend on the data's content)."""
-    rng = np.random.default_rng(0)
-    n = 20_000
-    return {"observations": rng.normal(size=(n, 11)).astype(np.float32),
-            "actions": rng.uniform(-1, 1, (n, 3)).astype(np.float32),
-            "rewards": rng.normal(size=n).astype(np.float32),
-            "next_observations": rng.normal(size=(n, 11)).astype(np.float32),
-            "terminals": rng.random(n) < 0.01}
+    from benchmarks.gpu_check import synthetic_dataset
+
+    return synthetic_dataset()
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -103,8 +103,8 @@ class ChainOracle:
         return cls(trainer, config)
 
     def snapshot(self) -> list[Any]:
-        """Deep copies of the actors before the step."""
-        return [copy.deepcopy(p) for p in self.trainer.policies()]
+        """Deep copies of the actors before the step, on the CPU (the oracle's generator and the batch are there)."""
+        return [copy.deepcopy(p).cpu() for p in self.trainer.policies()]
 
     def view(self, policy: Any) -> PolicyView:
         gen = self.generator

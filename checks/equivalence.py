@@ -16,11 +16,17 @@ At step 0 and after every step the harness compares the canonical observables:
 The reference is run twice first-hand (in lock-step) so that a nondeterministic reference yields "inconclusive",
 never a false "not equivalent". Modes: ``bitwise`` (exact equality, hashes included) and ``tolerance``
 (``|a - b| <= atol + rtol |b|``; hashes ignored).
+
+Device (``config.device``): on CUDA both trainers run on the same GPU under :func:`pogo_audit.harness.torch_determinism`
+and the ``rng/cuda`` digest joins the RNG observables. Bitwise mode then holds only if the reference's self-check
+shows the device is bitwise reproducible for this run; otherwise the run is judged in tolerance mode (``rtol``,
+``atol``), and the result says so and why (``metrics["mode"]``, ``metrics["self_check"]``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Mapping
@@ -32,7 +38,7 @@ import numpy as np
 
 from pogo_audit.bundle import Bundle, write_bundle
 from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_arrays, compare_scalar
-from pogo_audit.harness import IsolatedTrainer
+from pogo_audit.harness import IsolatedTrainer, torch_determinism
 from pogo_audit.results import FAIL, INCONCLUSIVE, PASS, CheckResult, Divergence, environment_info
 
 GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "rng", "grad leak",
@@ -74,6 +80,11 @@ class EquivalenceOptions:
     bundle_dir: str | None = None
     chain_oracle: bool = True
     sync_init: bool = False
+    #: in bitwise mode, fall back to tolerance mode when the self-check finds the reference not bitwise reproducible
+    #: (instead of "inconclusive"); None: on for a CUDA device, off on the CPU (where bitwise is the promise)
+    tolerance_fallback: bool | None = None
+    #: tolerance mode: (rtol, atol) per observable group instead of ``rtol``/``atol`` (cross-device audits)
+    group_tolerances: dict[str, tuple[float, float]] | None = None
 
 
 def _hash(arr: np.ndarray) -> str:
@@ -113,9 +124,12 @@ class _GroupStats:
 class Comparator:
     """Compares two observable dicts step by step and keeps per-group statistics and the first divergence."""
 
-    def __init__(self, mode: str, rtol: float, atol: float):
+    def __init__(self, mode: str, rtol: float, atol: float,
+                 group_tolerances: Mapping[str, tuple[float, float]] | None = None):
         self.mode = mode
         self.rtol, self.atol = (0.0, 0.0) if mode == "bitwise" else (rtol, atol)
+        #: (rtol, atol) per observable group, tolerance mode only (a per-observable tolerance still wins)
+        self.group_tolerances = dict(group_tolerances or {}) if mode != "bitwise" else {}
         self.groups: dict[str, _GroupStats] = {g: _GroupStats() for g in GROUPS}
         self.first: Divergence | None = None
         self.diverged_at_step: list[str] = []
@@ -125,7 +139,7 @@ class Comparator:
         g = self.groups.setdefault(group_of(name), _GroupStats())
         g.observables.add(name)
         g.steps.add(step)
-        rtol, atol = tolerance or (self.rtol, self.atol)
+        rtol, atol = tolerance or self.group_tolerances.get(group_of(name)) or (self.rtol, self.atol)
         index = None
         if actual is None or expected is None:
             ok, max_abs, max_rel = False, float("inf"), float("inf")
@@ -238,10 +252,37 @@ def run_equivalence(
     """Drive reference (twice, for the self-check) and candidate in lock-step; return one CheckResult.
 
     ``chain_oracle(trainer, config)`` builds the W2 oracle (default :meth:`ChainOracle.for_trainer`)."""
+    device = str(getattr(config, "device", "cpu"))
+    with torch_determinism(device) as determinism:
+        result = _run_lock_step(algo, config, dataset_spec, buffer, reference_factory, candidate_factory, options,
+                                progress, labels, batch_size, chain_oracle, device)
+    result.metrics["device"] = device
+    if determinism:
+        result.metrics["determinism"] = determinism
+    return result
+
+
+@dataclass
+class _Judge:
+    """One way of judging the candidate (a mode and its comparator) and the first divergence it saw."""
+
+    mode: str
+    comp: Comparator
+    bundle_info: dict[str, Any] | None = None
+
+
+def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, reference_factory: Callable[..., Any],
+                   candidate_factory: Callable[..., Any], options: EquivalenceOptions,
+                   progress: Callable[[int], None] | None, labels: tuple[str, str], batch_size: int,
+                   chain_oracle: Callable[[Any, Any], Any] | None, device: str) -> CheckResult:
     from checks.chain_oracle import ChainOracle
 
     t0 = time.perf_counter()
     seed = options.seed
+    fallback = options.tolerance_fallback
+    if fallback is None:
+        fallback = device.startswith("cuda")
+    fallback = bool(fallback) and options.mode == "bitwise" and options.self_check
     ref = _Side(IsolatedTrainer(reference_factory, config, dataset_spec, seed))
     twin = _Side(IsolatedTrainer(reference_factory, config, dataset_spec, seed)) if options.self_check else None
     cand = _Side(IsolatedTrainer(candidate_factory, config, dataset_spec, seed))
@@ -251,8 +292,13 @@ def run_equivalence(
         cand.iso.rng = copy.deepcopy(ref.iso.rng)
     oracle = (chain_oracle or ChainOracle.for_trainer)(cand.iso.trainer, config) if options.chain_oracle else None
 
-    comp = Comparator(options.mode, options.rtol, options.atol)
+    judges = [_Judge(options.mode, Comparator(options.mode, options.rtol, options.atol, options.group_tolerances))]
     self_comp = Comparator("bitwise", 0.0, 0.0)
+    # with the fallback, only a twin that differs beyond the tolerance makes the run inconclusive
+    stop_comp = self_comp
+    if fallback:
+        judges.append(_Judge("tolerance", Comparator("tolerance", options.rtol, options.atol)))
+        stop_comp = Comparator("tolerance", options.rtol, options.atol)
     history: dict[str, dict[str, list[float]]] = {"reference": {}, "candidate": {}}
     steps_done: list[int] = []
 
@@ -265,18 +311,26 @@ def run_equivalence(
                 if len(series) < len(steps_done):
                     series.append(float("nan"))
 
+    def self_check(step: int, obs_ref: Mapping[str, Any], obs_twin: Mapping[str, Any]) -> bool:
+        """Compare the twin; True when the run is inconclusive from this step on."""
+        diverged = self_comp.compare(step, obs_ref, obs_twin)
+        if stop_comp is not self_comp:
+            diverged = stop_comp.compare(step, obs_ref, obs_twin)
+        return bool(diverged)
+
     obs_ref = ref.observe({}, full=True)
     obs_cand = cand.observe({}, full=True)
-    if twin is not None:
-        self_comp.compare(0, obs_ref, twin.observe({}, full=True))
-    diverged = comp.compare(0, obs_ref, obs_cand)
+    inconclusive_step = None
+    if twin is not None and self_check(0, obs_ref, twin.observe({}, full=True)):
+        inconclusive_step = 0
+    for judge in judges:
+        diverged = judge.comp.compare(0, obs_ref, obs_cand)
+        if diverged:
+            judge.bundle_info = {"step": 0, "batch": [], "before": ({}, {}), "obs": (obs_ref, obs_cand),
+                                 "diverged": diverged}
     remember(0, obs_ref, obs_cand)
     bundle_path = None
-    bundle_info: dict[str, Any] | None = None
-    if diverged:
-        bundle_info = {"step": 0, "batch": [], "before": ({}, {}), "obs": (obs_ref, obs_cand), "diverged": diverged}
 
-    inconclusive_step = self_comp.first.step if self_comp.first is not None else None
     for step in range(1, options.steps + 1):
         if inconclusive_step is not None:
             break
@@ -289,51 +343,69 @@ def run_equivalence(
         obs_cand = cand.observe(cand_out, full)
         if twin is not None:
             obs_twin = twin.observe(_compared_losses(twin.iso.call("step", batch)), full)
-            if self_comp.compare(step, obs_ref, obs_twin):
+            if self_check(step, obs_ref, obs_twin):
                 inconclusive_step = step
         tolerances = {}
         if oracle is not None:
             chain_ref, chain_cand, tolerances = oracle.check(pre_policies, batch, cand_out)
             obs_ref.update(chain_ref)
             obs_cand.update(chain_cand)
-        diverged = comp.compare(step, obs_ref, obs_cand, tolerances)
+        diverged_by = [judge.comp.compare(step, obs_ref, obs_cand, tolerances) for judge in judges]
         remember(step, obs_ref, obs_cand)
-        if diverged and bundle_info is None:
-            bundle_info = {"step": step, "batch": batch, "before": before, "obs": (obs_ref, obs_cand),
-                           "diverged": diverged,
-                           "grads": (ref.iso.call("gradients") if hasattr(ref.iso.trainer, "gradients") else {},
-                                     cand.iso.call("gradients") if hasattr(cand.iso.trainer, "gradients") else {})}
-            if options.bundle_dir:
-                bundle_path = _write(options, algo, config, bundle_info, ref, cand, history, steps_done, comp)
+        for judge, diverged in zip(judges, diverged_by):
+            if diverged and judge.bundle_info is None:
+                judge.bundle_info = {
+                    "step": step, "batch": batch, "before": before, "obs": (obs_ref, obs_cand), "diverged": diverged,
+                    "grads": (ref.iso.call("gradients") if hasattr(ref.iso.trainer, "gradients") else {},
+                              cand.iso.call("gradients") if hasattr(cand.iso.trainer, "gradients") else {})}
+                if options.bundle_dir and not fallback:  # with the fallback the mode is known only at the end
+                    bundle_path = _write(options, algo, config, judge.bundle_info, ref, cand, history, steps_done,
+                                         judge.comp, judge.mode)
         if progress is not None:
             progress(step)
 
-    if bundle_info is not None and options.bundle_dir:
-        bundle_path = _write(options, algo, config, bundle_info, ref, cand, history, steps_done, comp)
+    # bitwise unless the device was shown not to be bitwise reproducible for this run
+    nondeterministic = fallback and self_comp.first is not None
+    judge = judges[-1] if nondeterministic else judges[0]
+    comp, mode = judge.comp, judge.mode
+    if judge.bundle_info is not None and options.bundle_dir:
+        bundle_path = _write(options, algo, config, judge.bundle_info, ref, cand, history, steps_done, comp, mode)
 
     rows = comp.rows(options.steps)
+    why = ""
+    if nondeterministic:
+        d = self_comp.first
+        why = (f"; tolerance mode because the reference is not bitwise reproducible on {device} (two runs differ at "
+               f"step {d.step} in {d.observable})")
     if inconclusive_step is not None:
         verdict = INCONCLUSIVE
-        d = self_comp.first
-        summary = (f"inconclusive: reference is nondeterministic (two runs differ at step {d.step} in "
+        d = stop_comp.first
+        beyond = " beyond the tolerance" if stop_comp is not self_comp else ""
+        summary = (f"inconclusive: reference is nondeterministic (two runs differ{beyond} at step {d.step} in "
                    f"{d.observable})")
     elif comp.first is None:
         verdict = PASS
-        summary = f"{labels[1]} is equivalent to {labels[0]} over {options.steps} steps ({options.mode})"
+        summary = f"{labels[1]} is equivalent to {labels[0]} over {options.steps} steps ({mode}){why}"
     else:
         verdict = FAIL
         d = comp.first
         gap = "digest differs" if np.isnan(d.max_abs) else f"max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}"
-        summary = f"not equivalent: first divergence at step {d.step} in {d.observable} ({gap})"
+        summary = f"not equivalent: first divergence at step {d.step} in {d.observable} ({gap}){why}"
+    if twin is None:
+        self_check_state = "off"
+    elif inconclusive_step is not None:
+        self_check_state = "nondeterministic"
+    else:
+        self_check_state = "pass (within tolerance, not bitwise)" if nondeterministic else "pass"
     return CheckResult(
         check="equivalence",
         subject=algo,
         verdict=verdict,
         steps_compared=max(steps_done) if steps_done else 0,
         summary=summary,
-        first_divergence=comp.first if verdict == FAIL else self_comp.first,
+        first_divergence=comp.first if verdict == FAIL else stop_comp.first,
         metrics={
-            "mode": options.mode,
+            "mode": mode,
             "rtol": comp.rtol,
             "atol": comp.atol,
             "actors": getattr(config, "num_actors", None),
@@ -341,7 +413,7 @@ def run_equivalence(
             "bundle": str(bundle_path) if bundle_path else None,
             "reference": labels[0],
             "candidate": labels[1],
-            "self_check": "off" if twin is None else ("pass" if inconclusive_step is None else "nondeterministic"),
+            "self_check": self_check_state,
             "history": {"steps": steps_done, **{f"{side}/{k}": v for side in history for k, v in
                                                  history[side].items() if k.startswith(("critic/", "actor0/"))}},
         },
@@ -350,8 +422,82 @@ def run_equivalence(
     )
 
 
+# ------------------------------------------------------------------------------------------------ cross-device
+
+#: the cross-device tolerance of a group is this many times the largest float32 drift measured for it
+DRIFT_FACTOR = 10.0
+#: observable groups whose cross-device tolerance is derived from the measured drift (digests stay exact)
+DRIFT_GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "grad leak")
+_MEASURE_ONLY = 1e300
+
+
+def on_device(factory: Callable[..., Any], device: str, cpu_draws: bool) -> Callable[..., Any]:
+    """``factory`` building its trainer on ``device`` (and, with ``cpu_draws``, drawing its global-stream random
+    numbers on the CPU generator, see :func:`pogo_audit.harness.cpu_drawn_randomness`)."""
+    from pogo_audit.harness import CPUDrawnTrainer
+
+    def build(config: Any, dataset_spec: Any, seed: int) -> Any:
+        trainer = factory(dataclasses.replace(config, device=device), dataset_spec, seed)
+        return CPUDrawnTrainer(trainer) if cpu_draws else trainer
+
+    return build
+
+
+def cross_device_equivalence(algo: str, config: Any, dataset_spec: Any, make_buffer: Callable[[], Any],
+                             reference_factory: Callable[..., Any], candidate_factory: Callable[..., Any],
+                             options: EquivalenceOptions, devices: tuple[str, str],
+                             progress: Callable[[int], None] | None = None,
+                             labels: tuple[str, str] = ("reference", "candidate"), batch_size: int = 256
+                             ) -> CheckResult:
+    """Reference on ``devices[0]`` vs candidate on ``devices[1]`` (e.g. ``("cpu", "cuda")``).
+
+    Every global-stream draw of the candidate-device trainers is made on the CPU generator, so generator differences
+    cannot pass for a bug. First the reference is run on both devices (same batches, same draws) to measure the
+    float32 drift of every observable group; then the candidate is judged in tolerance mode with, per group,
+    ``atol = DRIFT_FACTOR × measured max |diff|`` (at least the default atol) and the default rtol. RNG digests stay
+    exact: if the reference's two runs differ there, the draws could not be shared and the result is inconclusive.
+    ``make_buffer()`` gives a fresh buffer that samples the same batches each time.
+    """
+    ref_device, cand_device = devices
+    config = dataclasses.replace(config, device=cand_device)
+    reference = on_device(reference_factory, ref_device, cpu_draws=False)
+    calibration = dataclasses.replace(options, mode="tolerance", rtol=_MEASURE_ONLY, atol=_MEASURE_ONLY,
+                                      self_check=False, chain_oracle=False, bundle_dir=None, group_tolerances=None)
+    drift_run = run_equivalence(algo, config, dataset_spec, make_buffer(), reference,
+                                on_device(reference_factory, cand_device, cpu_draws=True), calibration,
+                                labels=(f"reference on {ref_device}", f"reference on {cand_device}"),
+                                batch_size=batch_size)
+    drift = {r["group"]: {"max_abs": r["max_abs"], "max_rel": r["max_rel"]} for r in drift_run.details}
+    info: dict[str, Any] = {"reference_device": ref_device, "candidate_device": cand_device,
+                            "drift_factor": DRIFT_FACTOR, "measured_drift": drift}
+    if drift_run.verdict != PASS:
+        d = drift_run.first_divergence
+        where = f" ({d.observable} differs at step {d.step})" if d is not None else f" ({drift_run.summary})"
+        return CheckResult(check="equivalence", subject=algo, verdict=INCONCLUSIVE,
+                           steps_compared=drift_run.steps_compared, first_divergence=d,
+                           summary=f"inconclusive: the reference on {ref_device} and on {cand_device} do not share "
+                                   f"their random draws{where}, so no cross-device tolerance can be derived",
+                           metrics={"mode": "tolerance", "cross_device": info, "reference": labels[0],
+                                    "candidate": labels[1], "device": cand_device},
+                           details=drift_run.details, seconds=drift_run.seconds)
+    tolerances = {g: (DEFAULT_RTOL, max(DEFAULT_ATOL, DRIFT_FACTOR * drift[g]["max_abs"]))
+                  for g in DRIFT_GROUPS if g in drift}
+    info["tolerances"] = {g: {"rtol": r, "atol": a} for g, (r, a) in tolerances.items()}
+    judged = dataclasses.replace(options, mode="tolerance", group_tolerances=tolerances, tolerance_fallback=False)
+    result = run_equivalence(algo, config, dataset_spec, make_buffer(), reference,
+                             on_device(candidate_factory, cand_device, cpu_draws=True), judged, progress,
+                             labels, batch_size)
+    result.metrics["cross_device"] = info
+    widest = max(tolerances.items(), key=lambda kv: kv[1][1]) if tolerances else None
+    if widest is not None:
+        result.summary += (f"; {ref_device} vs {cand_device} with shared random draws, tolerance per group = "
+                           f"{DRIFT_FACTOR:g} × the measured float32 drift of the reference (widest: {widest[0]} "
+                           f"atol {widest[1][1]:.2g})")
+    return result
+
+
 def _write(options: EquivalenceOptions, algo: str, config: Any, info: dict[str, Any], ref: _Side, cand: _Side,
-           history: dict[str, dict[str, list[float]]], steps_done: list[int], comp: Comparator) -> Path:
+           history: dict[str, dict[str, list[float]]], steps_done: list[int], comp: Comparator, mode: str) -> Path:
     arrays: dict[str, np.ndarray] = {}
     batch = info["batch"]
     for i, t in (batch.items() if isinstance(batch, Mapping) else enumerate(batch)):
@@ -385,7 +531,7 @@ def _write(options: EquivalenceOptions, algo: str, config: Any, info: dict[str, 
         },
         "config": config.to_dict() if hasattr(config, "to_dict") else repr(config),
         "environment": environment_info(),
-        "mode": options.mode,
+        "mode": mode,
     }
     out = Path(options.bundle_dir) / f"{algo}-step{info['step']}.npz"
     return write_bundle(out, Bundle(header, arrays))
@@ -422,9 +568,11 @@ def _checked_factory(factory: Callable[..., Any], spec: str, option: str) -> Cal
 def equivalence_for_algo(algo: str, config: Any, options: EquivalenceOptions,
                          reference: tuple[str, Callable[..., Any]] | None = None,
                          candidate: tuple[str, Callable[..., Any]] | None = None,
-                         progress: Callable[[int], None] | None = None) -> CheckResult:
+                         progress: Callable[[int], None] | None = None,
+                         devices: tuple[str, str] | None = None) -> CheckResult:
     """Equivalence on ``config.dataset`` with the base algorithm's preprocessing; defaults compare our reference
-    with our multi-actor trainer. A trainer that raises during a step yields verdict ``error``."""
+    with our multi-actor trainer. A trainer that raises during a step yields verdict ``error``.
+    ``devices`` = (reference device, candidate device) runs :func:`cross_device_equivalence`."""
     from multi_actor.algorithms import get_algorithm
     from multi_actor.loop import prepare_data
     from multi_actor.trainer import multi_actor_factory, reference_factory
@@ -435,13 +583,18 @@ def equivalence_for_algo(algo: str, config: Any, options: EquivalenceOptions,
 
     algorithm = get_algorithm(algo)
     data = prepare_data(config, algorithm)
-    buffer = ReplayBuffer(data.processed, derived_seed(options.seed, BUFFER_OFFSET))
+    def make_buffer() -> ReplayBuffer:
+        return ReplayBuffer(data.processed, derived_seed(options.seed, BUFFER_OFFSET))
+
     batch_size = options.batch_size or algorithm.batch_size(algorithm.base_config(config.base))
     ref_label, ref_factory = reference or ("reference_algos (CORL-faithful)", reference_factory)
     cand_label, cand_factory = candidate or ("multi_actor.MultiActorTrainer", multi_actor_factory)
     t0 = time.perf_counter()
     try:
-        return run_equivalence(algo, config, data.spec, buffer, ref_factory, cand_factory, options, progress,
+        if devices is not None:
+            return cross_device_equivalence(algo, config, data.spec, make_buffer, ref_factory, cand_factory, options,
+                                            devices, progress, (ref_label, cand_label), batch_size)
+        return run_equivalence(algo, config, data.spec, make_buffer(), ref_factory, cand_factory, options, progress,
                                (ref_label, cand_label), batch_size)
     except PogoAuditError:
         raise

@@ -77,8 +77,9 @@ class TorchAlgorithm:
         return int(cfg.batch_size)
 
     # trainer -------------------------------------------------------------------------------------------------
-    def build_base(self, cfg: Any, state_dim: int, action_dim: int, max_action: float):
-        return self.module.build(cfg, state_dim, action_dim, max_action, "cpu")
+    def build_base(self, cfg: Any, state_dim: int, action_dim: int, max_action: float, device: str = "cpu"):
+        """The reference trainer on ``device`` (its networks are initialized on the CPU, then moved, as in CORL)."""
+        return self.module.build(cfg, state_dim, action_dim, max_action, device)
 
     def actor0_view(self, base: Any, action_dim: int, max_action: float) -> Policy:
         """actor0 (the reference's own module) in the Policy interface."""

@@ -1,7 +1,9 @@
 """Checkpoints that resume a run bitwise: every network, optimizer, schedule, counter and generator state.
 
 Written atomically (temporary file + rename) and read with ``torch.load(weights_only=True)`` — a checkpoint can
-never execute code on load.
+never execute code on load. Read with ``map_location="cpu"`` whatever device wrote it: generator states and Adam's
+step counters must stay CPU tensors, and the trainer's load methods copy parameters and optimizer moments onto its
+own device, so a checkpoint written on a GPU loads on a CPU-only machine and the other way round.
 """
 
 from __future__ import annotations

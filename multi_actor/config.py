@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ POLICY_TYPES = ("deterministic", "gaussian", "tanh_gaussian", "implicit")
 ENERGIES = ("base", "q", "advantage")
 W2_METHODS = ("auto", "closed_form", "sinkhorn")
 WANDB_MODES = ("online", "offline", "disabled")
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 
 #: actor0's policy type per algorithm (IQL: chosen by ``base.iql_deterministic``)
 ACTOR0_TYPES = {
@@ -90,6 +92,9 @@ class MultiActorConfig:
     out_dir: str | None = None
     wandb_mode: str = "disabled"
     wandb_project: str = "pogo-audit"
+    #: torch device of every module, optimizer state, generator and batch of the PyTorch trainers (``cpu``, ``cuda``,
+    #: ``cuda:N``); the JAX trainer runs on JAX's default backend
+    device: str = "cpu"
 
     # ------------------------------------------------------------------------------------------------ derived
 
@@ -157,6 +162,25 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ConfigError(name, value, f"one of {', '.join(choices)}")
 
 
+def check_device(name: str, value: Any) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` that exists on this machine; else :class:`ConfigError` naming ``name``.
+
+    Checked when the config is validated, so a missing GPU is a one-line usage error before anything is built.
+    """
+    if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
+        raise ConfigError(name, value, "cpu, cuda or cuda:N")
+    if value == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(name, value, f"cpu: CUDA is not available on this machine (torch {torch.__version__})")
+    count = torch.cuda.device_count()
+    index = int(value.partition(":")[2] or 0)
+    if index >= count:
+        raise ConfigError(name, value, f"cpu or cuda:0..cuda:{count - 1} ({count} CUDA device(s) here)")
+
+
 def _base_config_class(algo: str):
     from multi_actor.algorithms import reference_config_class
 
@@ -204,6 +228,7 @@ def validate(cfg: MultiActorConfig) -> None:
         _check_type("out_dir", cfg.out_dir, str, "a directory path")
     _check_choice("wandb_mode", cfg.wandb_mode, WANDB_MODES)
     _check_type("wandb_project", cfg.wandb_project, str, "a project name")
+    check_device("device", cfg.device)
     if cfg.actor_configs is not None:
         _validate_actors(cfg)
 

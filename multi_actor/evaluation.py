@@ -3,10 +3,14 @@
 Like CORL, every evaluation replays the same initial states (the env is reseeded with ``eval_seed`` each time) and
 observations are normalized with the training statistics. Stochastic evaluation draws from a ``torch.Generator``
 seeded per evaluation. Nothing here touches the global torch / numpy / random streams of training.
+
+Actors trained on a GPU are evaluated through CPU copies: one state per forward pass is launch-bound on a GPU, and
+the CPU generator gives stochastic evaluation the same stream whatever device trained the actor.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +18,13 @@ import numpy as np
 import torch
 
 from multi_actor.policies import Policy
+
+
+def on_cpu(policy: Policy) -> Policy:
+    """``policy`` itself when its parameters are on the CPU, else a CPU copy (the original stays where it is)."""
+    if all(p.device.type == "cpu" for p in policy.parameters()):
+        return policy
+    return copy.deepcopy(policy).cpu()
 
 
 class Evaluator:
@@ -54,6 +65,7 @@ class Evaluator:
         """``eval/actor<i>/<mode>/return_mean|return_std|normalized_score_mean`` for every actor and mode."""
         out: dict[str, float] = {}
         for i, policy in enumerate(policies):
+            policy = on_cpu(policy)
             modes = [("deterministic", True)]
             if self.stochastic and policy.stochastic:
                 modes.append(("stochastic", False))

@@ -1,7 +1,9 @@
 """The training loop of ``pogo-audit train``: data → buffer → trainer → log / evaluate / checkpoint / resume.
 
 A resumed run is bitwise identical to an uninterrupted one: the checkpoint holds the trainer's full state, the
-global RNG states, the buffer generator and the step; the JSONL log drops records written after the checkpoint.
+global RNG states (the CUDA generators' too), the buffer generator and the step; the JSONL log drops records written
+after the checkpoint. Checkpoints hold CPU tensors, so a run may resume on another device (``device`` is the one
+config field allowed to differ); bitwise resumption is promised on the device that wrote the checkpoint.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def train(cfg: MultiActorConfig, resume: bool = False, progress: Callable[[int, 
     state = None
     if resume:
         state = load_checkpoint(ckpt_path)
-        saved = from_dict(state["config"]).resolved()
+        saved = from_dict({**state["config"], "device": cfg.device}).resolved()
         if saved.to_dict() != cfg.to_dict():
             diff = sorted(k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v)
             raise InputError(f"--resume: config differs from the checkpoint's in {', '.join(diff)} ({ckpt_path})")

@@ -14,6 +14,10 @@ One step of :class:`MultiActorTrainer`:
 Both trainers here satisfy the Trainer protocol of the equivalence harness (``step``, ``parameters``,
 ``load_parameters``, ``gradients``) with canonical names: ``critic/<module>/<key>``, ``actor0/<module>/<key>``,
 ``target/<module>/<key>`` (and ``actor<i>/<key>`` for extra actors).
+
+Device (``config.device``): every network, optimizer state and the extra actors' generator live there, batches are
+moved there at the start of ``step``, and parameters are read back as CPU numpy arrays. Networks are initialized on
+the CPU and then moved (as the reference modules do), so initial parameters are the same on every device.
 """
 
 from __future__ import annotations
@@ -64,6 +68,26 @@ def base_gradients(base: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def batch_to(batch: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """The CORL list batch on ``device`` (the same tensor objects when they are already there)."""
+    return [t.to(device) for t in batch]
+
+
+def to_cpu(tree: Any) -> Any:
+    """``tree`` (dicts, lists, tuples) with every tensor on the CPU (CPU tensors are returned as they are); dict
+    types and attributes survive (a module ``state_dict``'s ``_metadata``)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        out = copy.copy(tree)
+        for k, v in tree.items():
+            out[k] = to_cpu(v)
+        return out
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_cpu(v) for v in tree)
+    return tree
+
+
 def load_base_parameters(base: Any, params: Mapping[str, np.ndarray]) -> None:
     """Load canonical names (``critic/…``, ``actor0/…``, ``target/…``) into the base trainer."""
     golden = {}
@@ -93,13 +117,14 @@ class ReferenceProtocolTrainer:
     def __init__(self, config: MultiActorConfig, spec: DatasetSpec, seed: int):
         self.config = config
         self.algorithm = get_algorithm(config.algo)
+        self.device = torch.device(getattr(config, "device", "cpu"))
         base_cfg = self.algorithm.base_config(config.base)
         seed_everything(seed)
         self.base = self.algorithm.build_base(base_cfg, spec.state_dim, spec.action_dim,
-                                              self.algorithm.max_action(base_cfg, spec.max_action))
+                                              self.algorithm.max_action(base_cfg, spec.max_action), str(self.device))
 
     def step(self, batch: Sequence[torch.Tensor]) -> dict[str, float]:
-        log = self.base.train_step(batch)
+        log = self.base.train_step(batch_to(batch, self.device))
         return {self.algorithm.canonical(k): v for k, v in log.items()}
 
     def parameters(self) -> dict[str, np.ndarray]:
@@ -122,6 +147,7 @@ class MultiActorTrainer:
         self.config = cfg
         self.spec = spec
         self.algorithm = get_algorithm(cfg.algo)
+        self.device = torch.device(cfg.device)
         base_cfg = self.algorithm.base_config(cfg.base)
         max_action = self.algorithm.max_action(base_cfg, spec.max_action)
         self._construct(base_cfg, max_action, seed)
@@ -130,7 +156,7 @@ class MultiActorTrainer:
             torch.optim.Adam(p.parameters(), lr=a.lr if a.lr is not None else default_lr)
             for p, a in zip(self.actors, cfg.actor_configs[1:])
         ]
-        self.generator = torch.Generator().manual_seed(derived_seed(seed, ACTOR_SAMPLING_OFFSET))
+        self.generator = torch.Generator(device=self.device).manual_seed(derived_seed(seed, ACTOR_SAMPLING_OFFSET))
         self._snapshots = [copy.deepcopy(p).requires_grad_(False) for p in self.policies()[:-1]]
         self.w2_fn = policy_w2
         self.evaluator_factory = evaluator_factory
@@ -141,16 +167,17 @@ class MultiActorTrainer:
         """Seed like CORL, build the base algorithm from the global RNG, then the extra actors from their own."""
         spec = self.spec
         seed_everything(seed)
-        self.base = self.algorithm.build_base(base_cfg, spec.state_dim, spec.action_dim, max_action)
+        self.base = self.algorithm.build_base(base_cfg, spec.state_dim, spec.action_dim, max_action, str(self.device))
         self.actor0 = self.algorithm.actor0_view(self.base, spec.action_dim, max_action)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derived_seed(seed, ACTOR_INIT_OFFSET))
             self.actors = self._build_extra_actors(max_action)
 
     def _build_extra_actors(self, max_action: float) -> list[Policy]:
+        """Actors 1..N-1, initialized on the CPU from the current torch CPU stream, then moved to the device."""
         spec = self.spec
         return [build_policy(a.type, spec.state_dim, spec.action_dim, max_action, a.hidden_dim, a.n_hidden,
-                             a.noise_dim) for a in self.config.actor_configs[1:]]
+                             a.noise_dim).to(self.device) for a in self.config.actor_configs[1:]]
 
     def _freeze_base(self) -> Any:
         """Context in which no base parameter (critic, targets, actor0, alpha) requires grad."""
@@ -162,6 +189,7 @@ class MultiActorTrainer:
         return [self.actor0, *self.actors]
 
     def step(self, batch: Sequence[torch.Tensor]) -> dict[str, float]:
+        batch = batch_to(batch, self.device)
         self._take_snapshots()
         log = {self.algorithm.canonical(k): v for k, v in self.base.train_step(batch).items()}
         if self.actors and self.algorithm.actor_update_due(self.base):
@@ -222,13 +250,15 @@ class MultiActorTrainer:
 
     # checkpoints ---------------------------------------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:
-        return {
+        """Everything needed to resume bitwise, as CPU tensors: a checkpoint loads on any device (the load methods
+        copy parameters and optimizer state onto this trainer's device; generator states are CPU tensors anyway)."""
+        return to_cpu({
             "base": self.base.training_state(),
             "actors": [copy.deepcopy(a.state_dict()) for a in self.actors],
             "optimizers": [copy.deepcopy(o.state_dict()) for o in self.optimizers],
             "generator": self.generator.get_state(),
             "steps_done": self.steps_done,
-        }
+        })
 
     def load_training_state(self, state: Mapping[str, Any]) -> None:
         self.base.load_training_state(state["base"])

@@ -57,7 +57,6 @@ from __future__ import annotations
 import math
 
 import torch
-from geomloss import SamplesLoss
 from torch import Tensor
 
 from multi_actor.w2_rules import METHODS, pair_method
@@ -123,7 +122,11 @@ def sinkhorn_divergence(
 
     GeomLoss toggles autograd globally inside its loop; the caller's grad mode is
     restored on return, and under ``torch.no_grad()`` the result carries no graph.
+    GeomLoss is imported here, not at module level: the other estimators (and the
+    trainers that only use them) do not need it installed.
     """
+    from geomloss import SamplesLoss
+
     if x.dim() != 3 or y.dim() != 3:
         raise ValueError(f"x and y must be [B, K, A], got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.shape[0] != y.shape[0] or x.shape[-1] != y.shape[-1]:

@@ -7,6 +7,7 @@ found a problem, 2 usage or input error (one line on stderr, no traceback).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -63,6 +64,23 @@ def _nonneg_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
+
+
+def _device(text: str) -> str:
+    """``--device``: cpu, cuda or cuda:N that exists on this machine (checked before anything is built)."""
+    from multi_actor.config import ConfigError, check_device
+
+    try:
+        check_device("--device", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected {exc.expected}") from None
+    return text
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=_device, default=None, metavar="DEVICE",
+                   help="torch device of the PyTorch trainers: cpu (default), cuda or cuda:N; JAX uses its default "
+                        "backend")
 
 
 # ----------------------------------------------------------------------------------------------- conformance
@@ -202,7 +220,7 @@ def _config_from_args(args: argparse.Namespace):
         args.config, args.set,
         algo=args.algo, num_actors=args.actors, steps=args.steps, dataset=args.dataset, seed=args.seed,
         out_dir=getattr(args, "out_dir", None), wandb_mode=getattr(args, "wandb_mode", None),
-        eval_freq=getattr(args, "eval_freq", None),
+        eval_freq=getattr(args, "eval_freq", None), device=getattr(args, "device", None),
     )
 
 
@@ -234,7 +252,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     console = _console()
     console.print(f"train {cfg.algo}: {cfg.num_actors} actors "
                   f"({', '.join(a.type for a in cfg.actor_configs)}), w2 weights {cfg.w2_weights}, "
-                  f"{cfg.steps} steps on {cfg.dataset}")
+                  f"{cfg.steps} steps on {cfg.dataset} ({cfg.device})")
     with _progress(console, args.quiet, TimeRemainingColumn()) as progress:
         task = progress.add_task(f"train {cfg.algo}", total=cfg.steps)
         summary = train(cfg, resume=args.resume,
@@ -266,6 +284,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wandb-mode", default=None, choices=("online", "offline", "disabled"),
                    help="wandb logging (default disabled)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    _add_device(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_train)
 
@@ -279,7 +298,7 @@ def _equivalence_config(args: argparse.Namespace, algo: str):
     overrides = [*args.set, *([f"w2_method={args.w2_method}"] if args.w2_method else [])]
     types = [t.strip() for t in args.actor_types.split(",") if t.strip()] if args.actor_types else None
     return build_config(args.config, overrides, types, algo=algo, num_actors=args.actors, dataset=args.dataset,
-                        seed=args.seed)
+                        seed=args.seed, device=args.device)
 
 
 def _cmd_equivalence(args: argparse.Namespace) -> int:
@@ -292,6 +311,12 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
     reference = (args.reference, load_factory(args.reference, "--reference")) if args.reference else None
     candidate = (args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None
     configs = {a: _equivalence_config(args, a) for a in algos}
+    devices = None
+    if args.reference_device or args.candidate_device:
+        if "rebrac" in algos:
+            raise UsageError("--reference-device/--candidate-device: PyTorch algorithms only, not rebrac")
+        devices = (args.reference_device or configs[algos[0]].device, args.candidate_device or
+                   configs[algos[0]].device)
     options = EquivalenceOptions(steps=args.steps, seed=args.seed if args.seed is not None else 0, mode=args.mode,
                                  rtol=args.rtol, atol=args.atol, full_every=args.full_every,
                                  self_check=not args.no_self_check, bundle_dir=args.bundle_dir,
@@ -307,7 +332,8 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
 
                 res = equivalence_for_rebrac(configs[algo], options, reference, candidate, progress=on_step)
             else:
-                res = equivalence_for_algo(algo, configs[algo], options, reference, candidate, progress=on_step)
+                res = equivalence_for_algo(algo, configs[algo], options, reference, candidate, progress=on_step,
+                                           devices=devices)
             progress.remove_task(task)
             results.checks.append(res)
             console.print(equivalence_table(res, configs[algo]))
@@ -366,6 +392,12 @@ def _add_equivalence(sub: argparse._SubParsersAction) -> None:
                    help="where first-divergence bundles go (default .pogo-audit/bundles)")
     p.add_argument("--reference", default=None, metavar="MOD:FACTORY", help="external reference trainer factory")
     p.add_argument("--candidate", default=None, metavar="MOD:FACTORY", help="external candidate trainer factory")
+    _add_device(p)
+    p.add_argument("--reference-device", type=_device, default=None, metavar="DEVICE",
+                   help="cross-device audit: the reference's device (random draws shared, tolerance from the "
+                        "measured float32 drift)")
+    p.add_argument("--candidate-device", type=_device, default=None, metavar="DEVICE",
+                   help="cross-device audit: the candidate's device")
     _add_ci_outputs(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_equivalence)
@@ -400,6 +432,8 @@ def _cmd_mutants(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not mutants:
         raise UsageError(f"--algo: no mutants for {args.algo!r}")
+    if args.device:
+        mutants = [dataclasses.replace(m, overrides=(*m.overrides, f"device={args.device}")) for m in mutants]
     results = RunResults(command="mutants")
     with _progress(console, args.quiet) as progress:
         task = progress.add_task("mutants", total=len(mutants))
@@ -430,6 +464,7 @@ def _add_mutants(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--bundle-dir", default=".pogo-audit/mutant-bundles", metavar="DIR",
                    help="first-divergence bundles of killed mutants (default .pogo-audit/mutant-bundles)")
+    _add_device(p)
     _add_ci_outputs(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_mutants)

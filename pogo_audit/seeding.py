@@ -36,48 +36,63 @@ def derived_seed(seed: int, offset: int) -> int:
 
 @dataclass
 class GlobalRNGState:
-    """Snapshot of the global torch CPU, numpy legacy and Python ``random`` states."""
+    """Snapshot of the global torch CPU, numpy legacy and Python ``random`` states, and of the global CUDA
+    generators once CUDA is initialized in this process (``cuda_states``, one per device; None otherwise)."""
 
     torch_state: Any
     numpy_state: Any
     python_state: Any
+    cuda_states: list[Any] | None = None
 
     @classmethod
     def capture(cls) -> GlobalRNGState:
         import torch
 
-        return cls(torch.get_rng_state(), np.random.get_state(), random.getstate())
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        return cls(torch.get_rng_state(), np.random.get_state(), random.getstate(), cuda)
 
     def restore(self) -> None:
+        """Set every captured state; CUDA states only where this machine has the same number of CUDA devices (a
+        state captured on a GPU machine restores the CPU streams on a CPU-only one)."""
         import torch
 
         torch.set_rng_state(self.torch_state)
         np.random.set_state(self.numpy_state)
         random.setstate(self.python_state)
+        if self.cuda_states is not None and torch.cuda.is_available() and \
+                len(self.cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(self.cuda_states)
 
     def to_portable(self) -> dict[str, Any]:
         """Only tensors, lists, ints and strings (loadable with ``torch.load(weights_only=True)``)."""
         kind, keys, pos, has_gauss, cached = self.numpy_state
-        return {
+        out = {
             "torch": self.torch_state.clone(),
             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
             "python": [self.python_state[0], list(self.python_state[1]), self.python_state[2]],
         }
+        if self.cuda_states is not None:
+            out["cuda"] = [s.clone() for s in self.cuda_states]
+        return out
 
     @classmethod
     def from_portable(cls, data: dict[str, Any]) -> GlobalRNGState:
         kind, keys, pos, has_gauss, cached = data["numpy"]
         py = data["python"]
         return cls(data["torch"], (kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached),
-                   (py[0], tuple(py[1]), py[2]))
+                   (py[0], tuple(py[1]), py[2]), data.get("cuda"))
 
 
 def torch_rng_digest(state: Any | None = None) -> str:
-    """sha256 (hex, first 16 chars) of the torch CPU generator state (current one by default)."""
+    """sha256 (hex, first 16 chars) of a torch generator state (a CPU byte tensor, or a list of them for the CUDA
+    devices); the current CPU one by default."""
     import torch
 
     state = torch.get_rng_state() if state is None else state
-    return hashlib.sha256(state.numpy().tobytes()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for s in state if isinstance(state, (list, tuple)) else [state]:
+        h.update(s.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def numpy_rng_digest(state: Any | None = None) -> str:

@@ -553,8 +553,9 @@ def _cmd_jax_profile(args: argparse.Namespace) -> int:
 
     from rich.markup import escape
 
-    from checks.jax_profile import load_target, profile_algo, profile_target, render_jax_profile
+    from checks.jax_profile import load_target, profile_algo, profile_target
     from pogo_audit.exporters import write_outputs
+    from pogo_audit.render import jax_profile_tables
     from pogo_audit.results import RunResults
 
     options = dict(steps=args.steps, epochs=args.epochs, warmup=args.warmup, repeats=args.repeats,
@@ -574,7 +575,7 @@ def _cmd_jax_profile(args: argparse.Namespace) -> int:
                                            seed=args.seed, **options)
             results.checks.extend(checks)
     for res in results.checks:
-        for renderable in render_jax_profile(res):
+        for renderable in jax_profile_tables(res):
             console.print(renderable)
     for note in skipped:
         console.print(f"[dim]{escape(note)}[/]")
@@ -604,7 +605,7 @@ def _add_jax_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--algo", default="rebrac", choices=("rebrac",), help="JAX reference to profile (default rebrac)")
     p.add_argument("--target", default=None, metavar="MOD:FACTORY",
                    help="profile your own loop instead: factory() returns an object with step() and optionally "
-                        "epoch() + updates_per_epoch (see checks/jax_profile.py)")
+                        "epoch() + updates_per_epoch (see checks/jax_profile/targets.py)")
     p.add_argument("--steps", type=_positive_int, default=20, help="steady-state steps after warm-up (default 20)")
     p.add_argument("--epochs", type=_positive_int, default=2, help="steady-state epochs after warm-up (default 2)")
     p.add_argument("--warmup", type=_positive_int, default=1, help="warm-up steps and epochs (default 1)")

@@ -95,7 +95,7 @@ def _mutants(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
 
 
 def _fuzz(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
-    from checks.fuzz import run_fuzz
+    from checks.fuzz.runner import run_fuzz
 
     say("fuzz")
     return run_fuzz("all", opts.fuzz_examples, opts.seed, None, None)

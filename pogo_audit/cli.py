@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich_argparse import RichHelpFormatter
 
+from checks.fuzz.targets import TARGETS as FUZZ_TARGETS
 from multi_actor.config import ALGORITHMS, TORCH_ALGORITHMS
 from pogo_audit import __version__
 from pogo_audit.errors import EXIT_CHECK_FAILED, EXIT_OK, PogoAuditError, UsageError
@@ -629,14 +630,12 @@ def _add_jax_profile(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------------------- fuzz
 
-FUZZ_TARGETS = ("configs", "logging", "data", "all")
-
-
 def _cmd_fuzz(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from checks.fuzz import properties_for, run_fuzz
+    from checks.fuzz.registry import properties_for
+    from checks.fuzz.runner import run_fuzz
     from pogo_audit.exporters import write_outputs
     from pogo_audit.results import RunResults
 

@@ -191,7 +191,7 @@ def _td3_step(self, batch, due_before_increment=False, extra_critic_step=False):
     if not due_before_increment:
         due = self.total_it % self.policy_freq == 0
     state, action, reward, next_state, done = batch
-    target_q = self._critic_targets(action, reward, next_state, 1 - done)
+    target_q = self._critic_targets(action, reward, next_state, done)
     self._update_critic(state, action, target_q, log_dict)
     if due:
         if extra_critic_step:
@@ -248,12 +248,12 @@ def _td3_total_it_twice(t: MultiActorTrainer) -> None:
 def _td3_target_critic1_only(t: MultiActorTrainer) -> None:
     from reference_algos.torch.td3_bc import smoothing_noise, td_targets
 
-    def _critic_targets(self, action, reward, next_state, not_done):
+    def _critic_targets(self, action, reward, next_state, done):
         with torch.no_grad():
             noise = smoothing_noise(action, self.policy_noise, self.noise_clip)
             next_action = (self.actor_target(next_state) + noise).clamp(-self.max_action, self.max_action)
             target_q = self.critic_1_target(next_state, next_action)  # BUG: no clipped double-Q minimum
-            return td_targets(reward, not_done, self.discount, target_q)
+            return td_targets(reward, done, target_q, self.discount)
 
     _bind(t.base, "_critic_targets", _critic_targets)
 

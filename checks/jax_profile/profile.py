@@ -24,7 +24,8 @@ CHECK = "jax_profile"
 
 def profile_target(target: JaxTarget, steps: int = 20, epochs: int = 2, warmup: int = 1, unjitted_steps: int = 3,
                    repeats: int = 3, timing_steps: int = 20, fresh_caches: bool = True) -> CheckResult:
-    """Profile one target; verdict ``fail`` when any pathology is found on its training path (see module doc).
+    """Profile one target; verdict ``fail`` when any pathology is found on its training path (see the rules in
+    :mod:`checks.jax_profile`).
 
     ``fresh_caches`` clears JAX's caches first (``jax.clear_caches``), so that compile counts do not depend on what
     this process compiled before (e.g. another trainer sharing a jitted function).

@@ -411,8 +411,8 @@ def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = N
 
 def run_variant(golden_dir: GoldenDir, variant: str, steps: int | None = None,
                 progress: Callable[[int], None] | None = None) -> CheckResult:
-    """Replay one variant of one trace set (PyTorch or JAX by the set's recorded framework)."""
-    golden = golden_dir.variant(variant)
+    """Replay one variant of one trace set (PyTorch or JAX, by the framework the registry gives the variant)."""
+    golden_dir.variant(variant)  # a missing variant folder is an InputError before anything is built
     if registry.variants()[variant][0].framework == "jax":
         from checks.conformance_jax import run_jax_variant
 

@@ -10,24 +10,29 @@ Rules (one CheckResult each, ``check="docs"``):
 * ``terminology`` — one spelling per term (e.g. ``actor0`` vs ``actor 0`` / ``Actor 0``);
 * ``commands_parse`` — ``--help`` of every subcommand works, and every ``pogo-audit …`` line shown in a code block
   parses with the real argument parser.
+
+The CLI is passed in (:class:`CommandParser`: the root parser and its subcommand parsers), so the audit never imports
+the layer above it.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import io
 import re
 import shlex
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from multi_actor.config import ALGORITHMS, ActorConfig, MultiActorConfig
 from pogo_audit.errors import PogoAuditError
 from pogo_audit.results import FAIL, PASS, CheckResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ALGORITHMS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac", "rebrac")
 SHELL_BLOCKS = ("bash", "sh", "shell", "console", "yaml", "yml")
 #: preferred spelling -> variants that must not appear
 TERMS = {
@@ -78,18 +83,16 @@ def _result(rule: str, ok: bool, summary: str, details: list[dict[str, Any]] | N
                        details=details or [], seconds=seconds)
 
 
-def _subcommands() -> dict[str, Any]:
-    from pogo_audit.cli import build_parser
+class CommandParser(Protocol):
+    """What the docs audit needs of the command line: parse an argv, and the subcommand parsers by name."""
 
-    parser = build_parser()
-    for action in parser._actions:  # argparse has no public accessor for sub-parsers
-        if action.__class__.__name__ == "_SubParsersAction":
-            return dict(action.choices)
-    return {}
+    commands: Mapping[str, argparse.ArgumentParser]
+
+    def parse_args(self, args: Sequence[str] | None = None) -> argparse.Namespace: ...
 
 
-def audit_readme(readme: Path | None = None) -> list[CheckResult]:
-    """Run every rule on ``readme`` (default: the repository README)."""
+def audit_readme(parser: CommandParser, readme: Path | None = None) -> list[CheckResult]:
+    """Run every rule on ``readme`` (default: the repository README) against the CLI ``parser``."""
     t0 = time.perf_counter()
     path = readme or REPO_ROOT / "README.md"
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
@@ -109,7 +112,7 @@ def audit_readme(readme: Path | None = None) -> list[CheckResult]:
                            "Architecture section with a diagram" if diagram else
                            ("Architecture section without a diagram" if arch else "no Architecture section")))
 
-    subs = _subcommands()
+    subs = parser.commands
     documented = {name for name in subs if re.search(rf"`pogo-audit {re.escape(name)}\b", text)}
     missing = sorted(set(subs) - documented)
     results.append(_result("command_list", not missing,
@@ -121,8 +124,6 @@ def audit_readme(readme: Path | None = None) -> list[CheckResult]:
                default=0)
     results.append(_result("algorithm_table", best >= len(ALGORITHMS) - 1,
                            f"best table names {best}/{len(ALGORITHMS)} algorithms"))
-
-    from multi_actor.config import ActorConfig, MultiActorConfig
 
     fields = [f.name for f in dataclasses.fields(MultiActorConfig)] + [f.name for f in dataclasses.fields(ActorConfig)]
     undocumented = [f for f in fields if f"`{f}`" not in text]
@@ -142,18 +143,16 @@ def audit_readme(readme: Path | None = None) -> list[CheckResult]:
                            f"{len(clashes)} inconsistent spelling(s), e.g. {clashes[0]['found']!r} for "
                            f"{clashes[0]['term']!r} at line {clashes[0]['line']}", clashes))
 
-    results.append(_commands_parse(text, subs))
+    results.append(_commands_parse(text, parser))
     elapsed = time.perf_counter() - t0
     for r in results:
         r.seconds = elapsed / len(results)
     return results
 
 
-def _commands_parse(text: str, subs: dict[str, Any]) -> CheckResult:
-    from pogo_audit.cli import build_parser
-
+def _commands_parse(text: str, parser: CommandParser) -> CheckResult:
     failures, checked = [], []
-    for name, sub in subs.items():
+    for name, sub in parser.commands.items():
         buf = io.StringIO()
         try:
             with redirect_stdout(buf), redirect_stderr(buf):
@@ -176,7 +175,7 @@ def _commands_parse(text: str, subs: dict[str, Any]) -> CheckResult:
                 continue
             checked.append(f"pogo-audit {cmd}")
             try:
-                build_parser().parse_args(argv)
+                parser.parse_args(argv)
             except PogoAuditError as exc:
                 failures.append({"command": f"pogo-audit {cmd}", "error": str(exc)})
             except SystemExit as exc:

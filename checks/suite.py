@@ -4,6 +4,9 @@ Without an external trainer the report is about our own code: docs audit, confor
 of the multi-actor trainer, the mutation catalog, fuzzing, the training loop's failure handling and the JAX profile.
 With ``--reference/--candidate`` it is about the user's trainer: the equivalence section runs through their adapter
 and the sections that audit our internals are left "not measured".
+
+The stages that need torch or jax (mutants, fuzz, JAX equivalence and profile) import their check when they run, so
+that importing the suite (the CLI does, to validate ``--skip``) stays cheap.
 """
 
 from __future__ import annotations
@@ -13,13 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from multi_actor.config import ALGORITHMS
+from checks.conformance import ALIASES, golden_sets, implemented_variants, run_variant
+from checks.docs_audit import CommandParser, audit_readme
+from checks.equivalence import EquivalenceOptions, equivalence_for_algo
+from checks.failure_handling import run_failure_handling
+from multi_actor.config import ALGORITHMS, build_config
 from pogo_audit.results import CheckResult, RunResults
 
 Progress = Callable[[str], None]
 
+
 @dataclass
 class SuiteOptions:
+    """What the suite runs; ``parser`` is the CLI's (the docs audit checks the commands the README shows)."""
+
     algos: tuple[str, ...] = ALGORITHMS
     steps: int = 100
     conformance_steps: int = 200
@@ -30,6 +40,7 @@ class SuiteOptions:
     skip: tuple[str, ...] = ()
     reference: tuple[str, Callable[..., Any]] | None = None
     candidate: tuple[str, Callable[..., Any]] | None = None
+    parser: CommandParser | None = None
 
     @property
     def external(self) -> bool:
@@ -37,17 +48,15 @@ class SuiteOptions:
 
 
 def _docs(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
-    from checks.docs_audit import audit_readme
-
     if opts.external and opts.readme is None:
         return []
+    if opts.parser is None:
+        raise ValueError("SuiteOptions.parser is required by the docs stage (or skip 'docs')")
     say("docs audit")
-    return audit_readme(Path(opts.readme) if opts.readme else None)
+    return audit_readme(opts.parser, Path(opts.readme) if opts.readme else None)
 
 
 def _conformance(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
-    from checks.conformance import ALIASES, golden_sets, implemented_variants, run_variant
-
     wanted = set()
     for a in opts.algos:
         wanted.update(ALIASES.get(a, (a,)))
@@ -61,13 +70,10 @@ def _conformance(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
 
 
 def _equivalence(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
-    from checks.equivalence import EquivalenceOptions, equivalence_for_algo
-    from multi_actor.config import build_config
-
     out = []
     for algo in opts.algos:
         if algo == "rebrac":
-            from checks.equivalence_jax import equivalence_for_rebrac
+            from checks.equivalence_jax import equivalence_for_rebrac  # jax
 
             say("equivalence rebrac")
             cfg = build_config(None, [], algo="rebrac", seed=opts.seed)
@@ -83,7 +89,7 @@ def _equivalence(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
 
 
 def _mutants(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
-    from checks.mutants import catalog, run_mutant
+    from checks.mutants import catalog, run_mutant  # torch
 
     out = []
     for m in catalog():
@@ -94,21 +100,19 @@ def _mutants(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
 
 
 def _fuzz(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
-    from checks.fuzz import run_fuzz
+    from checks.fuzz.runner import run_fuzz  # torch, hypothesis
 
     say("fuzz")
     return run_fuzz("all", opts.fuzz_examples, opts.seed, None, None)
 
 
-def _logging(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
-    from checks.failure_handling import run_failure_handling
-
+def _failure_handling(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
     say("failure handling")
     return run_failure_handling()
 
 
 def _jax(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
-    from checks.jax_profile import profile_algo
+    from checks.jax_profile import profile_algo  # jax
 
     say("jax profile")
     results, _skipped = profile_algo("rebrac", steps=10, epochs=2, seed=opts.seed)
@@ -117,13 +121,14 @@ def _jax(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
 
 STAGES: dict[str, Callable[[SuiteOptions, Progress], list[CheckResult]]] = {
     "docs": _docs, "conformance": _conformance, "equivalence": _equivalence, "mutants": _mutants, "fuzz": _fuzz,
-    "logging": _logging, "jax_profile": _jax,
+    "failure_handling": _failure_handling, "jax_profile": _jax,
 }
 #: stages that audit this project's own internals; skipped when the report is about an external trainer
-INTERNAL = ("conformance", "mutants", "fuzz", "logging", "jax_profile")
+INTERNAL = ("conformance", "mutants", "fuzz", "failure_handling", "jax_profile")
 
 
 def run_suite(opts: SuiteOptions, progress: Progress | None = None) -> RunResults:
+    """Every stage not skipped (internal ones only for our own trainer), in order, into one results model."""
     say = progress or (lambda _msg: None)
     results = RunResults(command="report")
     for name, stage in STAGES.items():

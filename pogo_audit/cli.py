@@ -1,30 +1,81 @@
 """``pogo-audit`` command line: argument parsing, rich rendering, exit codes.
 
-Checks return data (the results model); only this module renders. Exit codes: 0 all checks passed, 1 a check
-found a problem, 2 usage or input error (one line on stderr, no traceback).
+Checks return data (the results model); only this module prints, with renderables from :mod:`pogo_audit.render`.
+Exit codes: 0 all checks passed, 1 a check found a problem, 2 usage or input error (one line on stderr, no
+traceback). The checks that import torch or jax at import time (mutants, fuzz, JAX equivalence and profile, the
+training loop) are imported by their command's handler, so that ``pogo-audit --help`` and light commands start fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from jinja2 import UndefinedError
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 from rich_argparse import RichHelpFormatter
 
-from multi_actor.config import ALGORITHMS, TORCH_ALGORITHMS
+from checks.conformance import (
+    F32_REL,
+    F32_STEPS,
+    F64_REL,
+    PRECISION_CHOICES,
+    golden_sets,
+    implemented_variants,
+    resolve_variants,
+    run_conformance,
+)
+from checks.equivalence import EquivalenceOptions, equivalence_for_algo, load_factory
+from checks.fuzz.targets import TARGETS as FUZZ_TARGETS
+from checks.suite import STAGES, SuiteOptions, merge, run_suite
+from multi_actor.config import ALGORITHMS, TORCH_ALGORITHMS, MultiActorConfig, build_config
 from pogo_audit import __version__
-from pogo_audit.errors import EXIT_CHECK_FAILED, EXIT_OK, PogoAuditError, UsageError
+from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from pogo_audit.data import (
+    DEFAULT_DATASET_ID,
+    DEFAULT_ENV_ID,
+    DEFAULT_SEED,
+    DEFAULT_STEPS,
+    dataset_exists,
+    datasets_root,
+    list_datasets,
+    load_transitions,
+    make_dataset,
+    missing_dataset_error,
+)
+from pogo_audit.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError, PogoAuditError, UsageError
+from pogo_audit.exporters import write_outputs
+from pogo_audit.inspect import inspect_bundle, render_inspection
+from pogo_audit.io import atomic_write_json, atomic_write_text
+from pogo_audit.render import conformance_table, equivalence_table, jax_profile_tables, kill_matrix_table
+from pogo_audit.results import RunResults
+from reports.render import MissingValue, render_json, render_markdown, render_summary, write_assets
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (``pogo-audit: error: ...``) with exit code 2."""
+class PogoAuditParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (``pogo-audit: error: ...``) with exit code 2.
+
+    ``commands``: the subcommand parsers by name (set by :func:`build_parser`; the docs audit checks them).
+    """
+
+    commands: Mapping[str, argparse.ArgumentParser] = {}
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
@@ -38,10 +89,8 @@ def _console() -> Console:
     return console
 
 
-def _progress(console: Console, quiet: bool, *extra_columns: object):
+def _progress(console: Console, quiet: bool, *extra_columns: object) -> Progress:
     """A rich progress bar (description, bar, n/N, elapsed) that disappears when done."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     *extra_columns, console=console, transient=True, disable=quiet)
 
@@ -87,11 +136,6 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_conformance(args: argparse.Namespace) -> int:
-    from checks.conformance import golden_sets, implemented_variants, resolve_variants, run_conformance
-    from pogo_audit.exporters import write_outputs
-    from pogo_audit.render import conformance_table
-    from pogo_audit.results import RunResults
-
     variants = resolve_variants(args.algo, implemented_variants())
     sets = golden_sets(args.golden, args.precision)
     for golden in sets:  # validate every input before spending minutes on the first variant
@@ -127,8 +171,6 @@ def _cmd_conformance(args: argparse.Namespace) -> int:
 
 
 def _add_conformance(sub: argparse._SubParsersAction) -> None:
-    from checks.conformance import F32_REL, F32_STEPS, F64_REL, PRECISION_CHOICES
-
     p = sub.add_parser(
         "conformance", formatter_class=RichHelpFormatter,
         help="replay the CORL golden traces with the reference algorithms and compare every step",
@@ -155,12 +197,42 @@ def _add_conformance(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_conformance)
 
 
+# ---------------------------------------------------------------------------------------------------- traces
+
+
+def _cmd_traces_pack(args: argparse.Namespace) -> int:
+    from pogo_audit.tracepack import pack
+
+    for flag, path in (("--float32", args.float32), ("--float64", args.float64)):
+        if not (Path(path) / "manifest.json").is_file():
+            raise UsageError(f"{flag}: {path} is not a golden trace set (no manifest.json)")
+    sizes = pack(Path(args.float32), Path(args.float64), Path(args.out))
+    console = _console()
+    for name, size in sizes.items():
+        console.print(f"{name}: {size / 1e6:.2f} MB")
+    console.print(f"total: {sum(sizes.values()) / 1e6:.2f} MB written to {escape(str(args.out))}")
+    return EXIT_OK
+
+
+def _add_traces(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("traces", formatter_class=RichHelpFormatter, help="maintain the shipped golden traces",
+                       description="Maintainer tools for the CORL golden traces shipped with pogo-audit.")
+    tsub = p.add_subparsers(dest="traces_command", metavar="ACTION", parser_class=PogoAuditParser, required=True)
+    pk = tsub.add_parser("pack", formatter_class=RichHelpFormatter,
+                         help="pack the float32 and float64 trace sets into the compact shipped copy",
+                         description="Copy both full trace sets byte for byte into the compact layout shipped in "
+                                     "pogo_audit/traces/corl (shared data and initial parameters stored once, no "
+                                     "snapshots); the destination is replaced.")
+    pk.add_argument("--float32", required=True, metavar="DIR", help="the float32 set (corl_golden)")
+    pk.add_argument("--float64", required=True, metavar="DIR", help="the float64 set (corl_golden_f64)")
+    pk.add_argument("--out", required=True, metavar="DIR", help="destination (replaced)")
+    pk.set_defaults(handler=_cmd_traces_pack)
+
+
 # -------------------------------------------------------------------------------------------------- datasets
 
 
 def _cmd_datasets_make(args: argparse.Namespace) -> int:
-    from pogo_audit.data import dataset_exists, load_transitions, make_dataset
-
     console = _console()
     existed = dataset_exists(args.id)
     with console.status(f"collecting {args.steps} steps of {args.env} into {args.id}", spinner="dots"):
@@ -174,10 +246,6 @@ def _cmd_datasets_make(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasets_list(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from pogo_audit.data import datasets_root, list_datasets
-
     console = _console()
     rows = list_datasets()
     table = Table(title=f"Minari datasets in {datasets_root()}")
@@ -192,12 +260,11 @@ def _cmd_datasets_list(args: argparse.Namespace) -> int:
 
 
 def _add_datasets(sub: argparse._SubParsersAction) -> None:
-    from pogo_audit.data import DEFAULT_DATASET_ID, DEFAULT_ENV_ID, DEFAULT_SEED, DEFAULT_STEPS
-
     p = sub.add_parser("datasets", formatter_class=RichHelpFormatter, help="create and list local Minari datasets",
                        description="Create the embedded default dataset (or another one) with minari.DataCollector, "
                                    "or list the local Minari datasets. Nothing is downloaded.")
-    dsub = p.add_subparsers(dest="datasets_command", metavar="{make,list}", parser_class=_Parser, required=True)
+    dsub = p.add_subparsers(dest="datasets_command", metavar="{make,list}", parser_class=PogoAuditParser,
+                            required=True)
     m = dsub.add_parser("make", formatter_class=RichHelpFormatter,
                         help="collect a dataset with a seeded noisy policy (default: the embedded Hopper dataset)")
     m.add_argument("--id", default=DEFAULT_DATASET_ID, help=f"Minari dataset id (default {DEFAULT_DATASET_ID})")
@@ -213,9 +280,7 @@ def _add_datasets(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------------------ train
 
 
-def _config_from_args(args: argparse.Namespace):
-    from multi_actor.config import build_config
-
+def _config_from_args(args: argparse.Namespace) -> MultiActorConfig:
     return build_config(
         args.config, args.set,
         algo=args.algo, num_actors=args.actors, steps=args.steps, dataset=args.dataset, seed=args.seed,
@@ -225,8 +290,6 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def _add_config_options(p: argparse.ArgumentParser, algo_default: str | None = None) -> None:
-    from multi_actor.config import ALGORITHMS
-
     p.add_argument("--algo", default=algo_default, choices=ALGORITHMS, metavar="ALGO",
                    help=f"base algorithm: {', '.join(ALGORITHMS)}")
     p.add_argument("--actors", type=_positive_int, default=None, help="number of actors N (actor0 + N-1 extra)")
@@ -239,12 +302,7 @@ def _add_config_options(p: argparse.ArgumentParser, algo_default: str | None = N
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rich.progress import TimeRemainingColumn
-    from rich.table import Table
-
-    from multi_actor.loop import train
-
-    from pogo_audit.data import DEFAULT_DATASET_ID, dataset_exists, missing_dataset_error
+    from multi_actor.loop import train  # torch
 
     cfg = _config_from_args(args)
     if cfg.dataset != DEFAULT_DATASET_ID and not dataset_exists(cfg.dataset):
@@ -292,9 +350,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------------ equivalence
 
 
-def _equivalence_config(args: argparse.Namespace, algo: str):
-    from multi_actor.config import build_config
-
+def _equivalence_config(args: argparse.Namespace, algo: str) -> MultiActorConfig:
     overrides = [*args.set, *([f"w2_method={args.w2_method}"] if args.w2_method else [])]
     types = [t.strip() for t in args.actor_types.split(",") if t.strip()] if args.actor_types else None
     return build_config(args.config, overrides, types, algo=algo, num_actors=args.actors, dataset=args.dataset,
@@ -302,11 +358,6 @@ def _equivalence_config(args: argparse.Namespace, algo: str):
 
 
 def _cmd_equivalence(args: argparse.Namespace) -> int:
-    from checks.equivalence import EquivalenceOptions, equivalence_for_algo, load_factory
-    from pogo_audit.exporters import write_outputs
-    from pogo_audit.render import equivalence_table
-    from pogo_audit.results import RunResults
-
     algos = list(ALGORITHMS) if args.algo == "all" else [args.algo]
     reference = (args.reference, load_factory(args.reference, "--reference")) if args.reference else None
     candidate = (args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None
@@ -328,7 +379,7 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
             task = progress.add_task(f"equivalence {algo}", total=args.steps)
             on_step = (lambda t, task=task: progress.update(task, completed=t))
             if algo == "rebrac":
-                from checks.equivalence_jax import equivalence_for_rebrac
+                from checks.equivalence_jax import equivalence_for_rebrac  # jax
 
                 res = equivalence_for_rebrac(configs[algo], options, reference, candidate, progress=on_step)
             else:
@@ -358,8 +409,6 @@ def _add_ci_outputs(p: argparse.ArgumentParser) -> None:
 
 
 def _add_equivalence(sub: argparse._SubParsersAction) -> None:
-    from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
-
     p = sub.add_parser(
         "equivalence", formatter_class=RichHelpFormatter,
         help="is the critic and actor0 of the multi-actor trainer still the original algorithm?",
@@ -407,10 +456,7 @@ def _add_equivalence(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_mutants(args: argparse.Namespace) -> int:
-    from checks.mutants import catalog, run_mutant
-    from pogo_audit.exporters import write_outputs
-    from pogo_audit.render import kill_matrix_table
-    from pogo_audit.results import RunResults
+    from checks.mutants import catalog, run_mutant  # torch
 
     mutants = catalog(args.algo)
     if args.only:
@@ -421,8 +467,6 @@ def _cmd_mutants(args: argparse.Namespace) -> int:
         mutants = [m for m in mutants if m.name in wanted]
     console = _console()
     if args.list:
-        from rich.table import Table
-
         table = Table(title=f"{len(mutants)} mutants", title_justify="left")
         for col in ("mutant", "algo", "bug", "expected observable"):
             table.add_column(col)
@@ -474,14 +518,6 @@ def _add_mutants(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from jinja2 import UndefinedError
-
-    from checks.equivalence import load_factory
-    from checks.suite import STAGES, SuiteOptions, merge, run_suite
-    from pogo_audit.errors import InputError
-    from pogo_audit.io import atomic_write_json, atomic_write_text
-    from reports.render import MissingValue, render_json, render_markdown, render_summary, write_assets
-
     out = Path(args.output)
     console = _console()
     if args.from_files:
@@ -498,6 +534,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             readme=args.readme, skip=skip,
             reference=(args.reference, load_factory(args.reference, "--reference")) if args.reference else None,
             candidate=(args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None,
+            parser=build_parser(),
         )
         with console.status("running checks", spinner="dots") as status:
             results = run_suite(opts, progress=lambda msg: status.update(f"running checks: {msg}"))
@@ -519,8 +556,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except (UndefinedError, MissingValue, KeyError, TypeError) as exc:
         raise InputError(f"results ({', '.join(sources)}) lack a field the report needs: {exc}") from None
     summary = render_json(results, sources, target)
-    from rich.table import Table
-
     table = Table(title=f"review report → {out}", title_justify="left")
     table.add_column("section")
     table.add_column("score")
@@ -564,8 +599,6 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from pogo_audit.inspect import inspect_bundle, render_inspection
-
     ins = inspect_bundle(args.bundle, top_k=args.top, plots_dir=args.plots)
     console = _console()
     for renderable in render_inspection(ins):
@@ -597,13 +630,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _cmd_jax_profile(args: argparse.Namespace) -> int:
-    import contextlib
-
-    from rich.markup import escape
-
-    from checks.jax_profile import load_target, profile_algo, profile_target, render_jax_profile
-    from pogo_audit.exporters import write_outputs
-    from pogo_audit.results import RunResults
+    from checks.jax_profile import load_target, profile_algo, profile_target  # jax
 
     options = dict(steps=args.steps, epochs=args.epochs, warmup=args.warmup, repeats=args.repeats,
                    unjitted_steps=0 if args.no_unjitted else args.unjitted_steps)
@@ -622,7 +649,7 @@ def _cmd_jax_profile(args: argparse.Namespace) -> int:
                                            seed=args.seed, **options)
             results.checks.extend(checks)
     for res in results.checks:
-        for renderable in render_jax_profile(res):
+        for renderable in jax_profile_tables(res):
             console.print(renderable)
     for note in skipped:
         console.print(f"[dim]{escape(note)}[/]")
@@ -652,7 +679,7 @@ def _add_jax_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--algo", default="rebrac", choices=("rebrac",), help="JAX reference to profile (default rebrac)")
     p.add_argument("--target", default=None, metavar="MOD:FACTORY",
                    help="profile your own loop instead: factory() returns an object with step() and optionally "
-                        "epoch() + updates_per_epoch (see checks/jax_profile.py)")
+                        "epoch() + updates_per_epoch (see checks/jax_profile/targets.py)")
     p.add_argument("--steps", type=_positive_int, default=20, help="steady-state steps after warm-up (default 20)")
     p.add_argument("--epochs", type=_positive_int, default=2, help="steady-state epochs after warm-up (default 2)")
     p.add_argument("--warmup", type=_positive_int, default=1, help="warm-up steps and epochs (default 1)")
@@ -676,16 +703,10 @@ def _add_jax_profile(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------------------- fuzz
 
-FUZZ_TARGETS = ("configs", "logging", "data", "all")
-
 
 def _cmd_fuzz(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from checks.fuzz import properties_for, run_fuzz
-    from pogo_audit.exporters import write_outputs
-    from pogo_audit.results import RunResults
+    from checks.fuzz.registry import properties_for  # torch, hypothesis
+    from checks.fuzz.runner import run_fuzz
 
     props = properties_for(args.target)
     database = None if args.no_database else Path(args.database)
@@ -750,21 +771,23 @@ def _add_fuzz(sub: argparse._SubParsersAction) -> None:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_equivalence, _add_inspect, _add_mutants, _add_fuzz, _add_report, _add_jax_profile, _add_conformance,
-    _add_train, _add_datasets,
+    _add_train, _add_datasets, _add_traces,
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def build_parser() -> PogoAuditParser:
+    """The ``pogo-audit`` argument parser, with its subcommand parsers in ``commands``."""
+    parser = PogoAuditParser(
         prog="pogo-audit",
         formatter_class=RichHelpFormatter,
         description="Machine-checked evidence that a multi-actor (POGO) offline-RL trainer still runs the original "
                     "algorithm for its critic and actor0. Exit codes: 0 ok, 1 check failed, 2 usage/input error.",
     )
     parser.add_argument("--version", action="version", version=f"pogo-audit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=PogoAuditParser, required=True)
     for add in COMMANDS:
         add(sub)
+    parser.commands = dict(sub.choices)
     return parser
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from pogo_audit.results import CheckResult
+from pogo_audit.results import ERROR, FAIL, CheckResult
 
 _VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "bold yellow", "error": "bold red"}
 
@@ -104,3 +107,65 @@ def kill_matrix_table(results: list[CheckResult]) -> Table:
                       verdict_text("pass" if r.metrics.get("killed") else "fail").replace("pass", "killed")
                       .replace("fail", "SURVIVED"))
     return table
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3g}x"
+
+
+def _fmt_seconds(x: float | None) -> str:
+    return "—" if x is None else f"{x * 1e3:.3g} ms"
+
+
+def _per_call(count: Mapping[str, Any]) -> str:
+    if count["transfers"] is None:
+        return "≥1"
+    return "—" if count["per_call"] is None else f"{count['per_call']:.3g}"
+
+
+def _jax_caption(m: Mapping[str, Any]) -> str:
+    h2d = ", ".join(f"{k} {_per_call(v)}/call" for k, v in m["host_to_device_transfers"].items()) or "—"
+    r, s = m["ratios"], m["seconds_per_update"]
+    timing = m.get("timing_note") or (
+        f"per update: step loop {_fmt_seconds(s['step_loop'])}, epoch {_fmt_seconds(s['epoch'])}, un-jitted "
+        f"{_fmt_seconds(s['unjitted_step'])} · python loop / scan {_fmt_ratio(r['python_loop_over_scan'])}, "
+        f"un-jitted / jitted {_fmt_ratio(r['unjitted_over_jitted'])}")
+    return f"host→device transfers: {h2d} · {timing}"
+
+
+def jax_profile_tables(result: CheckResult) -> list[Any]:
+    """One JAX profile: function table (transfers and timing ratios in its caption), then the findings table."""
+    from checks.jax_profile import explanations_gist  # imports jax: only when a profile is rendered
+
+    m = result.metrics
+    out: list[Any] = []
+    if result.verdict == ERROR or not m:
+        out.append(f"jax-profile {escape(result.subject)}: {verdict_text(result.verdict)} — {escape(result.summary)}")
+        return out
+    steady = f"{m['steps']} steps" + (f" / {m['epochs']} epochs of {m['updates_per_epoch']} updates"
+                                      if m["epochs"] else "")
+    title = (f"jax-profile {escape(result.subject)}: {verdict_text(result.verdict)} — "
+             f"{'jitted' if m['jitted'] else '[bold red]not jitted[/]'} step, training loop: {m['loop']}, "
+             f"warm-up {m['warmup']}, steady {steady}, backend {m.get('backend', '?')}")
+    table = Table(title=title, title_justify="left")
+    for col in ("jitted function", "compiles", "traces", "after warm-up", "cache-miss explanation (after warm-up)"):
+        table.add_column(col, justify="right" if col in ("compiles", "traces", "after warm-up") else "left")
+    for row in m["functions"]:
+        gist = explanations_gist(row["cache_miss_explanations"])
+        after = row["compiles_after_warmup"]
+        table.add_row(escape(row["name"]), str(row["compiles"]), str(row["traces"]),
+                      f"[bold red]{after}[/]" if after else "0", escape(gist) or "—")
+    table.caption = escape(_jax_caption(m))
+    table.caption_justify = "left"
+    out.append(table)
+    if result.details:
+        findings = Table(title=f"findings ({sum(f['severity'] == FAIL for f in result.details)} failing)",
+                         title_justify="left")
+        for col in ("severity", "finding", "where", "inside"):
+            findings.add_column(col)
+        for f in result.details:
+            sev = "[bold red]fail[/]" if f["severity"] == FAIL else "[yellow]note[/]"
+            where = f"{f['path']}:{f['line']}" if f.get("path") else "—"
+            findings.add_row(sev, escape(f["message"]), escape(where), f.get("inside", "—"))
+        out.append(findings)
+    return out

@@ -1,6 +1,6 @@
 """Pack the CORL golden trace sets (float32 set A and its float64 twin) into the compact copy shipped in the package.
 
-``python -m pogo_audit.tracepack --float32 DIR --float64 DIR --out pogo_audit/traces/corl`` writes::
+``pogo-audit traces pack --float32 DIR --float64 DIR --out pogo_audit/traces/corl`` writes::
 
     common/dataset.npz, batch_idx.npy, dataset_info.json     shared by both precisions (byte-identical in both sets)
     common/init_params/<variant>.npz                         once for both precisions (identical files stored once)
@@ -20,12 +20,9 @@ key). Nothing is recomputed: every array is copied byte for byte.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,24 +128,3 @@ def pack(src32: Path, src64: Path, out: Path) -> dict[str, int]:
                       | {rel: sha256(dst / rel) for rel in sorted(set(init_file.values()))},
         })
     return {p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in sorted(out.iterdir())}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pogo_audit.tracepack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--float32", type=Path, required=True, help="the float32 golden set (corl_golden)")
-    parser.add_argument("--float64", type=Path, required=True, help="the float64 golden set (corl_golden_f64)")
-    parser.add_argument("--out", type=Path, required=True, help="destination (replaced)")
-    args = parser.parse_args(argv)
-    try:
-        sizes = pack(args.float32, args.float64, args.out)
-    except InputError as exc:
-        print(f"tracepack: {exc}", file=sys.stderr)
-        return 2
-    for name, size in sizes.items():
-        print(f"{name}: {size / 1e6:.2f} MB")
-    print(f"total: {sum(sizes.values()) / 1e6:.2f} MB")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -148,3 +148,10 @@ def test_unknown_dataset_is_one_line_and_nothing_else(capsys, command):
     code, out, err = run_cli(capsys, command, "--algo", "iql", "--steps", "2", "--set", "dataset=someone/unknown-v3")
     assert_one_line_error(code, err, "'someone/unknown-v3'", "pogo-audit datasets make --id someone/unknown-v3")
     assert out.strip() == ""
+
+
+def test_traces_pack_refuses_a_directory_that_is_not_a_trace_set(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "traces", "pack", "--float32", str(tmp_path), "--float64", str(tmp_path),
+                           "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, "--float32", "is not a golden trace set")
+    assert not (tmp_path / "out").exists()

@@ -44,9 +44,9 @@ class Config:
 # ----------------------------------------------------------------------------------------------------- formulas
 
 
-def td_targets(rewards: torch.Tensor, dones: torch.Tensor, q_next: torch.Tensor, gamma: float) -> torch.Tensor:
-    """``r + gamma * (1 - d) * Q'`` on [B, 1] tensors."""
-    return rewards + gamma * (1.0 - dones) * q_next
+def td_targets(rewards: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor, discount: float) -> torch.Tensor:
+    """``r + discount * (1 - d) * Q'`` on [B, 1] tensors (CORL's operand order)."""
+    return rewards + discount * (1.0 - dones) * next_value
 
 
 def twin_critic_loss(q1: torch.Tensor, q2: torch.Tensor, q_target: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Small shared base of the PyTorch reference algorithms.
 
-Only what every CORL single-file script repeats verbatim lives here (soft update, the batch type) plus the
-parameter import/export every trainer needs. Nothing here touches an RNG.
+Only what every CORL single-file script repeats verbatim lives here (soft update, target copies, the batch type)
+plus the parameter import/export every trainer needs. Nothing here touches an RNG.
 """
 
 from __future__ import annotations
@@ -52,10 +52,12 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 
 class ReferenceTrainer:
-    """Base of the single-actor reference trainers.
+    """Base of the single-actor reference trainers: parameter export/import and checkpoint state for all of them.
 
-    Subclasses set ``online`` (name -> module, in the order CORL constructs them) and ``targets_of`` (target name ->
-    online name). Parameter names are ``"<module>/<state_dict key>"``, the naming of the CORL golden traces.
+    Subclasses implement :meth:`modules` (name -> network or bare trainable tensor: online ones in the order CORL
+    constructs them, then targets), :meth:`optimizers` and :meth:`train_step`, optionally :meth:`schedulers` and
+    :meth:`extra_scalars`, and set ``targets_of`` (target name -> online name). Parameter names are
+    ``"<module>/<state_dict key>"`` (a bare tensor keeps its own name), the naming of the CORL golden traces.
     """
 
     #: golden-trace variant name, e.g. ``"iql_gaussian"``

@@ -55,9 +55,9 @@ def asymmetric_l2_loss(u: torch.Tensor, tau: float) -> torch.Tensor:
     return torch.mean(torch.abs(tau - (u < 0).float()) * u**2)
 
 
-def td_targets(rewards: torch.Tensor, terminals: torch.Tensor, next_v: torch.Tensor, discount: float) -> torch.Tensor:
+def td_targets(rewards: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor, discount: float) -> torch.Tensor:
     """``r + (1 - d) * discount * V(s')`` on [B] tensors (rewards and dones must already be squeezed)."""
-    return rewards + (1.0 - terminals.float()) * discount * next_v.detach()
+    return rewards + (1.0 - dones.float()) * discount * next_value.detach()
 
 
 def twin_q_loss(qs: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:

@@ -49,9 +49,9 @@ def smoothing_noise(action: torch.Tensor, policy_noise: float, noise_clip: float
     return (torch.randn_like(action) * policy_noise).clamp(-noise_clip, noise_clip)
 
 
-def td_targets(rewards: torch.Tensor, not_done: torch.Tensor, discount: float, target_q: torch.Tensor) -> torch.Tensor:
-    """``r + not_done * discount * Q'`` on [B, 1] tensors."""
-    return rewards + not_done * discount * target_q
+def td_targets(rewards: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor, discount: float) -> torch.Tensor:
+    """``r + (1 - d) * discount * Q'`` on [B, 1] tensors (CORL computes ``not_done = 1 - done`` first)."""
+    return rewards + (1 - dones) * discount * next_value
 
 
 def twin_critic_loss(current_q1: torch.Tensor, current_q2: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
@@ -159,14 +159,14 @@ class TD3BC(ReferenceTrainer):
                 "critic_2": self.critic_2_optimizer}
 
     def _critic_targets(self, action: torch.Tensor, reward: torch.Tensor, next_state: torch.Tensor,
-                        not_done: torch.Tensor) -> torch.Tensor:
+                        done: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             noise = smoothing_noise(action, self.policy_noise, self.noise_clip)
             next_action = (self.actor_target(next_state) + noise).clamp(-self.max_action, self.max_action)
             target_q1 = self.critic_1_target(next_state, next_action)
             target_q2 = self.critic_2_target(next_state, next_action)
             target_q = torch.min(target_q1, target_q2)
-            return td_targets(reward, not_done, self.discount, target_q)
+            return td_targets(reward, done, target_q, self.discount)
 
     def _update_critic(self, state: torch.Tensor, action: torch.Tensor, target_q: torch.Tensor,
                        log_dict: dict) -> None:
@@ -195,8 +195,7 @@ class TD3BC(ReferenceTrainer):
         log_dict: dict[str, float] = {}
         self.total_it += 1
         state, action, reward, next_state, done = batch
-        not_done = 1 - done
-        target_q = self._critic_targets(action, reward, next_state, not_done)
+        target_q = self._critic_targets(action, reward, next_state, done)
         self._update_critic(state, action, target_q, log_dict)
         if self.total_it % self.policy_freq == 0:
             self._update_actor(state, action, log_dict)

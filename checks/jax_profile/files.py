@@ -1,0 +1,24 @@
+"""Which source files are the project's (scanned, shown in findings) and how their paths are displayed."""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+
+_LIB_PREFIXES = tuple(os.path.abspath(p) for p in {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")})
+
+
+def is_project_file(path: str | None) -> bool:
+    """A real file outside the standard library and installed packages."""
+    if not path or path.startswith("<"):
+        return False
+    full = os.path.abspath(path)
+    return not full.startswith(_LIB_PREFIXES) and "site-packages" not in full and os.path.exists(full)
+
+
+def display_path(path: str) -> str:
+    """``path`` relative to the working directory when inside it, else absolute."""
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full, os.getcwd())
+    return full if rel.startswith("..") else rel
+

@@ -1,0 +1,124 @@
+"""Profile a target: warm-up, steady-state compiles and transfers, static scan, timings, probe; one CheckResult."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+
+from checks.jax_profile.compiles import OTHER_ROW, PROBE, STEADY, TIMING, UNJITTED, WARMUP, ProfileSession
+from checks.jax_profile.contexts import EPOCH, STEP
+from checks.jax_profile.findings import collect_findings, jit_evidence
+from checks.jax_profile.scan import scan_sources
+from checks.jax_profile.targets import JaxTarget, multi_actor_targets, rebrac_target
+from checks.jax_profile.timing import eager_warmup, run_calls, seconds_per_call
+from checks.jax_profile.transfers import TransferCount, count_host_to_device, probe_host_to_device
+from pogo_audit.errors import UsageError
+from pogo_audit.results import ERROR, FAIL, PASS, CheckResult
+
+CHECK = "jax_profile"
+
+
+def profile_target(target: JaxTarget, steps: int = 20, epochs: int = 2, warmup: int = 1, unjitted_steps: int = 3,
+                   repeats: int = 3, timing_steps: int = 20, fresh_caches: bool = True) -> CheckResult:
+    """Profile one target; verdict ``fail`` when any pathology is found on its training path (see the rules in
+    :mod:`checks.jax_profile`).
+
+    ``fresh_caches`` clears JAX's caches first (``jax.clear_caches``), so that compile counts do not depend on what
+    this process compiled before (e.g. another trainer sharing a jitted function).
+
+    ``warmup`` step (and epoch) calls come first; compiles after them are pathologies. ``steps``/``epochs`` are the
+    steady-state calls counted for compiles and host-to-device transfers. Ratios: ``updates_per_epoch`` steps
+    (``timing_steps`` without an epoch) per timing repeat; ``unjitted_steps`` steps under ``jax.disable_jit()``
+    (0: skip) after untimed eager calls until one compiles nothing. Not timed when most steady steps recompile.
+    """
+    t0 = time.perf_counter()
+    paths = {STEP: target.step, **({EPOCH: target.epoch} if target.epoch is not None else {})}
+    calls = {STEP: steps, EPOCH: epochs}
+    h2d: dict[str, TransferCount] = {}
+    timing_note = ""
+    seconds: dict[str, float | None] = {"step_loop": None, "epoch": None, "unjitted_step": None}
+    session = ProfileSession()
+    compiled_by_step: list[str] = []
+    try:
+        if fresh_caches:
+            jax.clear_caches()
+        with session:
+            with session.phase(WARMUP):
+                run_calls(target, target.step, warmup)
+                step_compiled = {name for _, kind, name in session.events if kind == "compile"}
+                if target.epoch is not None:
+                    run_calls(target, target.epoch, warmup)
+            scan = scan_sources(target.scan_roots)
+            compiled_by_step = sorted(step_compiled & scan.user_names - {"<lambda>"})
+            with session.phase(STEADY):
+                for name, fn in paths.items():
+                    h2d[name] = TransferCount(calls[name],
+                                              count_host_to_device(partial(run_calls, target, fn, calls[name])))
+            steady_compiles = sum(1 for phase, kind, _ in session.events if phase == STEADY and kind == "compile")
+            if steady_compiles > steps // 2:
+                timing_note = f"not timed: {steady_compiles} compiles in {steps} steady-state steps (timings would " \
+                              "measure the compiler)"
+            else:
+                with session.phase(TIMING):
+                    n = target.updates_per_epoch if target.epoch is not None else timing_steps
+                    seconds["step_loop"] = seconds_per_call(target, target.step, n, repeats)
+                    if target.epoch is not None:
+                        seconds["epoch"] = seconds_per_call(target, target.epoch, 1, repeats) / \
+                            target.updates_per_epoch
+                if unjitted_steps > 0:
+                    with session.phase(UNJITTED), jax.disable_jit():
+                        eager_warmup(session, target)
+                        seconds["unjitted_step"] = seconds_per_call(target, target.step, unjitted_steps, 1)
+            with session.phase(PROBE):
+                for name, fn in paths.items():
+                    h2d[name].first = probe_host_to_device(fn)
+                    if h2d[name].first is not None and not h2d[name].transfers:
+                        h2d[name].transfers = None
+    except Exception as exc:
+        return CheckResult(check=CHECK, subject=target.name, verdict=ERROR,
+                           summary=f"profiling raised {type(exc).__name__}: {exc}",
+                           seconds=time.perf_counter() - t0)
+    table = session.function_table(scan.user_names)
+    jitted = jit_evidence(target, scan, compiled_by_step)
+    step_s, epoch_s, unjit_s = seconds["step_loop"], seconds["epoch"], seconds["unjitted_step"]
+    ratios = {"python_loop_over_scan": step_s / epoch_s if step_s and epoch_s else None,
+              "unjitted_over_jitted": unjit_s / step_s if step_s and unjit_s else None}
+    findings = collect_findings(target, table, h2d, scan, jitted)
+    failed = [f for f in findings if f["severity"] == FAIL]
+    if failed:
+        summary = "\n".join(f["message"] if f["severity"] == FAIL else f"note: {f['message']}" for f in findings)
+    else:
+        clean = (f"clean: {sum(r['compiles'] for r in table if r['name'] != OTHER_ROW)} compiles, 0 after warm-up, "
+                 f"jitted step, no host sync or transfer in the {target.loop} loop")
+        summary = "\n".join([clean, *(f"note: {f['message']}" for f in findings)])
+    metrics = {
+        "target": target.name, "loop": target.loop, "warmup": warmup, "steps": steps,
+        "epochs": epochs if target.epoch is not None else 0, "updates_per_epoch": target.updates_per_epoch,
+        "functions": table, "host_to_device_transfers": {k: v.as_dict() for k, v in h2d.items()},
+        "static_syncs": scan.syncs, "scanned_files": scan.files, "scan_unavailable": scan.unavailable,
+        "jitted": jitted[0], "jitted_evidence": jitted[1], "ratios": ratios, "seconds_per_update": seconds,
+        "timing_note": timing_note,
+        "backend": jax.default_backend(),
+    }
+    return CheckResult(check=CHECK, subject=target.name, verdict=FAIL if failed else PASS,
+                       steps_compared=steps, summary=summary, metrics=metrics, details=findings,
+                       seconds=time.perf_counter() - t0)
+
+
+def profile_algo(algo: str = "rebrac", steps: int = 20, epochs: int = 2, warmup: int = 1,
+                 updates_per_epoch: int = 50, batch_size: int = 256, dataset: str | None = None,
+                 actors: Sequence[int] = (3,), seed: int = 0, unjitted_steps: int = 3, repeats: int = 3,
+                 config_overrides: Mapping[str, Any] | None = None) -> tuple[list[CheckResult], list[str]]:
+    """Profile the reference ReBRAC and, when present, ``multi_actor.jax_trainer``; returns (results, skip notes)."""
+    if algo != "rebrac":
+        raise UsageError(f"--algo: only rebrac has a JAX implementation, got {algo!r}")
+    options = dict(steps=steps, epochs=epochs, warmup=warmup, unjitted_steps=unjitted_steps, repeats=repeats)
+    reference = rebrac_target(updates_per_epoch, batch_size, dataset, seed, config_overrides)
+    results = [profile_target(reference, **options)]
+    targets, skipped = multi_actor_targets(actors, updates_per_epoch, batch_size, dataset, seed)
+    results += [profile_target(t, **options) for t in targets]
+    return results, skipped

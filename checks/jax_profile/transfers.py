@@ -1,0 +1,87 @@
+"""Host-to-device transfers: counted over the steady-state calls, and the first culprit's location.
+
+``jax.transfer_guard_host_to_device("log")`` logs every implicit transfer; ``"disallow"`` stops at the first one with
+its traceback. On CPU the device-to-host guard never fires, hence the static scan for syncs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+from checks.jax_profile.files import display_path, is_project_file
+
+#: frames of this package (the target wrappers around the user's step) are not the culprit of a transfer
+_PROFILER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+@dataclass
+class TransferCount:
+    """Host-to-device transfers seen by ``transfer_guard_host_to_device("log")`` during some calls."""
+
+    calls: int = 0
+    transfers: int | None = 0
+    first: dict[str, Any] | None = None
+
+    @property
+    def per_call(self) -> float | None:
+        return None if self.transfers is None or not self.calls else self.transfers / self.calls
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "transfers": self.transfers, "per_call": self.per_call, "first": self.first}
+
+
+def count_host_to_device(run: Callable[[], None]) -> int:
+    """Run ``run`` under ``transfer_guard_host_to_device("log")`` and count the guard's log lines.
+
+    The guard logs from C++ to file descriptor 2, so fd 2 is redirected to a temporary file meanwhile; other
+    output written there is passed on to stderr afterwards.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            with jax.transfer_guard_host_to_device("log"):
+                run()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    hits = [line for line in text.splitlines() if "host-to-device transfer" in line]
+    rest = "\n".join(line for line in text.splitlines() if "host-to-device transfer" not in line)
+    if rest.strip():
+        sys.stderr.write(rest + "\n")
+    return len(hits)
+
+
+def probe_host_to_device(call: Callable[[], Any]) -> dict[str, Any] | None:
+    """Run ``call`` once under ``transfer_guard_host_to_device("disallow")``: the first implicit transfer, or None.
+
+    Returns {message, path, line, code} (the innermost project frame outside this profiler, whose target wrappers
+    call the user's code); the call is cut short at the transfer.
+    """
+    try:
+        with jax.transfer_guard_host_to_device("disallow"):
+            call()
+    except Exception as exc:
+        text = str(exc)
+        if "host-to-device" not in text:
+            raise
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_project_file(f.filename)
+                  and not os.path.abspath(f.filename).startswith(_PROFILER_DIR)]
+        where = frames[-1] if frames else None
+        message = re.sub(r"^\w+: ", "", text.split("\n")[0]).split(", dst_sharding")[0]
+        return {"message": message[:300], "path": display_path(where.filename) if where else None,
+                "line": where.lineno if where else None, "code": (where.line or "").strip() if where else None}
+    return None

@@ -21,8 +21,8 @@ Parts (each one recorded on its own: a failing part is reported and the others s
 * ``jax_jit``: ReBRAC update un-jitted (``jax.disable_jit``) ÷ jitted step and ÷ jitted epoch (per update).
 * ``gpu_tests``: ``pytest tests/test_device.py`` (its CUDA tests run instead of skipping).
 
-Data: the golden ``dataset.npz`` (``--golden``, ``$POGO_AUDIT_GOLDEN_DIR``, a ``dataset.npz`` shipped in the
-repository, ``../shared/corl_golden``), else a seeded synthetic Hopper-shaped dataset; the output says which.
+Data: the golden ``dataset.npz`` (``--golden``, ``$POGO_AUDIT_GOLDEN_DIR``, the one shipped with the package's
+traces), else a seeded synthetic Hopper-shaped dataset; the output says which.
 The report is printed and written to ``--out`` as ``gpu_check.json`` and ``gpu_check.md``. Exit 0 when every part
 ran and every equivalence passed, 1 otherwise, 2 on a usage error.
 """
@@ -93,11 +93,9 @@ def golden_candidates(explicit: str | None) -> Iterator[Path]:
         yield Path(explicit)
     if os.environ.get("POGO_AUDIT_GOLDEN_DIR"):
         yield Path(os.environ["POGO_AUDIT_GOLDEN_DIR"])
-    for found in sorted(REPO_ROOT.glob("*/*/dataset.npz")) + sorted(REPO_ROOT.glob("*/*/*/dataset.npz")):
-        if ".venv" not in found.parts and ".git" not in found.parts:
-            yield found.parent
-    yield REPO_ROOT / "shared" / "corl_golden"
-    yield REPO_ROOT.parent / "shared" / "corl_golden"
+    from pogo_audit.golden import GoldenDir
+
+    yield GoldenDir(precision="float32").dataset_path.parent  # the traces shipped with the package
 
 
 def load_data(explicit: str | None) -> Data:

@@ -19,8 +19,10 @@ untouched; the reference key chain is compared through ``rng/key`` (bitwise).
 
 from __future__ import annotations
 
+import contextlib
+
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -179,6 +181,20 @@ class JaxChainOracle:
 # ----------------------------------------------------------------------------------------------------- the check
 
 
+@contextlib.contextmanager
+def full_precision_matmuls() -> Iterator[None]:
+    """float32 matmuls in full float32 on every backend for the run (JAX's GPU default is TF32, ~1e-3 relative).
+
+    Both trainers see the same setting, so it cannot hide a difference between them; it keeps the float64 chain
+    oracle meaningful: with TF32 the reported closed-form W2 parted from the oracle by 4.7e-4 relative on an H200.
+    On XLA:CPU float32 matmuls are already full precision, so CPU results are unchanged.
+    """
+    import jax
+
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
 def equivalence_for_rebrac(config: Any, options: EquivalenceOptions,
                            reference: tuple[str, Callable[..., Any]] | None = None,
                            candidate: tuple[str, Callable[..., Any]] | None = None,
@@ -202,8 +218,9 @@ def equivalence_for_rebrac(config: Any, options: EquivalenceOptions,
     cand_label, cand_factory = candidate or ("multi_actor.jax_trainer.MultiActorReBRAC", rebrac_multi_actor_factory)
     t0 = time.perf_counter()
     try:
-        return run_equivalence("rebrac", config, spec, sampler, ref_factory, cand_factory, options, progress,
-                               (ref_label, cand_label), batch_size, chain_oracle=JaxChainOracle.for_trainer)
+        with full_precision_matmuls():
+            return run_equivalence("rebrac", config, spec, sampler, ref_factory, cand_factory, options, progress,
+                                   (ref_label, cand_label), batch_size, chain_oracle=JaxChainOracle.for_trainer)
     except PogoAuditError:
         raise
     except Exception as exc:  # a trainer crashing mid-run is a finding about that trainer

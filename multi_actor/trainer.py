@@ -170,7 +170,9 @@ class MultiActorTrainer:
         self.base = self.algorithm.build_base(base_cfg, spec.state_dim, spec.action_dim, max_action, str(self.device))
         self.actor0 = self.algorithm.actor0_view(self.base, spec.action_dim, max_action)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derived_seed(seed, ACTOR_INIT_OFFSET))
+            # the CPU generator only: torch.manual_seed would also reseed the global CUDA generators, which
+            # fork_rng(devices=[]) does not restore, and shift the reference's CUDA stream (found on an H200)
+            torch.default_generator.manual_seed(derived_seed(seed, ACTOR_INIT_OFFSET))
             self.actors = self._build_extra_actors(max_action)
 
     def _build_extra_actors(self, max_action: float) -> list[Policy]:

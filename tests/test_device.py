@@ -444,3 +444,16 @@ def test_equivalence_on_cuda_is_bitwise_with_the_cuda_rng_observable(algo, data)
     assert res.metrics["device"] == "cuda" and res.metrics["mode"] == "bitwise", res.summary
     rng = next(r for r in res.details if r["group"] == "rng")
     assert rng["observables"] == 3  # rng/torch, rng/numpy, rng/cuda
+
+
+def test_extra_actors_never_reseed_the_cuda_generators(monkeypatch):
+    """Building the chain seeds CUDA once, as CORL's set_seed does (the reference does the same); the extra actors'
+    own seed goes to the CPU generator only. ``torch.manual_seed`` there reseeded CUDA and shifted the reference's
+    CUDA stream: the H200 equivalence run caught it as ``rng/cuda`` differing at step 0 for every algorithm."""
+    seeds: list[int] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: seeds.append(int(s)))
+    cfg = _cfg("td3_bc", "cpu")
+    reference_factory(cfg, SPEC, 7)
+    reference_seeds, seeds[:] = list(seeds), []
+    multi_actor_factory(cfg, SPEC, 7)
+    assert seeds == reference_seeds == [7]

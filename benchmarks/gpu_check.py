@@ -278,7 +278,7 @@ def part_equivalence_rebrac(ctx: Context) -> dict[str, Any]:
     import jax
 
     from checks.equivalence import EquivalenceOptions, run_equivalence
-    from checks.equivalence_jax import DictBatchSampler, JaxChainOracle
+    from checks.equivalence_jax import DictBatchSampler, JaxChainOracle, full_precision_matmuls
     from multi_actor.config import build_config
     from multi_actor.jax_trainer import rebrac_multi_actor_factory, rebrac_reference_factory
     from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
@@ -290,9 +290,10 @@ def part_equivalence_rebrac(ctx: Context) -> dict[str, Any]:
     # like a CUDA torch run: bitwise unless the reference's self-check shows the backend is not bitwise reproducible
     options = EquivalenceOptions(steps=steps, seed=SEED, full_every=steps, chain_oracle=oracle,
                                  bundle_dir=str(ctx.out / "bundles"), tolerance_fallback=jax.default_backend() != "cpu")
-    res = run_equivalence("rebrac", cfg, spec_for(ctx.data), sampler, rebrac_reference_factory,
-                          rebrac_multi_actor_factory, options, batch_size=BATCH,
-                          chain_oracle=JaxChainOracle.for_trainer)
+    with full_precision_matmuls():  # as `pogo-audit equivalence --algo rebrac` runs it
+        res = run_equivalence("rebrac", cfg, spec_for(ctx.data), sampler, rebrac_reference_factory,
+                              rebrac_multi_actor_factory, options, batch_size=BATCH,
+                              chain_oracle=JaxChainOracle.for_trainer)
     return {"backend": jax.default_backend(), "jax_devices": [str(d) for d in jax.devices()],
             "steps": steps, "batch": BATCH,
             "chain_oracle": "on" if oracle else "off (POT not installed)", "verdict": res.verdict,

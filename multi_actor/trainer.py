@@ -161,7 +161,9 @@ class MultiActorTrainer:
         self.w2_fn = policy_w2
         self.evaluator_factory = evaluator_factory
         self.evaluator: Any = None
+        self.seed = int(seed)
         self.steps_done = 0
+        self.generator_restarted = False
 
     def _construct(self, base_cfg: Any, max_action: float, seed: int) -> None:
         """Seed like CORL, build the base algorithm from the global RNG, then the extra actors from their own."""
@@ -259,6 +261,7 @@ class MultiActorTrainer:
             "actors": [copy.deepcopy(a.state_dict()) for a in self.actors],
             "optimizers": [copy.deepcopy(o.state_dict()) for o in self.optimizers],
             "generator": self.generator.get_state(),
+            "generator_device": self.generator.device.type,
             "steps_done": self.steps_done,
         })
 
@@ -268,8 +271,16 @@ class MultiActorTrainer:
             actor.load_state_dict(sd)
         for opt, sd in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(sd)
-        self.generator.set_state(state["generator"])
         self.steps_done = int(state["steps_done"])
+        if state.get("generator_device", self.generator.device.type) == self.generator.device.type:
+            self.generator.set_state(state["generator"])
+            self.generator_restarted = False
+        else:
+            # CPU (mt19937) and CUDA (Philox) generator states do not convert: the extra actors' sampling stream
+            # restarts from a seed derived from the run seed and the step — deterministic, but not bitwise the run
+            # the checkpoint came from (resume is bitwise on the same device only)
+            self.generator.manual_seed(derived_seed(derived_seed(self.seed, ACTOR_SAMPLING_OFFSET), self.steps_done))
+            self.generator_restarted = True
 
 
 def reference_factory(config: MultiActorConfig, dataset_spec: DatasetSpec, seed: int) -> ReferenceProtocolTrainer:

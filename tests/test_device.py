@@ -421,7 +421,7 @@ def test_cuda_checkpoint_loads_on_the_cpu(data, tmp_path):
     b.load_training_state(load_checkpoint(tmp_path / "ckpt.pt")["trainer"])
     for k, v in a.parameters().items():
         assert np.array_equal(v, b.parameters()[k]), k
-    assert b.steps_done == 2
+    assert b.steps_done == 2 and b.generator_restarted
 
 
 @cuda
@@ -457,3 +457,21 @@ def test_extra_actors_never_reseed_the_cuda_generators(monkeypatch):
     reference_seeds, seeds[:] = list(seeds), []
     multi_actor_factory(cfg, SPEC, 7)
     assert seeds == reference_seeds == [7]
+
+
+def test_a_generator_state_of_another_device_kind_restarts_the_stream_deterministically(data, tmp_path):
+    """A CUDA checkpoint on a CPU trainer (simulated: a Philox-sized state tagged ``cuda``): parameters load, the
+    extra actors' generator restarts from (seed, step) instead of failing on a state it cannot read."""
+    a = MultiActorTrainer(_cfg("iql", "cpu"), SPEC, 0)
+    _step_n(a, ReplayBuffer(data, 0), 2)
+    state = a.training_state()
+    assert state["generator_device"] == "cpu"
+    foreign = {**state, "generator": torch.zeros(16, dtype=torch.uint8), "generator_device": "cuda"}
+    b, c = MultiActorTrainer(_cfg("iql", "cpu"), SPEC, 0), MultiActorTrainer(_cfg("iql", "cpu"), SPEC, 0)
+    b.load_training_state(foreign)
+    c.load_training_state(foreign)
+    assert b.generator_restarted and torch.equal(b.generator.get_state(), c.generator.get_state())
+    assert not torch.equal(b.generator.get_state(), a.generator.get_state())
+    same = MultiActorTrainer(_cfg("iql", "cpu"), SPEC, 0)
+    same.load_training_state(state)
+    assert not same.generator_restarted and torch.equal(same.generator.get_state(), a.generator.get_state())

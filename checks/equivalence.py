@@ -604,3 +604,21 @@ def equivalence_for_algo(algo: str, config: Any, options: EquivalenceOptions,
                            summary=f"a trainer raised during the run: {type(exc).__name__}: {first}",
                            metrics={"reference": ref_label, "candidate": cand_label, "mode": options.mode},
                            seconds=time.perf_counter() - t0)
+
+
+def equivalence(algo: str, config: Any, options: EquivalenceOptions,
+                reference: tuple[str, Callable[..., Any]] | None = None,
+                candidate: tuple[str, Callable[..., Any]] | None = None,
+                progress: Callable[[int], None] | None = None,
+                devices: tuple[str, str] | None = None) -> CheckResult:
+    """Equivalence of ``algo`` in the framework the algorithm registry gives it (PyTorch or JAX)."""
+    from multi_actor import registry
+    from pogo_audit.errors import UsageError
+
+    if registry.algorithm(algo).framework == "jax":
+        if devices is not None:
+            raise UsageError(f"--reference-device/--candidate-device: PyTorch algorithms only, not {algo}")
+        from checks.equivalence_jax import equivalence_for_rebrac  # imports jax
+
+        return equivalence_for_rebrac(config, options, reference, candidate, progress=progress)
+    return equivalence_for_algo(algo, config, options, reference, candidate, progress=progress, devices=devices)

@@ -18,8 +18,9 @@ from typing import Any
 
 from checks.conformance import ALIASES, golden_sets, implemented_variants, run_variant
 from checks.docs_audit import CommandParser, audit_readme
-from checks.equivalence import EquivalenceOptions, equivalence_for_algo
+from checks.equivalence import EquivalenceOptions, equivalence
 from checks.failure_handling import run_failure_handling
+from multi_actor import registry
 from multi_actor.config import ALGORITHMS, build_config
 from pogo_audit.results import CheckResult, RunResults
 
@@ -72,19 +73,12 @@ def _conformance(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
 def _equivalence(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
     out = []
     for algo in opts.algos:
-        if algo == "rebrac":
-            from checks.equivalence_jax import equivalence_for_rebrac  # jax
-
-            say("equivalence rebrac")
-            cfg = build_config(None, [], algo="rebrac", seed=opts.seed)
-            out.append(equivalence_for_rebrac(cfg, EquivalenceOptions(steps=opts.steps, seed=opts.seed,
-                                                                      bundle_dir=opts.bundle_dir)))
-            continue
         say(f"equivalence {algo}")
         cfg = build_config(None, [], algo=algo, seed=opts.seed)
-        out.append(equivalence_for_algo(algo, cfg, EquivalenceOptions(steps=opts.steps, seed=opts.seed,
-                                                                      bundle_dir=opts.bundle_dir),
-                                        opts.reference, opts.candidate))
+        options = EquivalenceOptions(steps=opts.steps, seed=opts.seed, bundle_dir=opts.bundle_dir)
+        external = registry.algorithm(algo).framework == "torch"  # --reference/--candidate are PyTorch trainers
+        out.append(equivalence(algo, cfg, options, opts.reference if external else None,
+                               opts.candidate if external else None))
     return out
 
 

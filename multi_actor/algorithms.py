@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from multi_actor import registry
+
 from multi_actor.policies import (
     AWACGaussianView,
     CQLTanhGaussianView,
@@ -45,14 +47,13 @@ class TorchAlgorithm:
     """Base adapter; subclasses fill in the algorithm specifics."""
 
     name: ClassVar[str] = ""
-    module_name: ClassVar[str] = ""
     #: logged key -> canonical observable; unlisted keys are critic-side (``critic/<key>``)
     log_roles: ClassVar[dict[str, str]] = {}
     framework: ClassVar[str] = "torch"
 
     @property
     def module(self) -> ModuleType:
-        return importlib.import_module(self.module_name)
+        return registry.algorithm(self.name).reference
 
     def config_class(self) -> type:
         return self.module.Config
@@ -117,7 +118,6 @@ class TorchAlgorithm:
 
 class IQL(TorchAlgorithm):
     name = "iql"
-    module_name = "reference_algos.torch.iql"
     log_roles = {"value_loss": "critic/value_loss", "q_loss": "critic/q_loss", "actor_loss": "actor0/loss"}
 
     def actor0_view(self, base, action_dim, max_action):
@@ -149,7 +149,6 @@ class IQL(TorchAlgorithm):
 
 class TD3BC(TorchAlgorithm):
     name = "td3_bc"
-    module_name = "reference_algos.torch.td3_bc"
     log_roles = {"critic_loss": "critic/critic_loss", "actor_loss": "actor0/loss"}
 
     def actor0_view(self, base, action_dim, max_action):
@@ -171,7 +170,6 @@ class TD3BC(TorchAlgorithm):
 
 class CQL(TorchAlgorithm):
     name = "cql"
-    module_name = "reference_algos.torch.cql"
     log_roles = {"log_pi": "actor0/log_pi", "policy_loss": "actor0/loss"}
 
     def reward_rule(self, cfg):
@@ -201,7 +199,6 @@ class CQL(TorchAlgorithm):
 
 class AWAC(TorchAlgorithm):
     name = "awac"
-    module_name = "reference_algos.torch.awac"
     log_roles = {"critic_loss": "critic/critic_loss", "actor_loss": "actor0/loss"}
 
     def normalize_states(self, cfg):
@@ -235,7 +232,6 @@ class AWAC(TorchAlgorithm):
 
 class SACN(TorchAlgorithm):
     name = "sac_n"
-    module_name = "reference_algos.torch.sac_n"
     log_roles = {"actor_loss": "actor0/loss", "batch_entropy": "actor0/batch_entropy",
                  "q_policy_std": "actor0/q_policy_std"}
 
@@ -263,18 +259,19 @@ class SACN(TorchAlgorithm):
 
 class EDAC(SACN):
     name = "edac"
-    module_name = "reference_algos.torch.edac"
 
 
-TORCH_ALGORITHMS: dict[str, TorchAlgorithm] = {a.name: a for a in (IQL(), TD3BC(), CQL(), AWAC(), SACN(), EDAC())}
+_ADAPTERS: dict[str, TorchAlgorithm] = {}
 
 
 def get_algorithm(name: str) -> TorchAlgorithm:
-    return TORCH_ALGORITHMS[name]
+    """The multi-actor adapter the registry names for ``name`` (one instance per algorithm)."""
+    if name not in _ADAPTERS:
+        module, _, cls = registry.algorithm(name).adapter.partition(":")
+        _ADAPTERS[name] = getattr(importlib.import_module(module), cls)()
+    return _ADAPTERS[name]
 
 
 def reference_config_class(algo: str) -> type:
     """The reference ``Config`` dataclass of ``algo`` (JAX ReBRAC included)."""
-    if algo == "rebrac":
-        return importlib.import_module("reference_algos.jax.rebrac").Config
-    return TORCH_ALGORITHMS[algo].config_class()
+    return registry.algorithm(algo).reference.Config

@@ -17,11 +17,13 @@ from typing import Any
 
 import yaml
 
+from multi_actor import registry
 from pogo_audit.errors import InputError
 
-ALGORITHMS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac", "rebrac")
-#: the PyTorch algorithms (ReBRAC is the JAX one)
-TORCH_ALGORITHMS = tuple(a for a in ALGORITHMS if a != "rebrac")
+#: every base algorithm, from the registry (declaration order)
+ALGORITHMS = registry.names()
+#: the PyTorch algorithms
+TORCH_ALGORITHMS = registry.names("torch")
 POLICY_TYPES = ("deterministic", "gaussian", "tanh_gaussian", "implicit")
 ENERGIES = ("base", "q", "advantage")
 W2_METHODS = ("auto", "closed_form", "sinkhorn")
@@ -29,20 +31,12 @@ WANDB_MODES = ("online", "offline", "disabled")
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 
 #: actor0's policy type per algorithm (IQL: chosen by ``base.iql_deterministic``)
-ACTOR0_TYPES = {
-    "iql": ("gaussian", "deterministic"),
-    "td3_bc": ("deterministic",),
-    "cql": ("tanh_gaussian",),
-    "awac": ("gaussian",),
-    "sac_n": ("tanh_gaussian",),
-    "edac": ("tanh_gaussian",),
-    "rebrac": ("deterministic",),
-}
+ACTOR0_TYPES = {name: spec.actor0_types for name, spec in registry.ALGORITHMS.items()}
 #: policy types whose log-probability is defined (needed by the `base` energy of CQL/AWAC/SAC-N/EDAC)
 LOG_PROB_TYPES = ("gaussian", "tanh_gaussian")
 #: algorithms whose `base` actor objective needs log-probs of actor i
-BASE_NEEDS_LOG_PROB = ("cql", "awac", "sac_n", "edac")
-ADVANTAGE_ALGOS = ("iql", "awac")
+BASE_NEEDS_LOG_PROB = tuple(n for n, spec in registry.ALGORITHMS.items() if spec.base_needs_log_prob)
+ADVANTAGE_ALGOS = tuple(n for n, spec in registry.ALGORITHMS.items() if spec.advantage_energy)
 
 
 class ConfigError(InputError):
@@ -126,8 +120,7 @@ def default_actor0_type(cfg: MultiActorConfig) -> str:
 
 def default_extra_type(algo: str) -> str:
     """Actors i ≥ 1 default to actor0's kind (Gaussian for IQL/AWAC, tanh-Gaussian for SAC-style, deterministic else)."""
-    return {"iql": "gaussian", "awac": "gaussian", "td3_bc": "deterministic", "rebrac": "deterministic"}.get(
-        algo, "tanh_gaussian")
+    return registry.algorithm(algo).extra_actor_type
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -287,11 +280,11 @@ def _validate_actors(cfg: MultiActorConfig) -> None:
                 raise ConfigError("w2_method", cfg.w2_method,
                                   f"auto or sinkhorn: actors {i - 1} and {i} ({actors[i - 1].type}, {actors[i].type}) "
                                   "are not both Gaussian, so W2 has no closed form")
-    if cfg.algo == "rebrac":
-        for i, a in enumerate(actors[1:], start=1):
-            if a.type == "implicit":
-                raise ConfigError(f"actor_configs[{i}].type", a.type,
-                                  "deterministic, gaussian or tanh_gaussian for rebrac")
+    unsupported = registry.algorithm(cfg.algo).unsupported_extra_types
+    for i, a in enumerate(actors[1:], start=1):
+        if a.type in unsupported:
+            raise ConfigError(f"actor_configs[{i}].type", a.type,
+                              f"{' or '.join(t for t in POLICY_TYPES if t not in unsupported)} for {cfg.algo}")
 
 
 # ------------------------------------------------------------------------------------------ loading / merging

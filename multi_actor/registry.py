@@ -1,7 +1,7 @@
 """The algorithms pogo-audit knows, declared once.
 
 One :class:`AlgorithmSpec` per base algorithm says which framework runs it, where its reference lives, which
-multi-actor trainer wraps it, which actor types it allows and which golden-trace variants prove its reference.
+multi-actor trainer and adapter wrap it, which actor types it allows and which golden-trace variants prove its reference.
 Everything else derives from here: config validation (:mod:`multi_actor.config`), the CLI's ``--algo`` choices,
 the docs audit, the fuzz strategies, the conformance variant list and the suite. Adding an algorithm = its
 reference file, its adapter, one entry in :data:`ALGORITHMS`.
@@ -37,6 +37,8 @@ class AlgorithmSpec:
     actor0_types: tuple[str, ...]
     extra_actor_type: str
     variants: tuple[Variant, ...]
+    #: the per-algorithm multi-actor adapter (``module:Class``; PyTorch algorithms)
+    adapter: str = ""
     #: its `base` actor objective needs log-probs of the actor (so actor0 and `base`-energy actors are stochastic)
     base_needs_log_prob: bool = False
     #: the `advantage` energy is defined (a state-value baseline exists)
@@ -57,22 +59,28 @@ class AlgorithmSpec:
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {spec.name: spec for spec in (
     AlgorithmSpec("iql", "torch", "reference_algos.torch.iql", "multi_actor.trainer:MultiActorTrainer",
+                  adapter="multi_actor.algorithms:IQL",
                   actor0_types=("gaussian", "deterministic"), extra_actor_type="gaussian",
                   variants=(Variant("iql_gaussian", {"iql_deterministic": False}),
                             Variant("iql_deterministic", {"iql_deterministic": True})),
                   advantage_energy=True),
     AlgorithmSpec("td3_bc", "torch", "reference_algos.torch.td3_bc", "multi_actor.trainer:MultiActorTrainer",
+                  adapter="multi_actor.algorithms:TD3BC",
                   actor0_types=("deterministic",), extra_actor_type="deterministic", variants=(Variant("td3_bc"),)),
     AlgorithmSpec("cql", "torch", "reference_algos.torch.cql", "multi_actor.trainer:MultiActorTrainer",
+                  adapter="multi_actor.algorithms:CQL",
                   actor0_types=("tanh_gaussian",), extra_actor_type="tanh_gaussian", variants=(Variant("cql"),),
                   base_needs_log_prob=True),
     AlgorithmSpec("awac", "torch", "reference_algos.torch.awac", "multi_actor.trainer:MultiActorTrainer",
+                  adapter="multi_actor.algorithms:AWAC",
                   actor0_types=("gaussian",), extra_actor_type="gaussian", variants=(Variant("awac"),),
                   base_needs_log_prob=True, advantage_energy=True),
     AlgorithmSpec("sac_n", "torch", "reference_algos.torch.sac_n", "multi_actor.trainer:MultiActorTrainer",
+                  adapter="multi_actor.algorithms:SACN",
                   actor0_types=("tanh_gaussian",), extra_actor_type="tanh_gaussian", variants=(Variant("sac_n"),),
                   base_needs_log_prob=True),
     AlgorithmSpec("edac", "torch", "reference_algos.torch.edac", "multi_actor.trainer:MultiActorTrainer",
+                  adapter="multi_actor.algorithms:EDAC",
                   actor0_types=("tanh_gaussian",), extra_actor_type="tanh_gaussian", variants=(Variant("edac"),),
                   base_needs_log_prob=True),
     AlgorithmSpec("rebrac", "jax", "reference_algos.jax.rebrac", "multi_actor.jax_trainer:MultiActorReBRAC",

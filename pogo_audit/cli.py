@@ -40,9 +40,10 @@ from checks.conformance import (
     resolve_variants,
     run_conformance,
 )
-from checks.equivalence import EquivalenceOptions, equivalence_for_algo, load_factory
+from checks.equivalence import EquivalenceOptions, equivalence, load_factory
 from checks.fuzz.targets import TARGETS as FUZZ_TARGETS
 from checks.suite import STAGES, SuiteOptions, merge, run_suite
+from multi_actor import registry
 from multi_actor.config import ALGORITHMS, TORCH_ALGORITHMS, MultiActorConfig, build_config
 from pogo_audit import __version__
 from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
@@ -364,8 +365,6 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
     configs = {a: _equivalence_config(args, a) for a in algos}
     devices = None
     if args.reference_device or args.candidate_device:
-        if "rebrac" in algos:
-            raise UsageError("--reference-device/--candidate-device: PyTorch algorithms only, not rebrac")
         devices = (args.reference_device or configs[algos[0]].device, args.candidate_device or
                    configs[algos[0]].device)
     options = EquivalenceOptions(steps=args.steps, seed=args.seed if args.seed is not None else 0, mode=args.mode,
@@ -378,13 +377,7 @@ def _cmd_equivalence(args: argparse.Namespace) -> int:
         for algo in algos:
             task = progress.add_task(f"equivalence {algo}", total=args.steps)
             on_step = (lambda t, task=task: progress.update(task, completed=t))
-            if algo == "rebrac":
-                from checks.equivalence_jax import equivalence_for_rebrac  # jax
-
-                res = equivalence_for_rebrac(configs[algo], options, reference, candidate, progress=on_step)
-            else:
-                res = equivalence_for_algo(algo, configs[algo], options, reference, candidate, progress=on_step,
-                                           devices=devices)
+            res = equivalence(algo, configs[algo], options, reference, candidate, progress=on_step, devices=devices)
             progress.remove_task(task)
             results.checks.append(res)
             console.print(equivalence_table(res, configs[algo]))
@@ -676,7 +669,8 @@ def _add_jax_profile(sub: argparse._SubParsersAction) -> None:
                     "arrays) in the per-step loop and jitted code, whether the step is jitted, and the measured "
                     "speed of a Python step loop vs one jitted epoch and of the un-jitted step (reported, never "
                     "asserted). Default: the reference ReBRAC, and multi_actor.jax_trainer when it exists.")
-    p.add_argument("--algo", default="rebrac", choices=("rebrac",), help="JAX reference to profile (default rebrac)")
+    p.add_argument("--algo", default="rebrac", choices=registry.names("jax"),
+                   help="JAX reference to profile (default rebrac)")
     p.add_argument("--target", default=None, metavar="MOD:FACTORY",
                    help="profile your own loop instead: factory() returns an object with step() and optionally "
                         "epoch() + updates_per_epoch (see checks/jax_profile/targets.py)")

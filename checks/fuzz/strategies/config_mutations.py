@@ -17,6 +17,8 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from multi_actor import registry
+
 from checks.fuzz.strategies.configs import (
     ACTOR_FIELDS,
     CONFIG_FIELDS,
@@ -284,16 +286,19 @@ def _advantage_energy_undefined(d: dict[str, Any]) -> SearchStrategy[ConfigCase]
                      _actor_index(d, 1), st.sampled_from(POLICY_TYPES))
 
 
-def _implicit_actor_for_rebrac(d: dict[str, Any]) -> SearchStrategy[ConfigCase]:
-    return _actor_index(d, 1).map(lambda i: ConfigCase(
-        _with_actors(d, {i: {"type": "implicit", "energy": "q"}}, w2_method="auto"), f"actor_configs[{i}].type",
-        "implicit actor for rebrac"))
+def _unsupported_extra_actor(d: dict[str, Any]) -> SearchStrategy[ConfigCase]:
+    """An extra actor of a type the algorithm's framework cannot train (the registry's ``unsupported_extra_types``)."""
+    kinds = registry.algorithm(algo_of(d)).unsupported_extra_types
+    return st.tuples(_actor_index(d, 1), st.sampled_from(kinds)).map(lambda it: ConfigCase(
+        _with_actors(d, {it[0]: {"type": it[1], "energy": "q"}}, w2_method="auto"), f"actor_configs[{it[0]}].type",
+        f"{it[1]} actor for {algo_of(d)}"))
 
 
 def _closed_form_on_non_gaussian_pair(d: dict[str, Any]) -> SearchStrategy[ConfigCase]:
     """``closed_form`` W2 with the last two actors stochastic and not both Gaussian (needs 3+ actors)."""
     last = d["num_actors"] - 1
-    kinds = ("tanh_gaussian",) if algo_of(d) == "rebrac" else ("tanh_gaussian", "implicit")
+    unsupported = registry.algorithm(algo_of(d)).unsupported_extra_types
+    kinds = tuple(t for t in ("tanh_gaussian", "implicit") if t not in unsupported)
     return st.sampled_from(kinds).map(lambda t: ConfigCase(
         _with_actors(d, {last - 1: {"type": "gaussian", "energy": "q"}, last: {"type": t, "energy": "q"}},
                      w2_method="closed_form"), "w2_method", "closed-form W2 on a non-Gaussian pair"))
@@ -335,7 +340,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("base energy without log-probs", _base_energy_without_log_prob, BASE_NEEDS_LOG_PROB, 2),
     Mutation("advantage energy not defined", _advantage_energy_undefined,
              tuple(a for a in ALGORITHMS if a not in ADVANTAGE_ALGOS), 2),
-    Mutation("implicit actor for rebrac", _implicit_actor_for_rebrac, ("rebrac",), 2),
+    Mutation("extra actor type the framework cannot train", _unsupported_extra_actor,
+             tuple(n for n, spec in registry.ALGORITHMS.items() if spec.unsupported_extra_types), 2),
     Mutation("closed-form W2 on a non-Gaussian pair", _closed_form_on_non_gaussian_pair, min_actors=3),
     Mutation("unknown field", _unknown_top_field),
     Mutation("root is not a mapping", _root_not_mapping),

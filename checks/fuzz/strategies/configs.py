@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from multi_actor import registry
 from multi_actor.algorithms import reference_config_class
 from multi_actor.config import (
     ACTOR0_TYPES,
@@ -123,7 +124,8 @@ def _energies(algo: str, kind: str) -> tuple[str, ...]:
 def _extra_types(algo: str) -> tuple[str, ...]:
     """Types of actors i >= 1, stochastic ones first (hypothesis favours early choices)."""
     order = ("implicit", "gaussian", "tanh_gaussian", "deterministic")
-    return tuple(t for t in order if t in POLICY_TYPES and not (algo == "rebrac" and t == "implicit"))
+    unsupported = registry.algorithm(algo).unsupported_extra_types
+    return tuple(t for t in order if t in POLICY_TYPES and t not in unsupported)
 
 
 def extra_actor(algo: str, trainable: bool) -> SearchStrategy[dict[str, Any]]:

@@ -103,8 +103,10 @@ class ChainOracle:
         return cls(trainer, config)
 
     def snapshot(self) -> list[Any]:
-        """Deep copies of the actors before the step, on the CPU (the oracle's generator and the batch are there)."""
-        return [copy.deepcopy(p).cpu() for p in self.trainer.policies()]
+        """Deep copies of the actors before the step, on the CPU where they are modules (the oracle's generator and
+        the batch are there); a user's policy object that is not a module is copied as it is."""
+        copies = [copy.deepcopy(p) for p in self.trainer.policies()]
+        return [c.cpu() if callable(getattr(c, "cpu", None)) else c for c in copies]
 
     def view(self, policy: Any) -> PolicyView:
         gen = self.generator

@@ -434,6 +434,18 @@ def run_conformance(variants: Iterable[str], sets: Iterable[GoldenDir], steps: i
                               (lambda t, label=label, total=total: progress(label, t, total)))
 
 
+def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterator[CheckResult]:
+    """``pogo-audit conformance``: every input validated before the first replay, then each variant and set."""
+    variants = resolve_variants(args.algo, implemented_variants())
+    sets = golden_sets(args.golden, args.precision)
+    for golden in sets:
+        for v in variants:
+            g = golden.variant(v)
+            _ = g.meta, g.steps, g.init_params, g.protocol
+        _ = golden.dataset, golden.batch_idx
+    yield from run_conformance(variants, sets, args.steps, progress)
+
+
 def implemented_variants() -> list[str]:
     """Variants whose reference module is importable in this installation (the JAX one needs jax)."""
     out = []

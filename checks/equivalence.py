@@ -29,7 +29,7 @@ import copy
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -622,3 +622,35 @@ def equivalence(algo: str, config: Any, options: EquivalenceOptions,
 
         return equivalence_for_rebrac(config, options, reference, candidate, progress=progress)
     return equivalence_for_algo(algo, config, options, reference, candidate, progress=progress, devices=devices)
+
+
+def command_config(args: Any, algo: str) -> Any:
+    """The multi-actor config of ``algo`` from the command's ``--config``/``--set``/``--actor-types``/... options."""
+    from multi_actor.config import build_config
+
+    overrides = [*args.set, *([f"w2_method={args.w2_method}"] if args.w2_method else [])]
+    types = [t.strip() for t in args.actor_types.split(",") if t.strip()] if args.actor_types else None
+    return build_config(args.config, overrides, types, algo=algo, num_actors=args.actors, dataset=args.dataset,
+                        seed=args.seed, device=args.device)
+
+
+def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterator[CheckResult]:
+    """``pogo-audit equivalence``: every selected algorithm (configs and factories validated before the first run)."""
+    from multi_actor import registry
+
+    algos = list(registry.names()) if args.algo == "all" else [args.algo]
+    reference = (args.reference, load_factory(args.reference, "--reference")) if args.reference else None
+    candidate = (args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None
+    configs = {a: command_config(args, a) for a in algos}
+    devices = None
+    if args.reference_device or args.candidate_device:
+        devices = (args.reference_device or configs[algos[0]].device,
+                   args.candidate_device or configs[algos[0]].device)
+    options = EquivalenceOptions(steps=args.steps, seed=args.seed if args.seed is not None else 0, mode=args.mode,
+                                 rtol=args.rtol, atol=args.atol, full_every=args.full_every,
+                                 self_check=not args.no_self_check, bundle_dir=args.bundle_dir,
+                                 sync_init=args.sync_init)
+    for algo in algos:
+        yield equivalence(algo, configs[algo], options, reference, candidate,
+                          progress=lambda t, algo=algo: progress(f"equivalence {algo}", t, args.steps),
+                          devices=devices)

@@ -24,10 +24,11 @@ no observable catches, or that no longer builds, is a failing result.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -330,3 +331,39 @@ def run_mutant(mutant: Mutant, bundle_dir: str | None = None, seed: int = 0, act
         details=matrix,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _selected(args: Any) -> list[Mutant]:
+    from pogo_audit.errors import UsageError
+
+    mutants = catalog(args.algo)
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {m.name for m in mutants}
+        if unknown:
+            raise UsageError(f"--only: unknown mutant(s) {', '.join(sorted(unknown))}; see pogo-audit mutants --list")
+        mutants = [m for m in mutants if m.name in wanted]
+    return mutants
+
+
+def listing(args: Any) -> Any:
+    """``pogo-audit mutants --list``: the selected catalog as a table."""
+    from checks.registry import Listing
+
+    mutants = _selected(args)
+    return Listing(f"{len(mutants)} mutants", ("mutant", "algo", "bug", "expected observable"),
+                   [(m.name, m.algo, m.description, m.expected) for m in mutants])
+
+
+def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterator[CheckResult]:
+    """``pogo-audit mutants``: each selected mutant through the harness (on ``--device`` when given)."""
+    from pogo_audit.errors import UsageError
+
+    mutants = _selected(args)
+    if not mutants:
+        raise UsageError(f"--algo: no mutants for {args.algo!r}")
+    if args.device:
+        mutants = [dataclasses.replace(m, overrides=(*m.overrides, f"device={args.device}")) for m in mutants]
+    for i, m in enumerate(mutants):
+        progress(f"mutant {m.name}", i, len(mutants))
+        yield run_mutant(m, bundle_dir=args.bundle_dir, seed=args.seed)

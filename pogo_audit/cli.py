@@ -9,12 +9,11 @@ training loop) are imported by their command's handler, so that ``pogo-audit --h
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from jinja2 import UndefinedError
 from rich.console import Console
@@ -30,23 +29,12 @@ from rich.progress import (
 from rich.table import Table
 from rich_argparse import RichHelpFormatter
 
-from checks.conformance import (
-    F32_REL,
-    F32_STEPS,
-    F64_REL,
-    PRECISION_CHOICES,
-    golden_sets,
-    implemented_variants,
-    resolve_variants,
-    run_conformance,
-)
-from checks.equivalence import EquivalenceOptions, equivalence, load_factory
-from checks.fuzz.targets import TARGETS as FUZZ_TARGETS
+from checks.equivalence import load_factory
+from checks.registry import CHECKS, CheckSpec, Note, add_device
 from checks.suite import STAGES, SuiteOptions, merge, run_suite
-from multi_actor import registry
-from multi_actor.config import ALGORITHMS, TORCH_ALGORITHMS, MultiActorConfig, build_config
+from multi_actor.config import ALGORITHMS, MultiActorConfig, build_config
 from pogo_audit import __version__
-from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from pogo_audit.argtypes import positive_int
 from pogo_audit.data import (
     DEFAULT_DATASET_ID,
     DEFAULT_ENV_ID,
@@ -63,7 +51,7 @@ from pogo_audit.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError, PogoAuditE
 from pogo_audit.exporters import write_outputs
 from pogo_audit.inspect import inspect_bundle, render_inspection
 from pogo_audit.io import atomic_write_json, atomic_write_text
-from pogo_audit.render import conformance_table, equivalence_table, jax_profile_tables, kill_matrix_table
+from pogo_audit.render import DEFAULT_VIEW, VIEWS
 from pogo_audit.results import RunResults
 from reports.render import MissingValue, render_json, render_markdown, render_summary, write_assets
 
@@ -96,107 +84,6 @@ def _progress(console: Console, quiet: bool, *extra_columns: object) -> Progress
                     *extra_columns, console=console, transient=True, disable=quiet)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def _device(text: str) -> str:
-    """``--device``: cpu, cuda or cuda:N that exists on this machine (checked before anything is built)."""
-    from multi_actor.config import ConfigError, check_device
-
-    try:
-        check_device("--device", text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(f"got {text!r}; expected {exc.expected}") from None
-    return text
-
-
-def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", type=_device, default=None, metavar="DEVICE",
-                   help="torch device of the PyTorch trainers: cpu (default), cuda or cuda:N; JAX uses its default "
-                        "backend")
-
-
-# ----------------------------------------------------------------------------------------------- conformance
-
-
-def _cmd_conformance(args: argparse.Namespace) -> int:
-    variants = resolve_variants(args.algo, implemented_variants())
-    sets = golden_sets(args.golden, args.precision)
-    for golden in sets:  # validate every input before spending minutes on the first variant
-        for v in variants:
-            g = golden.variant(v)
-            _ = g.meta, g.steps, g.init_params, g.protocol
-        _ = golden.dataset, golden.batch_idx
-    console = _console()
-    results = RunResults(command="conformance")
-    with _progress(console, args.quiet) as progress:
-        tasks: dict[str, object] = {}
-
-        def step(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = progress.add_task(f"conformance {label}", total=total)
-            progress.update(tasks[label], completed=done)
-
-        for res in run_conformance(variants, sets, args.steps, step):
-            results.checks.append(res)
-            for task in tasks.values():
-                progress.remove_task(task)
-            tasks.clear()
-            console.print(conformance_table(res))
-    write_outputs(results, json_path=args.json, junit_path=args.junit, sarif_path=args.sarif,
-                  summary_path=args.summary_md)
-    failed = [c.subject for c in results.checks if not c.passed]
-    if failed:
-        console.print(f"[bold red]conformance failed[/]: {', '.join(failed)}")
-        return EXIT_CHECK_FAILED
-    console.print(f"[bold green]conformance passed[/]: {len(results.checks)} variant/precision pair(s) match the "
-                  f"CORL golden traces")
-    return EXIT_OK
-
-
-def _add_conformance(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "conformance", formatter_class=RichHelpFormatter,
-        help="replay the CORL golden traces with the reference algorithms and compare every step",
-        description="Replay the golden traces recorded from the original CORL code with our reference algorithms, "
-                    "following the protocol each trace set records, and compare every logged scalar, every "
-                    "parameter digest, the RNG fingerprint and the parameter snapshots at every step. float64: "
-                    f"|a-b| <= {F64_REL:g}*max(|a|,|b|,scale) on any CPU; float32: bitwise on the recording CPU "
-                    f"(fingerprints match), else a drift report enforcing {F32_REL:g} over steps 1-{F32_STEPS}.",
-    )
-    p.add_argument("--algo", default="all",
-                   help="variant: all, iql (both IQL variants), iql_gaussian, iql_deterministic, td3_bc, cql, awac, "
-                        "sac_n, edac, rebrac (default: all)")
-    p.add_argument("--precision", choices=PRECISION_CHOICES, default="both",
-                   help="both (default: the float64 verdict plus the float32 report), float64 or float32")
-    p.add_argument("--golden", default=None, metavar="DIR",
-                   help="one trace set in the golden format (default: $POGO_AUDIT_GOLDEN_DIR, else the sets shipped "
-                        "with pogo-audit)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="compare only the first N steps (default: all)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the results model as JSON")
-    p.add_argument("--junit", default=None, metavar="PATH", help="JUnit XML")
-    p.add_argument("--sarif", default=None, metavar="PATH", help="SARIF 2.1.0")
-    p.add_argument("--summary-md", default=None, metavar="PATH", help="GitHub step-summary Markdown (< 1 MiB)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_conformance)
-
 
 # ---------------------------------------------------------------------------------------------------- traces
 
@@ -228,6 +115,78 @@ def _add_traces(sub: argparse._SubParsersAction) -> None:
     pk.add_argument("--float64", required=True, metavar="DIR", help="the float64 set (corl_golden_f64)")
     pk.add_argument("--out", required=True, metavar="DIR", help="destination (replaced)")
     pk.set_defaults(handler=_cmd_traces_pack)
+
+
+
+# ----------------------------------------------------------------------------------------------------- checks
+
+
+def _add_ci_outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", default=None, metavar="PATH", help="results model as JSON (schema-versioned)")
+    p.add_argument("--junit", default=None, metavar="PATH", help="JUnit XML")
+    p.add_argument("--sarif", default=None, metavar="PATH", help="SARIF 2.1.0 for findings with a code location")
+    p.add_argument("--summary-md", default=None, metavar="PATH", help="GitHub step-summary Markdown (< 1 MiB)")
+
+
+def _run_check(spec: CheckSpec, args: argparse.Namespace) -> int:
+    """The one driver of every registered check: progress, its view, the CI outputs, the exit code."""
+    console = _console()
+    listing = spec.list_table(args)
+    if listing is not None:
+        table = Table(title=escape(listing.title), title_justify="left")
+        for col in listing.columns:
+            table.add_column(col)
+        for row in listing.rows:
+            table.add_row(*(escape(str(c)) for c in row))
+        console.print(table)
+        return EXIT_OK
+    view = VIEWS.get(spec.name, DEFAULT_VIEW)
+    results = RunResults(command=spec.name)
+    notes: list[str] = []
+    with _progress(console, args.quiet) as progress:
+        tasks: dict[str, Any] = {}
+
+        def step(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done)
+
+        for item in spec.results(args, step):
+            for task in tasks.values():
+                progress.remove_task(task)
+            tasks.clear()
+            if isinstance(item, Note):
+                notes.append(item.text)
+                continue
+            results.checks.append(item)
+            for renderable in (view.each(item) if view.each else []):
+                console.print(renderable)
+    for renderable in (view.summary(results.checks) if view.summary else []):
+        console.print(renderable)
+    for note in notes:
+        console.print(f"[dim]{escape(note)}[/]")
+    write_outputs(results, json_path=args.json, junit_path=args.junit, sarif_path=args.sarif,
+                  summary_path=args.summary_md)
+    bad = [r for r in results.checks if not r.passed]
+    if bad:
+        for r in bad:
+            for line in (view.failure(r) if view.failure else []):
+                console.print(line)
+        console.print(f"[bold red]{escape(spec.failed(results.checks))}[/]")
+        return EXIT_CHECK_FAILED
+    console.print(f"[bold green]{escape(spec.passed(results.checks))}[/]")
+    return EXIT_OK
+
+
+def _check_adder(spec: CheckSpec) -> Callable[[argparse._SubParsersAction], None]:
+    def add(sub: argparse._SubParsersAction) -> None:
+        p = sub.add_parser(spec.name, formatter_class=RichHelpFormatter, help=spec.help, description=spec.description)
+        spec.add_options(p)
+        _add_ci_outputs(p)
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(handler=lambda args: _run_check(spec, args))
+
+    return add
 
 
 # -------------------------------------------------------------------------------------------------- datasets
@@ -270,7 +229,7 @@ def _add_datasets(sub: argparse._SubParsersAction) -> None:
                         help="collect a dataset with a seeded noisy policy (default: the embedded Hopper dataset)")
     m.add_argument("--id", default=DEFAULT_DATASET_ID, help=f"Minari dataset id (default {DEFAULT_DATASET_ID})")
     m.add_argument("--env", default=DEFAULT_ENV_ID, help=f"gymnasium env id (default {DEFAULT_ENV_ID})")
-    m.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, help=f"env steps (default {DEFAULT_STEPS})")
+    m.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help=f"env steps (default {DEFAULT_STEPS})")
     m.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"collection seed (default {DEFAULT_SEED})")
     m.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
     m.set_defaults(handler=_cmd_datasets_make)
@@ -293,11 +252,11 @@ def _config_from_args(args: argparse.Namespace) -> MultiActorConfig:
 def _add_config_options(p: argparse.ArgumentParser, algo_default: str | None = None) -> None:
     p.add_argument("--algo", default=algo_default, choices=ALGORITHMS, metavar="ALGO",
                    help=f"base algorithm: {', '.join(ALGORITHMS)}")
-    p.add_argument("--actors", type=_positive_int, default=None, help="number of actors N (actor0 + N-1 extra)")
+    p.add_argument("--actors", type=positive_int, default=None, help="number of actors N (actor0 + N-1 extra)")
     p.add_argument("--config", default=None, metavar="FILE", help="YAML config (fields of MultiActorConfig)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set base.beta=5.0 --set actor_configs.1.type=implicit")
-    p.add_argument("--steps", type=_positive_int, default=None, help="training steps")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps")
     p.add_argument("--dataset", default=None, metavar="ID", help="Minari dataset id (default: the embedded one)")
     p.add_argument("--seed", type=int, default=None, help="seed of the run")
 
@@ -343,168 +302,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wandb-mode", default=None, choices=("online", "offline", "disabled"),
                    help="wandb logging (default disabled)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
-    _add_device(p)
+    add_device(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_train)
-
-
-# ------------------------------------------------------------------------------------------------ equivalence
-
-
-def _equivalence_config(args: argparse.Namespace, algo: str) -> MultiActorConfig:
-    overrides = [*args.set, *([f"w2_method={args.w2_method}"] if args.w2_method else [])]
-    types = [t.strip() for t in args.actor_types.split(",") if t.strip()] if args.actor_types else None
-    return build_config(args.config, overrides, types, algo=algo, num_actors=args.actors, dataset=args.dataset,
-                        seed=args.seed, device=args.device)
-
-
-def _cmd_equivalence(args: argparse.Namespace) -> int:
-    algos = list(ALGORITHMS) if args.algo == "all" else [args.algo]
-    reference = (args.reference, load_factory(args.reference, "--reference")) if args.reference else None
-    candidate = (args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None
-    configs = {a: _equivalence_config(args, a) for a in algos}
-    devices = None
-    if args.reference_device or args.candidate_device:
-        devices = (args.reference_device or configs[algos[0]].device, args.candidate_device or
-                   configs[algos[0]].device)
-    options = EquivalenceOptions(steps=args.steps, seed=args.seed if args.seed is not None else 0, mode=args.mode,
-                                 rtol=args.rtol, atol=args.atol, full_every=args.full_every,
-                                 self_check=not args.no_self_check, bundle_dir=args.bundle_dir,
-                                 sync_init=args.sync_init)
-    console = _console()
-    results = RunResults(command="equivalence")
-    with _progress(console, args.quiet) as progress:
-        for algo in algos:
-            task = progress.add_task(f"equivalence {algo}", total=args.steps)
-            on_step = (lambda t, task=task: progress.update(task, completed=t))
-            res = equivalence(algo, configs[algo], options, reference, candidate, progress=on_step, devices=devices)
-            progress.remove_task(task)
-            results.checks.append(res)
-            console.print(equivalence_table(res, configs[algo]))
-    write_outputs(results, json_path=args.json, junit_path=args.junit, sarif_path=args.sarif,
-                  summary_path=args.summary_md)
-    bad = [c for c in results.checks if not c.passed]
-    if bad:
-        for c in bad:
-            console.print(f"[bold red]{c.subject}[/]: {c.summary}")
-            if c.metrics.get("bundle"):
-                console.print(f"  bundle: {c.metrics['bundle']} (pogo-audit inspect {c.metrics['bundle']})")
-        return EXIT_CHECK_FAILED
-    console.print(f"[bold green]equivalent[/]: critic and actor0 match the reference for {', '.join(algos)}")
-    return EXIT_OK
-
-
-def _add_ci_outputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", default=None, metavar="PATH", help="results model as JSON (schema-versioned)")
-    p.add_argument("--junit", default=None, metavar="PATH", help="JUnit XML")
-    p.add_argument("--sarif", default=None, metavar="PATH", help="SARIF 2.1.0 for findings with a code location")
-    p.add_argument("--summary-md", default=None, metavar="PATH", help="GitHub step-summary Markdown (< 1 MiB)")
-
-
-def _add_equivalence(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "equivalence", formatter_class=RichHelpFormatter,
-        help="is the critic and actor0 of the multi-actor trainer still the original algorithm?",
-        description="Train the CORL-style single-actor reference and the multi-actor trainer side by side (same "
-                    "seed, same initial parameters, identical batches) and compare critic/actor0 losses, parameter "
-                    "digests, RNG digests, gradient leaks and the W2 chain at every step. On the first divergence a "
-                    "bundle is written for `pogo-audit inspect`.")
-    p.add_argument("--algo", default="iql", choices=(*ALGORITHMS, "all"), metavar="ALGO",
-                   help=f"{', '.join(TORCH_ALGORITHMS)}, rebrac (JAX) or all (default iql)")
-    p.add_argument("--actors", type=_positive_int, default=None, help="actors of the candidate (default 3)")
-    p.add_argument("--steps", type=_positive_int, default=300, help="training steps compared (default 300)")
-    p.add_argument("--seed", type=int, default=None, help="seed of both trainers and of the batches (default 0)")
-    p.add_argument("--dataset", default=None, metavar="ID", help="Minari dataset id (default: the embedded one)")
-    p.add_argument("--actor-types", default=None, metavar="T1,T2,...",
-                   help="types of actors 1..N-1 (deterministic, gaussian, tanh_gaussian, implicit)")
-    p.add_argument("--w2-method", default=None, choices=("auto", "closed_form", "sinkhorn"),
-                   help="W2 estimator for stochastic pairs (sinkhorn forces the debiased Sinkhorn divergence)")
-    p.add_argument("--config", default=None, metavar="FILE", help="YAML multi-actor config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    p.add_argument("--mode", default="bitwise", choices=("bitwise", "tolerance"),
-                   help="bitwise (default; same framework on CPU) or tolerance")
-    p.add_argument("--rtol", type=_nonneg_float, default=DEFAULT_RTOL, help="tolerance mode: rtol (torch default)")
-    p.add_argument("--atol", type=_nonneg_float, default=DEFAULT_ATOL, help="tolerance mode: atol (torch default)")
-    p.add_argument("--full-every", type=_positive_int, default=100, metavar="K",
-                   help="compare full parameter tensors every K steps and at the end (default 100)")
-    p.add_argument("--no-self-check", action="store_true", help="skip running the reference twice")
-    p.add_argument("--sync-init", action="store_true",
-                   help="start the candidate from the reference's initial parameters and RNG state")
-    p.add_argument("--bundle-dir", default=".pogo-audit/bundles", metavar="DIR",
-                   help="where first-divergence bundles go (default .pogo-audit/bundles)")
-    p.add_argument("--reference", default=None, metavar="MOD:FACTORY", help="external reference trainer factory")
-    p.add_argument("--candidate", default=None, metavar="MOD:FACTORY", help="external candidate trainer factory")
-    _add_device(p)
-    p.add_argument("--reference-device", type=_device, default=None, metavar="DEVICE",
-                   help="cross-device audit: the reference's device (random draws shared, tolerance from the "
-                        "measured float32 drift)")
-    p.add_argument("--candidate-device", type=_device, default=None, metavar="DEVICE",
-                   help="cross-device audit: the candidate's device")
-    _add_ci_outputs(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_equivalence)
-
-
-# ---------------------------------------------------------------------------------------------------- mutants
-
-
-def _cmd_mutants(args: argparse.Namespace) -> int:
-    from checks.mutants import catalog, run_mutant  # torch
-
-    mutants = catalog(args.algo)
-    if args.only:
-        wanted = set(args.only.split(","))
-        unknown = wanted - {m.name for m in mutants}
-        if unknown:
-            raise UsageError(f"--only: unknown mutant(s) {', '.join(sorted(unknown))}; see pogo-audit mutants --list")
-        mutants = [m for m in mutants if m.name in wanted]
-    console = _console()
-    if args.list:
-        table = Table(title=f"{len(mutants)} mutants", title_justify="left")
-        for col in ("mutant", "algo", "bug", "expected observable"):
-            table.add_column(col)
-        for m in mutants:
-            table.add_row(m.name, m.algo, m.description, m.expected)
-        console.print(table)
-        return EXIT_OK
-    if not mutants:
-        raise UsageError(f"--algo: no mutants for {args.algo!r}")
-    if args.device:
-        mutants = [dataclasses.replace(m, overrides=(*m.overrides, f"device={args.device}")) for m in mutants]
-    results = RunResults(command="mutants")
-    with _progress(console, args.quiet) as progress:
-        task = progress.add_task("mutants", total=len(mutants))
-        for m in mutants:
-            progress.update(task, description=f"mutant {m.name}")
-            results.checks.append(run_mutant(m, bundle_dir=args.bundle_dir, seed=args.seed))
-            progress.advance(task)
-    console.print(kill_matrix_table(results.checks))
-    write_outputs(results, json_path=args.json, junit_path=args.junit, sarif_path=args.sarif,
-                  summary_path=args.summary_md)
-    survivors = [r.subject for r in results.checks if not r.passed]
-    if survivors:
-        console.print(f"[bold red]surviving mutants[/]: {', '.join(survivors)}")
-        return EXIT_CHECK_FAILED
-    console.print(f"[bold green]all {len(results.checks)} mutants killed[/]")
-    return EXIT_OK
-
-
-def _add_mutants(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mutants", formatter_class=RichHelpFormatter,
-                       help="prove the equivalence check can fail: run the mutation catalog",
-                       description="Inject each catalogued bug into our own multi-actor trainer at run time (no file "
-                                   "is edited), run the equivalence harness, and print the kill matrix. A mutant "
-                                   "that no observable catches fails the command.")
-    p.add_argument("--algo", default="all", metavar="ALGO", help="only mutants of this algorithm (default all)")
-    p.add_argument("--only", default=None, metavar="NAME,...", help="only these mutants")
-    p.add_argument("--list", action="store_true", help="list the catalog and exit")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--bundle-dir", default=".pogo-audit/mutant-bundles", metavar="DIR",
-                   help="first-divergence bundles of killed mutants (default .pogo-audit/mutant-bundles)")
-    _add_device(p)
-    _add_ci_outputs(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_mutants)
 
 
 # ----------------------------------------------------------------------------------------------------- report
@@ -569,9 +369,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                                    "handling, JAX profile) or load saved results, score them with "
                                    "reports/rubric.yaml and render the report with its PNG assets.")
     p.add_argument("--algo", default="all", metavar="ALGO[,ALGO]", help="algorithms to audit (default all)")
-    p.add_argument("--steps", type=_positive_int, default=100, help="equivalence steps per algorithm (default 100)")
-    p.add_argument("--conformance-steps", type=_positive_int, default=200, help="golden steps compared (default 200)")
-    p.add_argument("--fuzz-examples", type=_positive_int, default=200, help="examples per fuzz target (default 200)")
+    p.add_argument("--steps", type=positive_int, default=100, help="equivalence steps per algorithm (default 100)")
+    p.add_argument("--conformance-steps", type=positive_int, default=200, help="golden steps compared (default 200)")
+    p.add_argument("--fuzz-examples", type=positive_int, default=200, help="examples per fuzz target (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--skip", default=None, metavar="CHECK,...", help="checks not to run (they show as not measured)")
     p.add_argument("--from", dest="from_files", action="append", default=[], metavar="RESULTS.json",
@@ -604,168 +404,18 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
                        description="Mismatch table per tensor (torch.testing style), the top-K worst entries, the "
                                    "step history of the diverged observable, and PNG plots. Never unpickles.")
     p.add_argument("bundle", help="bundle .npz written by `pogo-audit equivalence` or `pogo-audit mutants`")
-    p.add_argument("--top", type=_positive_int, default=10, metavar="K", help="worst entries per tensor (default 10)")
+    p.add_argument("--top", type=positive_int, default=10, metavar="K", help="worst entries per tensor (default 10)")
     p.add_argument("--plots", default=None, metavar="DIR", help="write diff_hist.png, heatmap.png, history.png")
     p.set_defaults(handler=_cmd_inspect)
 
 
-# ----------------------------------------------------------------------------------------------- jax-profile
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return values
-
-
-def _cmd_jax_profile(args: argparse.Namespace) -> int:
-    from checks.jax_profile import load_target, profile_algo, profile_target  # jax
-
-    options = dict(steps=args.steps, epochs=args.epochs, warmup=args.warmup, repeats=args.repeats,
-                   unjitted_steps=0 if args.no_unjitted else args.unjitted_steps)
-    target = load_target(args.target) if args.target else None
-    console = _console()
-    results = RunResults(command="jax-profile")
-    skipped: list[str] = []
-    status = contextlib.nullcontext() if args.quiet else \
-        console.status("profiling: compiles, transfers, host syncs, jit timings", spinner="dots")
-    with status:
-        if target is not None:
-            results.checks.append(profile_target(target, **options))
-        else:
-            checks, skipped = profile_algo(args.algo, updates_per_epoch=args.updates_per_epoch,
-                                           batch_size=args.batch_size, dataset=args.dataset, actors=args.actors,
-                                           seed=args.seed, **options)
-            results.checks.extend(checks)
-    for res in results.checks:
-        for renderable in jax_profile_tables(res):
-            console.print(renderable)
-    for note in skipped:
-        console.print(f"[dim]{escape(note)}[/]")
-    write_outputs(results, json_path=args.json, junit_path=args.junit, sarif_path=args.sarif,
-                  summary_path=args.summary_md)
-    bad = [c for c in results.checks if not c.passed]
-    if bad:
-        for c in bad:
-            first = c.summary.splitlines()[0] if c.summary else c.verdict
-            console.print(f"[bold red]{escape(c.subject)}[/]: {escape(first)}")
-        return EXIT_CHECK_FAILED
-    subjects = ", ".join(c.subject for c in results.checks)
-    console.print(f"[bold green]no JAX performance pathology[/] in {escape(subjects)}")
-    return EXIT_OK
-
-
-def _add_jax_profile(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "jax-profile", formatter_class=RichHelpFormatter,
-        help="find JAX performance pathologies: recompiles, un-jitted steps, host syncs and transfers",
-        description="Profile a JAX training loop: compiles and traces per jitted function (0 allowed after the "
-                    "warm-up, with JAX's cache-miss explanation), host-to-device transfers in the steady-state loop, "
-                    "a static scan for device-to-host syncs (float(), .item(), np.asarray, jax.device_get, if on "
-                    "arrays) in the per-step loop and jitted code, whether the step is jitted, and the measured "
-                    "speed of a Python step loop vs one jitted epoch and of the un-jitted step (reported, never "
-                    "asserted). Default: the reference ReBRAC, and multi_actor.jax_trainer when it exists.")
-    p.add_argument("--algo", default="rebrac", choices=registry.names("jax"),
-                   help="JAX reference to profile (default rebrac)")
-    p.add_argument("--target", default=None, metavar="MOD:FACTORY",
-                   help="profile your own loop instead: factory() returns an object with step() and optionally "
-                        "epoch() + updates_per_epoch (see checks/jax_profile/targets.py)")
-    p.add_argument("--steps", type=_positive_int, default=20, help="steady-state steps after warm-up (default 20)")
-    p.add_argument("--epochs", type=_positive_int, default=2, help="steady-state epochs after warm-up (default 2)")
-    p.add_argument("--warmup", type=_positive_int, default=1, help="warm-up steps and epochs (default 1)")
-    p.add_argument("--updates-per-epoch", type=_positive_int, default=50,
-                   help="rebrac: num_updates_on_epoch (default 50)")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="rebrac: batch size (default 256)")
-    p.add_argument("--dataset", default="synthetic", metavar="ID",
-                   help="rebrac: synthetic (default), embedded, or a local Minari dataset id")
-    p.add_argument("--actors", type=_int_list, default=[3], metavar="N[,N...]",
-                   help="multi-actor JAX trainer: actor counts to profile (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--unjitted-steps", type=_positive_int, default=3,
-                   help="timed steps under jax.disable_jit() (default 3)")
-    p.add_argument("--no-unjitted", action="store_true", help="skip the un-jitted timing (eager mode compiles "
-                                                                 "every primitive once: slow for big steps)")
-    p.add_argument("--repeats", type=_positive_int, default=3, help="timing repeats, median kept (default 3)")
-    _add_ci_outputs(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no spinner")
-    p.set_defaults(handler=_cmd_jax_profile)
-
-
-# ------------------------------------------------------------------------------------------------------- fuzz
-
-
-def _cmd_fuzz(args: argparse.Namespace) -> int:
-    from checks.fuzz.registry import properties_for  # torch, hypothesis
-    from checks.fuzz.runner import run_fuzz
-
-    props = properties_for(args.target)
-    database = None if args.no_database else Path(args.database)
-    console = _console()
-    results = RunResults(command="fuzz")
-    with _progress(console, args.quiet) as progress:
-        tasks = {p.name: progress.add_task(f"fuzz {p.name}", total=args.examples) for p in props}
-        results.checks.extend(run_fuzz(
-            args.target, args.examples, args.seed, database,
-            progress=lambda name, done, total: progress.update(tasks[name], completed=done)))
-    table = Table(title=f"fuzz {args.target}: {args.examples} examples per property, seed {args.seed}",
-                  title_justify="left")
-    for col in ("property", "target", "examples", "findings", "seconds", "verdict"):
-        table.add_column(col)
-    for r in results.checks:
-        m = r.metrics
-        table.add_row(r.subject, m["target"], str(m["examples_run"]), str(len(m["findings"])), f"{r.seconds:.1f}",
-                      "[green]pass[/]" if r.passed else "[bold red]fail[/]")
-    console.print(table)
-    write_outputs(results, json_path=args.json, junit_path=args.junit, sarif_path=args.sarif,
-                  summary_path=args.summary_md)
-    bad = [r for r in results.checks if not r.passed]
-    if bad:
-        for r in bad:
-            for f in r.metrics["findings"]:
-                console.print(f"[bold red]{f['property']}[/]: {escape(f['exception'])}")
-                console.print(f"  minimal example: {escape(f['minimal_example'] or '?')}")
-                for line in f["traceback_tail"].splitlines():
-                    console.print(f"  {escape(line)}")
-        saved = f" (failing examples saved in {database}, replayed first next time)" if database else ""
-        console.print(f"[bold red]fuzz found problems[/]: {', '.join(r.subject for r in bad)}{saved}")
-        return EXIT_CHECK_FAILED
-    total = sum(r.metrics["examples_run"] for r in results.checks)
-    props_text = "1 property" if len(results.checks) == 1 else f"{len(results.checks)} properties"
-    console.print(f"[bold green]fuzz passed[/]: {total} examples over {props_text}, no findings")
-    return EXIT_OK
-
-
-def _add_fuzz(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fuzz", formatter_class=RichHelpFormatter,
-                       help="property-based fuzzing of configs, --set overrides, the run logger and the data layer",
-                       description="Generate valid and near-valid multi-actor configs, --set overrides, logging "
-                                   "payloads and datasets with hypothesis and check their properties: invalid configs "
-                                   "raise a ConfigError naming the field, valid ones round-trip through YAML and train "
-                                   "one step, the logger writes every scalar once as strict JSON, bad episodes raise a "
-                                   "DataError naming the episode and field. Failing examples are shrunk and saved.")
-    p.add_argument("--target", default="all", choices=FUZZ_TARGETS, help="configs, logging, data or all (default all)")
-    p.add_argument("--examples", type=_positive_int, default=200, metavar="N",
-                   help="examples per property (default 200)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="hypothesis seed; the same seed (and database) gives the same run (default 0)")
-    p.add_argument("--database", default=".pogo-audit/hypothesis", metavar="DIR",
-                   help="hypothesis example database: failing examples are saved and replayed first "
-                        "(default .pogo-audit/hypothesis)")
-    p.add_argument("--no-database", action="store_true", help="do not read or write the example database")
-    _add_ci_outputs(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_fuzz)
 
 
 # ------------------------------------------------------------------------------------------------------ main
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_equivalence, _add_inspect, _add_mutants, _add_fuzz, _add_report, _add_jax_profile, _add_conformance,
-    _add_train, _add_datasets, _add_traces,
+    *(_check_adder(spec) for spec in CHECKS.values()), _add_inspect, _add_report, _add_train, _add_datasets,
+    _add_traces,
 ]
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Group
@@ -169,3 +170,73 @@ def jax_profile_tables(result: CheckResult) -> list[Any]:
             findings.add_row(sev, escape(f["message"]), escape(where), f.get("inside", "—"))
         out.append(findings)
     return out
+
+
+# ------------------------------------------------------------------------------------------- views per check
+
+
+def fuzz_table(results: list[CheckResult]) -> Table:
+    """One row per property: target, examples run, findings, seconds, verdict."""
+    seeds = sorted({str(r.metrics.get("seed")) for r in results})
+    table = Table(title=f"fuzz: {len(results)} properties, seed {', '.join(seeds)}", title_justify="left")
+    for col in ("property", "target", "examples", "findings", "seconds", "verdict"):
+        table.add_column(col)
+    for r in results:
+        m = r.metrics
+        table.add_row(r.subject, m["target"], str(m["examples_run"]), str(len(m["findings"])), f"{r.seconds:.1f}",
+                      "[green]pass[/]" if r.passed else "[bold red]fail[/]")
+    return table
+
+
+def fuzz_findings(res: CheckResult) -> list[str]:
+    """Each finding of a failing property: exception, shrunk example, traceback tail."""
+    out = []
+    for f in res.metrics.get("findings", []):
+        out.append(f"[bold red]{escape(f['property'])}[/]: {escape(f['exception'])}")
+        out.append(f"  minimal example: {escape(f['minimal_example'] or '?')}")
+        out.extend(f"  {escape(line)}" for line in f["traceback_tail"].splitlines())
+    return out
+
+
+def equivalence_failure(res: CheckResult) -> list[str]:
+    """The failing algorithm's summary and, when one was written, its bundle with the command that explains it."""
+    out = [f"[bold red]{escape(res.subject)}[/]: {escape(res.summary)}"]
+    if res.metrics.get("bundle"):
+        out.append(f"  bundle: {res.metrics['bundle']} (pogo-audit inspect {res.metrics['bundle']})")
+    return out
+
+
+def first_line_failure(res: CheckResult) -> list[str]:
+    first = res.summary.splitlines()[0] if res.summary else res.verdict
+    return [f"[bold red]{escape(res.subject)}[/]: {escape(first)}"]
+
+
+def results_table(results: list[CheckResult]) -> Table:
+    """The generic view of any check: subject, verdict, steps, summary."""
+    table = Table(title=f"{results[0].check if results else 'check'}: {len(results)} result(s)", title_justify="left")
+    for col in ("subject", "verdict", "steps", "summary"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(escape(r.subject), verdict_text(r.verdict), str(r.steps_compared), escape(r.summary))
+    return table
+
+
+@dataclass(frozen=True)
+class View:
+    """How the CLI shows one check: renderables for each result as it arrives, for all results at the end, and
+    detail lines for each result that did not pass."""
+
+    each: Callable[[CheckResult], list[Any]] | None = None
+    summary: Callable[[list[CheckResult]], list[Any]] | None = None
+    failure: Callable[[CheckResult], list[Any]] | None = None
+
+
+#: check name (:data:`checks.registry.CHECKS`) → its view; a check without one gets :func:`results_table`
+VIEWS: dict[str, View] = {
+    "conformance": View(each=lambda r: [conformance_table(r)]),
+    "equivalence": View(each=lambda r: [equivalence_table(r)], failure=equivalence_failure),
+    "mutants": View(summary=lambda rs: [kill_matrix_table(rs)]),
+    "fuzz": View(summary=lambda rs: [fuzz_table(rs)], failure=fuzz_findings),
+    "jax-profile": View(each=jax_profile_tables, failure=first_line_failure),
+}
+DEFAULT_VIEW = View(summary=lambda rs: [results_table(rs)], failure=first_line_failure)

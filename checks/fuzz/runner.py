@@ -118,3 +118,9 @@ def run_fuzz(target: str, examples: int, seed: int = 0, database_dir: Path | Non
     disables it. ``progress(property, examples_done, examples)`` is called after every example.
     """
     return [run_property(p, examples, seed, database_dir, progress) for p in properties_for(target)]
+
+
+def run_command(args: Any, progress: Callable[[str, int, int], None]) -> list[CheckResult]:
+    """``pogo-audit fuzz``: every property of ``args.target``."""
+    database = None if args.no_database else Path(args.database)
+    return run_fuzz(args.target, args.examples, args.seed, database, progress)

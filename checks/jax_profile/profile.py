@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -122,3 +122,20 @@ def profile_algo(algo: str = "rebrac", steps: int = 20, epochs: int = 2, warmup:
     targets, skipped = multi_actor_targets(actors, updates_per_epoch, batch_size, dataset, seed)
     results += [profile_target(t, **options) for t in targets]
     return results, skipped
+
+
+def run_command(args: Any, progress: Any) -> Iterator[CheckResult | Any]:
+    """``pogo-audit jax-profile``: a user's ``--target`` or the reference ReBRAC and the multi-actor trainer; a
+    trainer that could not be profiled is a :class:`checks.registry.Note`."""
+    from checks.jax_profile.targets import load_target
+    from checks.registry import Note
+
+    options = dict(steps=args.steps, epochs=args.epochs, warmup=args.warmup, repeats=args.repeats,
+                   unjitted_steps=0 if args.no_unjitted else args.unjitted_steps)
+    if args.target:
+        yield profile_target(load_target(args.target), **options)
+        return
+    results, skipped = profile_algo(args.algo, updates_per_epoch=args.updates_per_epoch, batch_size=args.batch_size,
+                                    dataset=args.dataset, actors=args.actors, seed=args.seed, **options)
+    yield from results
+    yield from (Note(text) for text in skipped)

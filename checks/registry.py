@@ -1,0 +1,250 @@
+"""The checks pogo-audit runs, declared once.
+
+A :class:`CheckSpec` names a check, declares its command-line options, and points at its ``run(args, progress)``
+generator (``module:function``, imported only when the check runs, so ``pogo-audit --help`` loads neither torch nor
+JAX). The CLI builds one subcommand per entry with one generic driver — progress, rendering, the JSON / JUnit /
+SARIF / step-summary outputs and the exit code — so adding a check is its module plus one entry in :data:`CHECKS`;
+a check without a dedicated view in the CLI gets the generic results table.
+
+``run`` yields :class:`~pogo_audit.results.CheckResult` objects (and :class:`Note` lines worth showing, e.g. a
+profiled target that was skipped); ``progress(label, done, total)`` reports steps. Checks return data; only the CLI
+prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from checks.conformance import F32_REL, F32_STEPS, F64_REL, PRECISION_CHOICES
+from multi_actor import registry as algorithms
+from pogo_audit.argtypes import int_list, nonneg_float, positive_int
+from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from pogo_audit.results import CheckResult
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Note:
+    """A line a check wants shown next to its results (not a result itself)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A table a check can show instead of running (``mutants --list``)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One check: its command, options, runner, and the closing line for a clean and a failing run."""
+
+    name: str
+    help: str
+    description: str
+    add_options: Callable[[argparse.ArgumentParser], None]
+    run: str
+    passed: Callable[[list[CheckResult]], str]
+    failed: Callable[[list[CheckResult]], str]
+    #: ``module:function`` returning a :class:`Listing` when ``args.list`` is set (else None)
+    listing: str | None = None
+
+    def runner(self) -> Callable[[argparse.Namespace, Progress], Iterable[CheckResult | Note]]:
+        module, _, fn = self.run.partition(":")
+        return getattr(importlib.import_module(module), fn)
+
+    def results(self, args: argparse.Namespace, progress: Progress) -> Iterator[CheckResult | Note]:
+        yield from self.runner()(args, progress)
+
+    def list_table(self, args: argparse.Namespace) -> Listing | None:
+        if self.listing is None or not getattr(args, "list", False):
+            return None
+        module, _, fn = self.listing.partition(":")
+        return getattr(importlib.import_module(module), fn)(args)
+
+
+def device(text: str) -> str:
+    """``--device``: cpu, cuda or cuda:N that exists on this machine (checked before anything is built)."""
+    from multi_actor.config import ConfigError, check_device
+
+    try:
+        check_device("--device", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected {exc.expected}") from None
+    return text
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=device, default=None, metavar="DEVICE",
+                   help="torch device of the PyTorch trainers: cpu (default), cuda or cuda:N; JAX uses its default "
+                        "backend")
+
+
+# ------------------------------------------------------------------------------------------------------ options
+
+
+def _conformance_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--algo", default="all",
+                   help="variant: all, " + ", ".join(f"{a} (its variants)" for a in algorithms.variant_aliases())
+                        + ", " + ", ".join(algorithms.variants()) + " (default: all)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="both",
+                   help="both (default: the float64 verdict plus the float32 report), float64 or float32")
+    p.add_argument("--golden", default=None, metavar="DIR",
+                   help="one trace set in the golden format (default: $POGO_AUDIT_GOLDEN_DIR, else the sets shipped "
+                        "with pogo-audit)")
+    p.add_argument("--steps", type=positive_int, default=None, help="compare only the first N steps (default: all)")
+
+
+def _equivalence_options(p: argparse.ArgumentParser) -> None:
+    names = algorithms.names()
+    p.add_argument("--algo", default="iql", choices=(*names, "all"), metavar="ALGO",
+                   help=f"{', '.join(names)} or all (default iql)")
+    p.add_argument("--actors", type=positive_int, default=None, help="actors of the candidate (default 3)")
+    p.add_argument("--steps", type=positive_int, default=300, help="training steps compared (default 300)")
+    p.add_argument("--seed", type=int, default=None, help="seed of both trainers and of the batches (default 0)")
+    p.add_argument("--dataset", default=None, metavar="ID", help="Minari dataset id (default: the embedded one)")
+    p.add_argument("--actor-types", default=None, metavar="T1,T2,...",
+                   help="types of actors 1..N-1 (deterministic, gaussian, tanh_gaussian, implicit)")
+    p.add_argument("--w2-method", default=None, choices=("auto", "closed_form", "sinkhorn"),
+                   help="W2 estimator for stochastic pairs (sinkhorn forces the debiased Sinkhorn divergence)")
+    p.add_argument("--config", default=None, metavar="FILE", help="YAML multi-actor config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--mode", default="bitwise", choices=("bitwise", "tolerance"),
+                   help="bitwise (default; same framework on CPU) or tolerance")
+    p.add_argument("--rtol", type=nonneg_float, default=DEFAULT_RTOL, help="tolerance mode: rtol (torch default)")
+    p.add_argument("--atol", type=nonneg_float, default=DEFAULT_ATOL, help="tolerance mode: atol (torch default)")
+    p.add_argument("--full-every", type=positive_int, default=100, metavar="K",
+                   help="compare full parameter tensors every K steps and at the end (default 100)")
+    p.add_argument("--no-self-check", action="store_true", help="skip running the reference twice")
+    p.add_argument("--sync-init", action="store_true",
+                   help="start the candidate from the reference's initial parameters and RNG state")
+    p.add_argument("--bundle-dir", default=".pogo-audit/bundles", metavar="DIR",
+                   help="where first-divergence bundles go (default .pogo-audit/bundles)")
+    p.add_argument("--reference", default=None, metavar="MOD:FACTORY", help="external reference trainer factory")
+    p.add_argument("--candidate", default=None, metavar="MOD:FACTORY", help="external candidate trainer factory")
+    add_device(p)
+    p.add_argument("--reference-device", type=device, default=None, metavar="DEVICE",
+                   help="cross-device audit: the reference's device (random draws shared, tolerance from the "
+                        "measured float32 drift)")
+    p.add_argument("--candidate-device", type=device, default=None, metavar="DEVICE",
+                   help="cross-device audit: the candidate's device")
+
+
+def _mutants_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--algo", default="all", metavar="ALGO", help="only mutants of this algorithm (default all)")
+    p.add_argument("--only", default=None, metavar="NAME,...", help="only these mutants")
+    p.add_argument("--list", action="store_true", help="list the catalog and exit")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--bundle-dir", default=".pogo-audit/mutant-bundles", metavar="DIR",
+                   help="first-divergence bundles of killed mutants (default .pogo-audit/mutant-bundles)")
+    add_device(p)
+
+
+def _fuzz_options(p: argparse.ArgumentParser) -> None:
+    from checks.fuzz.targets import TARGETS
+
+    p.add_argument("--target", default="all", choices=TARGETS, help="configs, logging, data or all (default all)")
+    p.add_argument("--examples", type=positive_int, default=200, metavar="N",
+                   help="examples per property (default 200)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="hypothesis seed; the same seed (and database) gives the same run (default 0)")
+    p.add_argument("--database", default=".pogo-audit/hypothesis", metavar="DIR",
+                   help="hypothesis example database: failing examples are saved and replayed first "
+                        "(default .pogo-audit/hypothesis)")
+    p.add_argument("--no-database", action="store_true", help="do not read or write the example database")
+
+
+def _jax_profile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--algo", default="rebrac", choices=algorithms.names("jax"),
+                   help="JAX reference to profile (default rebrac)")
+    p.add_argument("--target", default=None, metavar="MOD:FACTORY",
+                   help="profile your own loop instead: factory() returns an object with step() and optionally "
+                        "epoch() + updates_per_epoch (see checks/jax_profile/targets.py)")
+    p.add_argument("--steps", type=positive_int, default=20, help="steady-state steps after warm-up (default 20)")
+    p.add_argument("--epochs", type=positive_int, default=2, help="steady-state epochs after warm-up (default 2)")
+    p.add_argument("--warmup", type=positive_int, default=1, help="warm-up steps and epochs (default 1)")
+    p.add_argument("--updates-per-epoch", type=positive_int, default=50,
+                   help="rebrac: num_updates_on_epoch (default 50)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="rebrac: batch size (default 256)")
+    p.add_argument("--dataset", default="synthetic", metavar="ID",
+                   help="rebrac: synthetic (default), embedded, or a local Minari dataset id")
+    p.add_argument("--actors", type=int_list, default=[3], metavar="N[,N...]",
+                   help="multi-actor JAX trainer: actor counts to profile (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--unjitted-steps", type=positive_int, default=3,
+                   help="timed steps under jax.disable_jit() (default 3)")
+    p.add_argument("--no-unjitted", action="store_true", help="skip the un-jitted timing (eager mode compiles "
+                                                                 "every primitive once: slow for big steps)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timing repeats, median kept (default 3)")
+
+
+def _subjects(results: list[CheckResult]) -> str:
+    return ", ".join(r.subject for r in results)
+
+
+def _failed(results: list[CheckResult]) -> str:
+    return _subjects([r for r in results if not r.passed])
+
+
+def _fuzz_passed(results: list[CheckResult]) -> str:
+    total = sum(r.metrics["examples_run"] for r in results)
+    props = "1 property" if len(results) == 1 else f"{len(results)} properties"
+    return f"fuzz passed: {total} examples over {props}, no findings"
+
+
+CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
+    CheckSpec(
+        "equivalence", "is the critic and actor0 of the multi-actor trainer still the original algorithm?",
+        "Train the CORL-style single-actor reference and the multi-actor trainer side by side (same seed, same "
+        "initial parameters, identical batches) and compare critic/actor0 losses, parameter digests, RNG digests, "
+        "gradient leaks and the W2 chain at every step. On the first divergence a bundle is written for "
+        "`pogo-audit inspect`.",
+        _equivalence_options, "checks.equivalence:run_command",
+        passed=lambda rs: f"equivalent: critic and actor0 match the reference for {_subjects(rs)}",
+        failed=lambda rs: f"not equivalent: {_failed(rs)}"),
+    CheckSpec(
+        "mutants", "prove the equivalence check can fail: run the mutation catalog",
+        "Inject each catalogued bug into our own multi-actor trainer at run time (no file is edited), run the "
+        "equivalence harness, and print the kill matrix. A mutant that no observable catches fails the command.",
+        _mutants_options, "checks.mutants:run_command",
+        passed=lambda rs: f"all {len(rs)} mutants killed",
+        failed=lambda rs: f"surviving mutants: {_failed(rs)}",
+        listing="checks.mutants:listing"),
+    CheckSpec(
+        "fuzz", "property-based fuzzing of configs, --set overrides, the run logger and the data layer",
+        "Generate valid and near-valid multi-actor configs, --set overrides, logging payloads and datasets with "
+        "hypothesis and check their properties: invalid configs raise a ConfigError naming the field, valid ones "
+        "round-trip through YAML and train one step, the logger writes every scalar once as strict JSON, bad episodes "
+        "raise a DataError naming the episode and field. Failing examples are shrunk and saved.",
+        _fuzz_options, "checks.fuzz.runner:run_command",
+        passed=_fuzz_passed, failed=lambda rs: f"fuzz found problems: {_failed(rs)}"),
+    CheckSpec(
+        "jax-profile", "find JAX performance pathologies: recompiles, un-jitted steps, host syncs and transfers",
+        "Profile a JAX training loop: compiles and traces per jitted function (0 allowed after the warm-up, with "
+        "JAX's cache-miss explanation), host-to-device transfers in the steady-state loop, a static scan for "
+        "device-to-host syncs (float(), .item(), np.asarray, jax.device_get, if on arrays) in the per-step loop and "
+        "jitted code, whether the step is jitted, and the measured speed of a Python step loop vs one jitted epoch and "
+        "of the un-jitted step (reported, never asserted). Default: the reference ReBRAC, and "
+        "multi_actor.jax_trainer when it exists.",
+        _jax_profile_options, "checks.jax_profile.profile:run_command",
+        passed=lambda rs: f"no JAX performance pathology in {_subjects(rs)}",
+        failed=lambda rs: f"JAX performance pathology: {_failed(rs)}"),
+    CheckSpec(
+        "conformance", "replay the CORL golden traces with the reference algorithms and compare every step",
+        "Replay the golden traces recorded from the original CORL code with our reference algorithms, following the "
+        "protocol each trace set records, and compare every logged scalar, every parameter digest, the RNG "
+        f"fingerprint and the parameter snapshots at every step. float64: |a-b| <= {F64_REL:g}*max(|a|,|b|,scale) on "
+        f"any CPU; float32: bitwise on the recording CPU (fingerprints match), else a drift report enforcing "
+        f"{F32_REL:g} over steps 1-{F32_STEPS}.",
+        _conformance_options, "checks.conformance:run_command",
+        passed=lambda rs: f"conformance passed: {len(rs)} variant/precision pair(s) match the CORL golden traces",
+        failed=lambda rs: f"conformance failed: {_failed(rs)}"),
+)}

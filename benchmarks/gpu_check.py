@@ -46,8 +46,10 @@ from typing import Any
 
 import numpy as np
 
+from multi_actor import registry
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TORCH_ALGOS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
+TORCH_ALGOS = registry.names("torch")
 PARTS = ("equivalence", "step_times", "multi_actor", "cross_device", "equivalence_rebrac", "jax_jit", "gpu_tests")
 HOPPER = (11, 3)
 BATCH = 256

@@ -53,14 +53,22 @@ def test_float32_report_is_bitwise_only_on_the_recording_cpu(f32, variant):
         assert max(res.metrics["max_rel_by_step"][:F32_STEPS]) <= F32_REL
 
 
+#: the slow replay: float64 (the proof) at full length except the three slowest variants, which CI replays for their
+#: first 60 steps (200 steps of float64 CQL, SAC-N and EDAC cost ~6 min of the 2-core CI machine; `pogo-audit
+#: conformance --algo all` replays them in full); float32 at full length for one torch and the JAX variant, where the
+#: drift report past its enforced steps is exercised
+SLOW_STEPS = {"cql": 60, "sac_n": 60, "edac": 60}
+FULL_LENGTH = [(v, "float64") for v in ALL_VARIANTS] + [("td3_bc", "float32"), ("rebrac", "float32")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["float64", "float32"])
-@pytest.mark.parametrize("variant", ALL_VARIANTS)
-def test_all_steps(variant, precision):
+@pytest.mark.parametrize(("variant", "precision"), FULL_LENGTH)
+def test_long_replay(variant, precision):
     gd = GoldenDir(precision=precision)
-    res = run_variant(gd, variant)
+    steps = SLOW_STEPS.get(variant, 200) if precision == "float64" else 200
+    res = run_variant(gd, variant, steps=steps)
     assert res.verdict == "pass", res.first_divergence
-    assert res.steps_compared == gd.variant(variant).protocol.n_steps == 200
+    assert res.steps_compared == steps <= gd.variant(variant).protocol.n_steps == 200
     if precision == "float64":
         assert res.metrics["max_rel"] < F64_REL * 1e-3
 

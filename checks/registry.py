@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from checks.conformance import F32_REL, F32_STEPS, F64_REL, PRECISION_CHOICES
@@ -60,9 +60,6 @@ class CheckSpec:
     def runner(self) -> Callable[[argparse.Namespace, Progress], Iterable[CheckResult | Note]]:
         module, _, fn = self.run.partition(":")
         return getattr(importlib.import_module(module), fn)
-
-    def results(self, args: argparse.Namespace, progress: Progress) -> Iterator[CheckResult | Note]:
-        yield from self.runner()(args, progress)
 
     def list_table(self, args: argparse.Namespace) -> Listing | None:
         if self.listing is None or not getattr(args, "list", False):

@@ -33,7 +33,6 @@ class AlgorithmSpec:
     name: str
     framework: str
     reference_module: str
-    trainer: str
     actor0_types: tuple[str, ...]
     extra_actor_type: str
     variants: tuple[Variant, ...]
@@ -51,39 +50,34 @@ class AlgorithmSpec:
         """The reference module (imported on first use)."""
         return importlib.import_module(self.reference_module)
 
-    def trainer_factory(self) -> Any:
-        """The multi-actor trainer class (``module:Class``)."""
-        module, _, name = self.trainer.partition(":")
-        return getattr(importlib.import_module(module), name)
-
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {spec.name: spec for spec in (
-    AlgorithmSpec("iql", "torch", "reference_algos.torch.iql", "multi_actor.trainer:MultiActorTrainer",
+    AlgorithmSpec("iql", "torch", "reference_algos.torch.iql",
                   adapter="multi_actor.algorithms:IQL",
                   actor0_types=("gaussian", "deterministic"), extra_actor_type="gaussian",
                   variants=(Variant("iql_gaussian", {"iql_deterministic": False}),
                             Variant("iql_deterministic", {"iql_deterministic": True})),
                   advantage_energy=True),
-    AlgorithmSpec("td3_bc", "torch", "reference_algos.torch.td3_bc", "multi_actor.trainer:MultiActorTrainer",
+    AlgorithmSpec("td3_bc", "torch", "reference_algos.torch.td3_bc",
                   adapter="multi_actor.algorithms:TD3BC",
                   actor0_types=("deterministic",), extra_actor_type="deterministic", variants=(Variant("td3_bc"),)),
-    AlgorithmSpec("cql", "torch", "reference_algos.torch.cql", "multi_actor.trainer:MultiActorTrainer",
+    AlgorithmSpec("cql", "torch", "reference_algos.torch.cql",
                   adapter="multi_actor.algorithms:CQL",
                   actor0_types=("tanh_gaussian",), extra_actor_type="tanh_gaussian", variants=(Variant("cql"),),
                   base_needs_log_prob=True),
-    AlgorithmSpec("awac", "torch", "reference_algos.torch.awac", "multi_actor.trainer:MultiActorTrainer",
+    AlgorithmSpec("awac", "torch", "reference_algos.torch.awac",
                   adapter="multi_actor.algorithms:AWAC",
                   actor0_types=("gaussian",), extra_actor_type="gaussian", variants=(Variant("awac"),),
                   base_needs_log_prob=True, advantage_energy=True),
-    AlgorithmSpec("sac_n", "torch", "reference_algos.torch.sac_n", "multi_actor.trainer:MultiActorTrainer",
+    AlgorithmSpec("sac_n", "torch", "reference_algos.torch.sac_n",
                   adapter="multi_actor.algorithms:SACN",
                   actor0_types=("tanh_gaussian",), extra_actor_type="tanh_gaussian", variants=(Variant("sac_n"),),
                   base_needs_log_prob=True),
-    AlgorithmSpec("edac", "torch", "reference_algos.torch.edac", "multi_actor.trainer:MultiActorTrainer",
+    AlgorithmSpec("edac", "torch", "reference_algos.torch.edac",
                   adapter="multi_actor.algorithms:EDAC",
                   actor0_types=("tanh_gaussian",), extra_actor_type="tanh_gaussian", variants=(Variant("edac"),),
                   base_needs_log_prob=True),
-    AlgorithmSpec("rebrac", "jax", "reference_algos.jax.rebrac", "multi_actor.jax_trainer:MultiActorReBRAC",
+    AlgorithmSpec("rebrac", "jax", "reference_algos.jax.rebrac",
                   actor0_types=("deterministic",), extra_actor_type="deterministic", variants=(Variant("rebrac"),),
                   unsupported_extra_types=("implicit",)),
 )}

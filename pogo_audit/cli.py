@@ -151,7 +151,7 @@ def _run_check(spec: CheckSpec, args: argparse.Namespace) -> int:
                 tasks[label] = progress.add_task(label, total=total)
             progress.update(tasks[label], completed=done)
 
-        for item in spec.results(args, step):
+        for item in spec.runner()(args, step):
             for task in tasks.values():
                 progress.remove_task(task)
             tasks.clear()

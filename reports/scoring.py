@@ -15,7 +15,6 @@ import yaml
 from pogo_audit.results import CheckResult, RunResults
 
 RUBRIC_PATH = Path(__file__).with_name("rubric.yaml")
-FUZZ_LOGGING_TARGETS = ("logging",)
 
 
 def load_rubric(path: str | Path | None = None) -> dict[str, Any]:
@@ -61,71 +60,65 @@ class SectionScore:
         return "★" * self.score + "☆" * (5 - self.score)
 
 
-# ------------------------------------------------------------------------------------------------- findings
+# ------------------------------------------------------------------------------------------------- selectors
+#
+# The rubric says which results a section reads and which results are findings with *selectors*: mappings from a
+# result field to the value it must have (a list: one of those values). ``check``, ``subject`` and ``verdict`` are
+# the result's fields, ``metrics.<key>`` its metrics; a ``not`` mapping inverts its own fields. A deduction with
+# ``each: details`` produces one finding per matching ``details`` row (``detail`` selects the rows). Adding a check
+# to the report is rubric data: a section's ``checks`` entry and its deductions, no code here.
 
 
-def _fuzz_target(r: CheckResult) -> str:
-    return str(r.metrics["target"])
+def _field(r: CheckResult, path: str) -> Any:
+    if path.startswith("metrics."):
+        return r.metrics.get(path[len("metrics."):])
+    return getattr(r, path)
 
 
-JAX_KINDS = {"not_jitted": "not_jitted", "recompile": "recompiles", "host_sync": "host_sync",
-             "host_to_device": "h2d_transfer"}
+def _matches(value: Any, wanted: Any) -> bool:
+    return value in wanted if isinstance(wanted, list) else value == wanted
 
 
-def _jax_findings(r: CheckResult) -> list[tuple[str, str]]:
-    """The profile's failing findings (notes about non-training paths do not cost stars)."""
-    return [(JAX_KINDS[f["kind"]], f"{r.subject}: {f['message']}") for f in r.details
-            if f["severity"] == "fail" and f["kind"] in JAX_KINDS]
+def _selects(r: CheckResult, selector: str | dict[str, Any]) -> bool:
+    """Whether result ``r`` satisfies ``selector`` (a bare string selects by check name)."""
+    if isinstance(selector, str):
+        return r.check == selector
+    for path, wanted in selector.items():
+        if path == "not":
+            if any(_matches(_field(r, p), w) for p, w in wanted.items()):
+                return False
+        elif not _matches(_field(r, path), wanted):
+            return False
+    return True
 
 
-def findings_for(section: str, results: list[CheckResult]) -> list[Finding]:
-    """Map check results to rubric findings of ``section``."""
+def _check_name(selector: str | dict[str, Any]) -> str:
+    return selector if isinstance(selector, str) else str(selector["check"])
+
+
+def section_checks(spec: dict[str, Any]) -> list[str]:
+    """The check names a rubric section reads, in rubric order."""
+    return list(dict.fromkeys(_check_name(s) for s in spec["checks"]))
+
+
+def findings_for(deduction: dict[str, Any], results: list[CheckResult]) -> list[Finding]:
+    """The findings of one rubric deduction among a section's results."""
     out: list[Finding] = []
-
-    def add(rule: str, r: CheckResult, message: str) -> None:
-        out.append(Finding(rule, r.check, r.subject, message))
-
     for r in results:
-        if section == "documentation" and r.check == "docs" and not r.passed:
-            add("docs_rule_failed", r, f"{r.subject}: {r.summary}")
-        elif section == "equivalence":
-            if r.check == "equivalence":
-                if r.verdict == "fail":
-                    add("not_equivalent", r, f"{r.subject}: {r.summary}")
-                elif r.verdict == "error":
-                    add("equivalence_error", r, f"{r.subject}: {r.summary}")
-                elif r.verdict == "inconclusive":
-                    add("inconclusive", r, f"{r.subject}: {r.summary}")
-                elif r.metrics["mode"] == "tolerance":
-                    add("tolerance_only", r, f"{r.subject}: equivalent within rtol={r.metrics['rtol']}, "
-                                             f"atol={r.metrics['atol']} only")
-            elif r.check == "mutants" and not r.passed:
-                add("surviving_mutant", r, f"mutant {r.subject} ({r.metrics['description']}) survived")
-            elif r.check == "conformance" and not r.passed:
-                add("conformance_failure", r, f"{r.subject}: {r.summary}")
-        elif section == "bug_risk":
-            if r.check == "fuzz" and not r.passed and _fuzz_target(r) not in FUZZ_LOGGING_TARGETS:
-                add("fuzz_finding", r, f"{r.subject}: {r.summary}")
-            elif r.check == "mutants" and not r.passed:
-                add("surviving_mutant", r, f"mutant {r.subject} ({r.metrics['description']}) survived")
-        elif section == "logging":
-            if r.check == "fuzz" and not r.passed and _fuzz_target(r) in FUZZ_LOGGING_TARGETS:
-                add("logging_fuzz_finding", r, f"{r.subject}: {r.summary}")
-            elif r.check == "logging" and not r.passed:
-                add("failure_not_handled", r, f"{r.subject}: {r.summary}")
-        elif section == "jax_performance" and r.check == "jax_profile":
-            for rule, message in _jax_findings(r):
-                add(rule, r, message)
+        if not _selects(r, deduction["match"]):
+            continue
+        if deduction.get("each") == "details":
+            for row in r.details:
+                if all(_matches(row.get(k), w) for k, w in (deduction.get("detail") or {}).items()):
+                    out.append(Finding(deduction["id"], r.check, r.subject,
+                                       deduction["message"].format(r=r, detail=row)))
+        else:
+            out.append(Finding(deduction["id"], r.check, r.subject, deduction["message"].format(r=r)))
     return out
 
 
-def _section_results(section: str, spec: dict[str, Any], results: RunResults) -> list[CheckResult]:
-    rs = [r for r in results.checks if r.check in spec["checks"]]
-    if section == "logging":
-        rs = [r for r in rs if r.check != "fuzz" or _fuzz_target(r) in FUZZ_LOGGING_TARGETS]
-    if section == "bug_risk":
-        rs = [r for r in rs if r.check != "fuzz" or _fuzz_target(r) not in FUZZ_LOGGING_TARGETS]
-    return rs
+def _section_results(spec: dict[str, Any], results: RunResults) -> list[CheckResult]:
+    return [r for r in results.checks if any(_selects(r, s) for s in spec["checks"])]
 
 
 def score_sections(results: RunResults, rubric: dict[str, Any] | None = None) -> list[SectionScore]:
@@ -134,8 +127,7 @@ def score_sections(results: RunResults, rubric: dict[str, Any] | None = None) ->
     top, bottom = int(rubric["scale"]["max"]), int(rubric["scale"]["min"])
     out = []
     for key, spec in rubric["sections"].items():
-        rs = _section_results(key, spec, results)
-        findings = findings_for(key, rs)
+        rs = _section_results(spec, results)
         applied = []
         present = {r.check for r in rs}
         for check, rule in (spec.get("requires") or {}).items():
@@ -144,13 +136,13 @@ def score_sections(results: RunResults, rubric: dict[str, Any] | None = None) ->
                        ] if count else []
             applied.append(AppliedRule(f"missing_{check}", rule, 1, 1, count, count, missing))
         for d in spec["deductions"]:
-            mine = [f for f in findings if f.rule_id == d["id"]]
+            mine = findings_for(d, rs)
             deducted = min(len(mine) * int(d["points"]), int(d["cap"]))
             applied.append(AppliedRule(d["id"], d["rule"], int(d["points"]), int(d["cap"]), len(mine), deducted,
                                        mine))
         measured = bool(rs)
         score = max(bottom, top - sum(a.deducted for a in applied)) if measured else None
-        out.append(SectionScore(key, spec["title"], list(spec["checks"]), spec["five_stars"], measured, score,
+        out.append(SectionScore(key, spec["title"], section_checks(spec), spec["five_stars"], measured, score,
                                 applied, rs))
     return out
 

@@ -10,7 +10,7 @@ import pytest
 from pogo_audit.cli import main
 from pogo_audit.results import CheckResult, Divergence, RunResults
 from reports.render import render_json, render_markdown, render_summary, write_assets
-from reports.scoring import load_rubric, score_sections
+from reports.scoring import load_rubric, score_sections, section_checks
 
 
 def _eq(algo, verdict="pass", divergence=None):
@@ -97,6 +97,37 @@ def test_rubric_is_data_and_every_deduction_is_documented():
         assert spec["five_stars"] and spec["checks"]
         for d in spec["deductions"]:
             assert d["rule"].startswith("-") and d["points"] >= 1 and d["cap"] >= d["points"]
+            assert d["match"]["check"] in section_checks(spec) and d["message"]
+
+
+def test_every_rubric_check_is_one_the_suite_produces():
+    """A rubric selector naming a check nothing produces would score "not measured" forever."""
+    from checks.suite import STAGES
+
+    produced = {stage.replace("jax-profile", "jax_profile").replace("failure_handling", "logging") for stage in STAGES}
+    for spec in load_rubric()["sections"].values():
+        assert set(section_checks(spec)) <= produced
+
+
+def test_a_new_check_is_scored_from_rubric_data_alone():
+    """Scoring has no per-check code: a made-up check with a per-row deduction is scored from its selectors."""
+    rubric = {"scale": {"max": 5, "min": 1}, "sections": {"speed": {
+        "title": "Speed", "checks": [{"check": "bench", "not": {"subject": "ignored"}}], "five_stars": "fast",
+        "deductions": [
+            {"id": "slow", "match": {"check": "bench", "verdict": ["fail", "error"]}, "message": "{r.subject} slow",
+             "points": 2, "cap": 2, "rule": "-2 when slow"},
+            {"id": "hot_row", "match": {"check": "bench"}, "each": "details", "detail": {"kind": "hot"},
+             "message": "{r.subject}: {detail[where]}", "points": 1, "cap": 3, "rule": "-1 per hot row"}]}}}
+    results = RunResults(checks=[
+        CheckResult("bench", "a", "fail", details=[{"kind": "hot", "where": "x.py:1"}, {"kind": "cold"}]),
+        CheckResult("bench", "b", "pass", details=[{"kind": "hot", "where": "y.py:2"}]),
+        CheckResult("bench", "ignored", "fail", details=[{"kind": "hot", "where": "z.py:3"}]),
+        CheckResult("docs", "quickstart", "fail")])
+    (section,) = score_sections(results, rubric)
+    assert [r.subject for r in section.results] == ["a", "b"]
+    found = {a.rule_id: [f.message for f in a.findings] for a in section.applied}
+    assert found == {"slow": ["a slow"], "hot_row": ["a: x.py:1", "b: y.py:2"]}
+    assert section.score == 5 - 2 - 2
 
 
 def test_missing_field_fails_loudly(tmp_path, capsys):

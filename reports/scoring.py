@@ -52,6 +52,16 @@ class SectionScore:
     score: int | None
     applied: list[AppliedRule]
     results: list[CheckResult]
+    #: why a part of this section could not be measured on the candidate (e.g. "adapter has no `log`")
+    absent: list[str] = field(default_factory=list)
+    #: candidate mode: our own references' evidence (conformance, mutants), cited as the tool's credentials
+    credentials: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def not_measured_reason(self) -> str:
+        if self.absent:
+            return "; ".join(self.absent)
+        return f"no `{'`/`'.join(self.checks)}` results"
 
     @property
     def stars(self) -> str:
@@ -121,16 +131,36 @@ def _section_results(spec: dict[str, Any], results: RunResults) -> list[CheckRes
     return [r for r in results.checks if any(_selects(r, s) for s in spec["checks"])]
 
 
+CANDIDATE = "candidate"
+
+
+def candidate_mode(results: RunResults) -> bool:
+    """Whether the results review a user's trainer (any result tagged ``metrics.audited = "candidate"``)."""
+    return any(r.metrics.get("audited") == CANDIDATE for r in results.checks)
+
+
 def score_sections(results: RunResults, rubric: dict[str, Any] | None = None) -> list[SectionScore]:
-    """One SectionScore per rubric section, in rubric order."""
+    """One SectionScore per rubric section, in rubric order.
+
+    In candidate mode only results measured on the candidate's code are scored: our own trainer's results never
+    are, and ``requires`` rules (evidence the mode itself does not produce) do not apply; our references'
+    conformance and mutation results, if present, are kept as the tool's credentials, not as deductions.
+    """
     rubric = rubric or load_rubric()
     top, bottom = int(rubric["scale"]["max"]), int(rubric["scale"]["min"])
+    candidate = candidate_mode(results)
+    pool = RunResults(checks=[r for r in results.checks if r.metrics.get("audited") == CANDIDATE]) \
+        if candidate else results
     out = []
     for key, spec in rubric["sections"].items():
-        rs = _section_results(spec, results)
+        rs = _section_results(spec, pool)
+        absent = [f"{r.summary.removeprefix('not measured (').removesuffix(')')}" for r in pool.checks
+                  if r.metrics.get("absent_hook") and r.metrics.get("section") == key]
+        credentials = [r for r in _section_results(spec, results) if r.check in ("conformance", "mutants")
+                       and r.metrics.get("audited") != CANDIDATE] if candidate else []
         applied = []
         present = {r.check for r in rs}
-        for check, rule in (spec.get("requires") or {}).items():
+        for check, rule in ({} if candidate else spec.get("requires") or {}).items():
             count = 0 if (check in present or not rs) else 1
             missing = [Finding(f"missing_{check}", check, "—", f"{spec['title']}: {rule.split(' when ', 1)[-1]}")
                        ] if count else []
@@ -143,7 +173,7 @@ def score_sections(results: RunResults, rubric: dict[str, Any] | None = None) ->
         measured = bool(rs)
         score = max(bottom, top - sum(a.deducted for a in applied)) if measured else None
         out.append(SectionScore(key, spec["title"], section_checks(spec), spec["five_stars"], measured, score,
-                                applied, rs))
+                                applied, rs, absent, credentials))
     return out
 
 

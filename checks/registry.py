@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from checks.conformance import F32_REL, F32_STEPS, F64_REL, PRECISION_CHOICES
 from multi_actor import registry as algorithms
-from pogo_audit.argtypes import int_list, nonneg_float, positive_int
+from pogo_audit.argtypes import int_list, nonneg_float, positive_int, seed_list
 from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
 from pogo_audit.results import CheckResult
 
@@ -193,6 +193,30 @@ def _hooks_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the trainer, the batches and hypothesis (default 0)")
 
 
+def _matrix_options(p: argparse.ArgumentParser) -> None:
+    from checks.matrix import EXECUTORS
+
+    p.add_argument("--grid", default=None, metavar="GRID.yaml",
+                   help="the grid as YAML (keys: algos, seeds, actor_types, w2_methods, sets, steps); else the flags")
+    p.add_argument("--algo", default="iql", metavar="ALGO[,ALGO]",
+                   help=f"algorithms: {', '.join(algorithms.names())} or all (default iql)")
+    p.add_argument("--seeds", type=seed_list, default=[0], metavar="S[,S...]", help="seeds (default 0)")
+    p.add_argument("--actor-types", default=None, metavar="T1,T2[;T1,T2...]",
+                   help="actor-type sets of actors 1..N-1, separated by ';' (default: the config's)")
+    p.add_argument("--w2-method", default=None, metavar="M[,M]", help="W2 methods: auto, closed_form, sinkhorn")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every cell")
+    p.add_argument("--steps", type=positive_int, default=100, help="equivalence steps per cell (default 100)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="cells run at once (default 1)")
+    p.add_argument("--executor", default="process", choices=EXECUTORS,
+                   help="process (default: a local process pool) or ray (the pogo-audit[ray] extra)")
+    p.add_argument("--address", default=None, metavar="ADDR", help="ray: cluster address (default: start a local Ray)")
+    p.add_argument("--out", default=".pogo-audit/matrix.json", metavar="PATH",
+                   help="merged results, updated after every cell; a re-run skips the cells already in it "
+                        "(default .pogo-audit/matrix.json)")
+    p.add_argument("--bundle-dir", default=".pogo-audit/matrix-bundles", metavar="DIR",
+                   help="first-divergence bundles, one folder per cell (default .pogo-audit/matrix-bundles)")
+
+
 def _subjects(results: list[CheckResult]) -> str:
     return ", ".join(r.subject for r in results)
 
@@ -266,4 +290,14 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         _hooks_options, "checks.hooks.runner:run_command",
         passed=lambda rs: "every hook the adapter has behaves (see the not-measured lines for absent ones)",
         failed=lambda rs: f"hook findings: {_failed(rs)}"),
+    CheckSpec(
+        "matrix", "run an audit grid (algorithms x seeds x actor types x W2 methods x overrides) in parallel",
+        "Every cell of the grid is one equivalence audit of a fully specified config, run in its own worker process "
+        "with one torch thread (a local process pool with --jobs N, or Ray with --executor ray). Finished cells are "
+        "saved to --out at once; re-running with the same --out runs only the missing cells. The results are "
+        "identical whichever executor ran them.",
+        _matrix_options, "checks.matrix:run_command",
+        passed=lambda rs: f"matrix: all {len(rs)} cells equivalent",
+        failed=lambda rs: f"matrix: {sum(not r.passed for r in rs)} of {len(rs)} cells not equivalent: "
+                          f"{_failed(rs)}"),
 )}

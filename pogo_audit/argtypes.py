@@ -25,11 +25,21 @@ def nonneg_float(text: str) -> float:
     return value
 
 
-def int_list(text: str) -> list[int]:
+def _ints(text: str, minimum: int, what: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what} integers, got {text!r}") from None
+    if not values or min(values) < minimum:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what} integers, got {text!r}")
     return values
+
+
+def int_list(text: str) -> list[int]:
+    """``1,2,3``: positive integers (actor counts)."""
+    return _ints(text, 1, "positive")
+
+
+def seed_list(text: str) -> list[int]:
+    """``0,1,2``: non-negative integers (seeds)."""
+    return _ints(text, 0, "non-negative")

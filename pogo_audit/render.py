@@ -221,6 +221,21 @@ def results_table(results: list[CheckResult]) -> Table:
     return table
 
 
+def matrix_table(results: list[CheckResult]) -> Table:
+    """One row per grid cell: its axes, the verdict, where it first diverged and how long it took."""
+    table = Table(title=f"matrix: {len(results)} cells", title_justify="left")
+    for col in ("cell", "algo", "seed", "actor types", "w2", "overrides", "verdict", "first divergence", "seconds"):
+        table.add_column(col)
+    for r in results:
+        cell = r.metrics["cell"]
+        d = r.first_divergence
+        table.add_row(cell["key"], cell["algo"], str(cell["seed"]), escape(",".join(cell["actor_types"]) or "default"),
+                      cell["w2_method"] or "default", escape(" ".join(cell["sets"]) or "—"), verdict_text(r.verdict),
+                      escape(f"step {d.step}: {d.observable}") if d is not None and not r.passed else "—",
+                      f"{r.seconds:.1f}")
+    return table
+
+
 @dataclass(frozen=True)
 class View:
     """How the CLI shows one check: renderables for each result as it arrives, for all results at the end, and
@@ -238,5 +253,6 @@ VIEWS: dict[str, View] = {
     "mutants": View(summary=lambda rs: [kill_matrix_table(rs)]),
     "fuzz": View(summary=lambda rs: [fuzz_table(rs)], failure=fuzz_findings),
     "jax-profile": View(each=jax_profile_tables, failure=first_line_failure),
+    "matrix": View(summary=lambda rs: [matrix_table(rs)], failure=first_line_failure),
 }
 DEFAULT_VIEW = View(summary=lambda rs: [results_table(rs)], failure=first_line_failure)

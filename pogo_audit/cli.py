@@ -388,6 +388,77 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_report)
 
 
+# ------------------------------------------------------------------------------------------------------ adapt
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from checks.adapt import crash_line, propose, python_tables  # torch
+    from pogo_audit.data import DatasetSpec
+    from pogo_audit.loading import import_callable
+
+    factory = import_callable(args.candidate, "--candidate", "examples.pogo_adapter:factory")
+    config = build_config(None, args.set, algo=args.algo, num_actors=args.actors, seed=args.seed)
+    spec = DatasetSpec(DEFAULT_DATASET_ID, DEFAULT_ENV_ID, args.state_dim, args.action_dim, 1.0)
+    console = _console()
+    try:
+        proposal = propose(args.algo, config, spec, args.candidate, factory, seed=args.seed)
+    except Exception as exc:  # the user's factory (or what it built) failed: a finding about the candidate
+        console.print(f"[bold red]candidate factory {escape(args.candidate)} raised {escape(crash_line(exc))}[/]")
+        return EXIT_CHECK_FAILED
+    table = Table(title=f"adapt {args.algo}: reference module → candidate module", title_justify="left")
+    for col in ("reference", "candidate", "tensors", "initial values", "note"):
+        table.add_column(col)
+    for m in proposal.modules:
+        table.add_row(escape(m.reference), escape(" + ".join(m.candidates)), str(m.tensors),
+                      "equal" if m.values_equal else "differ",
+                      escape(("AMBIGUOUS: " if m.ambiguous else "") + m.tie + (" (composite)" if m.composite else "")))
+    console.print(table)
+    for name, actor in proposal.extra_actors.items():
+        console.print(f"extra actor: {escape(name)} → {actor}")
+    for name in proposal.unmatched_candidate:
+        console.print(f"[yellow]candidate tensor not matched: {escape(name)}[/]")
+    for note in proposal.notes:
+        console.print(f"[dim]{escape(note)}[/]")
+    text = python_tables(proposal)
+    if args.output:
+        atomic_write_text(Path(args.output), text + "\n")
+        console.print(f"adapter tables written to {escape(args.output)}")
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if not proposal.complete:
+        for name in proposal.unmatched_reference:
+            console.print(f"[bold red]reference tensor not matched: {escape(name)}[/]")
+        console.print(f"[bold red]{len(proposal.unmatched_reference)} reference tensor(s) have no candidate match[/]")
+        return EXIT_CHECK_FAILED
+    console.print(f"[bold green]every reference tensor of {args.algo} has a candidate match "
+                  f"({len(proposal.mapping)} tensors)[/]")
+    return EXIT_OK
+
+
+def _add_adapt(sub: argparse._SubParsersAction) -> None:
+    from multi_actor import registry
+
+    names = registry.names("torch")
+    p = sub.add_parser("adapt", formatter_class=RichHelpFormatter,
+                       help="propose the adapter tables (canonical parameter names, log keys) of your trainer",
+                       description="Build the reference trainer of --algo and your candidate object from the same "
+                                   "seed, match every reference module to one of your modules by its parameter "
+                                   "shapes in registration order (ties: equal initial values, then names, then "
+                                   "order; all reported), match log keys by equal values on a synthetic batch when "
+                                   "the candidate has step(batch), and print Python tables to paste into your "
+                                   "adapter. Exit 0: every reference tensor matched; 1: some did not.")
+    p.add_argument("--algo", required=True, choices=names, metavar="ALGO", help=", ".join(names))
+    p.add_argument("--candidate", required=True, metavar="MOD:FACTORY",
+                   help="factory(config, dataset_spec, seed) returning your trainer or its adapter (any object: its "
+                        "torch modules are found through its attributes)")
+    p.add_argument("--actors", type=positive_int, default=None, help="actors in the config passed on (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of both sides (default 0)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--state-dim", type=positive_int, default=11, help="state dimension (default 11, Hopper)")
+    p.add_argument("--action-dim", type=positive_int, default=3, help="action dimension (default 3, Hopper)")
+    p.add_argument("-o", "--output", default=None, metavar="PATH", help="also write the Python tables there")
+    p.set_defaults(handler=_cmd_adapt)
+
+
 # ---------------------------------------------------------------------------------------------------- inspect
 
 
@@ -414,7 +485,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------------------ main
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    *(_check_adder(spec) for spec in CHECKS.values()), _add_inspect, _add_report, _add_train, _add_datasets,
+    *(_check_adder(spec) for spec in CHECKS.values()), _add_adapt, _add_inspect, _add_report, _add_train, _add_datasets,
     _add_traces,
 ]
 

@@ -241,12 +241,28 @@ def _outermost(units: list[Unit]) -> list[Unit]:
     return [u for u in units if not any(o is not u and u.ids < o.ids for o in units)]
 
 
-def extra_actors(actor0: Unit | None, left: list[Unit]) -> dict[str, str]:
-    """Leftover candidate modules shaped like actor0, in registration order -> ``actor1``, ``actor2``, ..."""
+def extra_actors(candidate: Any, actor0: Unit | None, left: list[Unit]) -> tuple[dict[str, str], list[str]]:
+    """Leftover candidate modules that are the extra actors -> ``actor1``, ``actor2``, ... and notes.
+
+    A candidate with ``policies()`` says which they are (actors 1..K, each a module or an object holding one);
+    otherwise the leftover modules shaped like actor0 are taken, in registration order."""
+    policies = getattr(candidate, "policies", None)
+    if callable(policies):
+        try:
+            extra = list(policies())[1:]
+        except Exception as exc:  # the user's method: its failure is information
+            return {}, [f"candidate policies() raised {type(exc).__name__}: {exc}"]
+        out = {}
+        for i, policy in enumerate(extra, start=1):
+            ids = set().union(*(u.ids for u in candidate_units(policy)))
+            unit = next((u for u in left if ids and u.ids == ids), None)
+            if unit is not None:
+                out[unit.name] = f"actor{i}"
+        return out, []
     if actor0 is None:
-        return {}
+        return {}, []
     shaped = _outermost([u for u in left if u.signature == actor0.signature])
-    return {u.name: f"actor{i}" for i, u in enumerate(shaped, start=1)}
+    return {u.name: f"actor{i}" for i, u in enumerate(shaped, start=1)}, []
 
 
 # ------------------------------------------------------------------------------------------------- log keys
@@ -329,13 +345,14 @@ def propose(algo: str, config: Any, dataset_spec: Any, candidate_spec: str, fact
     unmatched_ref = [f"{u.name}/{t.key}" if t.key else u.name for u in ref_units if u.name not in matched
                      for t in u.tensors]
     actor0 = next((u for u in ref_units if u.name.startswith("actor0/")), None)
-    extras = extra_actors(actor0, left)
+    extras, notes = extra_actors(cand.trainer, actor0, left)
     extra_ids = set().union(*(u.ids for u in left if u.name in extras))
     leftover = [u for u in _outermost(left) if not u.ids <= extra_ids]
     unmatched_cand = [f"{u.name}/{t.key}" if t.key else u.name for u in leftover for t in u.tensors]
     batch = _synthetic_batch(dataset_spec)
-    log_keys, log_mapping, notes = propose_log_keys(
+    log_keys, log_mapping, log_notes = propose_log_keys(
         ref, cand if callable(getattr(cand.trainer, "step", None)) else None, batch)
+    notes += log_notes
     if not cand_units:
         notes.append("no torch nn.Module or trainable tensor was found on the candidate object")
     return Proposal(algo, candidate_spec, matches, mapping, unmatched_ref, unmatched_cand, extras, log_keys,

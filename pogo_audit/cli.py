@@ -310,6 +310,42 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------------------------- report
 
 
+def _report_candidates(values: Sequence[str], algos: Sequence[str], explicit: bool) -> tuple[
+        tuple[str, Callable[..., Any]] | None, dict[str, tuple[str, Callable[..., Any]]]]:
+    """``--candidate`` values: ``MOD:FACTORY`` for every algorithm, ``ALGO=MOD:FACTORY`` for one (repeatable).
+
+    Returns the all-algorithms candidate (or None) and the per-algorithm ones; a repeated algorithm or catch-all,
+    an unknown or non-PyTorch algorithm, one outside an explicit ``--algo``, or (with per-algorithm candidates only)
+    an ``--algo`` algorithm left without one is a usage error."""
+    from multi_actor import registry
+
+    torch_algos = registry.names("torch")
+    every: tuple[str, Callable[..., Any]] | None = None
+    per_algo: dict[str, tuple[str, Callable[..., Any]]] = {}
+    for value in values:
+        algo, sep, spec = value.partition("=")
+        if not sep:
+            if every is not None:
+                raise UsageError(f"--candidate: {value!r}: a candidate for all algorithms was already given "
+                                 f"({every[0]}); use ALGO=MOD:FACTORY for the others")
+            every = (value, load_factory(value, "--candidate"))
+            continue
+        if algo not in torch_algos:
+            raise UsageError(f"--candidate: {value!r}: expected ALGO=MOD:FACTORY with ALGO one of "
+                             f"{', '.join(torch_algos)}")
+        if algo in per_algo:
+            raise UsageError(f"--candidate: {algo} was given twice")
+        if explicit and algo not in algos:
+            raise UsageError(f"--candidate: {algo} is not among --algo {','.join(algos)}")
+        per_algo[algo] = (spec, load_factory(spec, f"--candidate {algo}"))
+    if per_algo and every is None and explicit:
+        missing = [a for a in algos if a not in per_algo and a in torch_algos]
+        if missing:
+            raise UsageError(f"--candidate: no candidate for {', '.join(missing)} (give ALGO=MOD:FACTORY for each, "
+                             "or one MOD:FACTORY for all)")
+    return every, per_algo
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.output)
     console = _console()
@@ -321,12 +357,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
         unknown = set(skip) - set(STAGES)
         if unknown:
             raise UsageError(f"--skip: unknown check(s) {', '.join(sorted(unknown))}; expected {', '.join(STAGES)}")
+        algos = ALGORITHMS if args.algo == "all" else tuple(args.algo.split(","))
+        every, per_algo = _report_candidates(args.candidate, algos, explicit=args.algo != "all")
+        if per_algo and every is None and args.algo == "all":
+            algos = tuple(per_algo)  # only the algorithms a candidate was given for
         opts = SuiteOptions(
-            algos=ALGORITHMS if args.algo == "all" else tuple(args.algo.split(",")), steps=args.steps,
+            algos=algos, steps=args.steps,
             conformance_steps=args.conformance_steps, fuzz_examples=args.fuzz_examples, seed=args.seed,
             readme=args.readme, skip=skip,
             reference=(args.reference, load_factory(args.reference, "--reference")) if args.reference else None,
-            candidate=(args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None,
+            candidate=every, candidates=per_algo,
             parser=build_parser(),
         )
         with console.status("running checks", spinner="dots") as status:
@@ -334,7 +374,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         results_path = out.with_suffix(".results.json")
         results.save(results_path)
         sources = [str(results_path)]
-    target = f"external trainer {args.candidate or args.reference}" if (args.candidate or args.reference) \
+    external = ", ".join(args.candidate) or args.reference
+    target = f"external trainer {external}" if (args.candidate or args.reference) \
         else "pogo-audit's own multi-actor trainer and references"
     try:
         if args.format == "json":
@@ -382,7 +423,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    help="md (default), summary (GitHub step summary, < 1 MiB) or json")
     p.add_argument("--readme", default=None, metavar="PATH", help="README to audit (default: this repository's)")
     p.add_argument("--reference", default=None, metavar="MOD:FACTORY", help="external reference trainer factory")
-    p.add_argument("--candidate", default=None, metavar="MOD:FACTORY", help="external candidate trainer factory")
+    p.add_argument("--candidate", action="append", default=[], metavar="[ALGO=]MOD:FACTORY",
+                   help="external candidate trainer factory: MOD:FACTORY for every algorithm, ALGO=MOD:FACTORY for "
+                        "one (repeatable; then --algo defaults to the algorithms given)")
     p.add_argument("--fail-under", type=float, default=None, metavar="SCORE",
                    help="exit 1 when the overall score is below SCORE")
     p.set_defaults(handler=_cmd_report)

@@ -252,3 +252,36 @@ def test_cli_adapt_exit_codes(_repo_root, tmp_path, monkeypatch, capsys):
     assert f"(at {mod}:9 in crashes:" in out.replace("\n", "")
     assert main(["adapt", "--algo", "td3_bc", "--candidate", "adapt_candidates:missing"]) == 2
     assert main(["adapt", "--algo", "rebrac", "--candidate", "adapt_candidates:crashes"]) == 2
+
+
+# ------------------------------------------------------------------------------ report: a candidate per algorithm
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--candidate", "cql=nope"], "--candidate cql: expected MODULE:FACTORY"),
+    (["--candidate", "td3_bc=examples.pogo_adapter:factory", "--candidate", "td3_bc=examples.pogo_adapter:factory"],
+     "--candidate: td3_bc was given twice"),
+    (["--candidate", "rebrac=examples.pogo_adapter:factory"], "expected ALGO=MOD:FACTORY with ALGO one of iql, "),
+    (["--candidate", "examples.pogo_adapter:factory", "--candidate", "examples.pogo_adapter:broken_factory"],
+     "a candidate for all algorithms was already given (examples.pogo_adapter:factory)"),
+    (["--algo", "td3_bc,iql", "--candidate", "td3_bc=examples.pogo_adapter:factory"], "no candidate for iql"),
+    (["--algo", "iql", "--candidate", "td3_bc=examples.pogo_adapter:factory"], "td3_bc is not among --algo iql"),
+])
+def test_report_candidate_usage_errors(_repo_root, tmp_path, capsys, argv, message):
+    assert main(["report", *argv, "-o", str(tmp_path / "r.md")]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_report_audits_each_algorithm_with_its_own_candidate(_repo_root, embedded_dataset, tmp_path):
+    import json
+
+    out = tmp_path / "r.json"
+    assert main(["report", "--candidate", "td3_bc=examples.pogo_adapter:factory", "--candidate",
+                 "iql=examples.broken_adapter:fixed_factory", "--steps", "2", "--format", "json", "-o", str(out)]) == 0
+    checks = json.loads(out.with_suffix(".results.json").read_text())["checks"]
+    assert [(c["subject"], c["metrics"]["candidate"]) for c in checks] == [
+        ("td3_bc", "examples.pogo_adapter:factory"), ("iql", "examples.broken_adapter:fixed_factory")]
+    assert checks[0]["verdict"] == "pass"
+    assert json.loads(out.read_text())["target"] == \
+        "external trainer td3_bc=examples.pogo_adapter:factory, iql=examples.broken_adapter:fixed_factory"

@@ -454,7 +454,9 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     for m in proposal.modules:
         table.add_row(escape(m.reference), escape(" + ".join(m.candidates)), str(m.tensors),
                       "equal" if m.values_equal else "differ",
-                      escape(("AMBIGUOUS: " if m.ambiguous else "") + m.tie + (" (composite)" if m.composite else "")))
+                      escape("; ".join(part for part in ("AMBIGUOUS, check" if m.ambiguous else "", m.tie,
+                                                          f"{len(m.candidates)} modules in order" if m.composite
+                                                          else "") if part)))
     console.print(table)
     for name, actor in proposal.extra_actors.items():
         console.print(f"extra actor: {escape(name)} → {actor}")

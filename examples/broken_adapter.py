@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from examples.tensor_table import TensorTable
 from examples.user_pogo_iql_broken import POGOIQL
 
 # user module -> (canonical "<role>/<module>", the reference's key prefix replacing the user's first key component)
@@ -60,7 +61,7 @@ class GaussianView:
         return mean[:, None, :] + std[:, None, :] * noise
 
 
-class ProtocolTrainer:
+class ProtocolTrainer(TensorTable):
     def __init__(self, user: POGOIQL):
         self.user = user
 
@@ -80,19 +81,6 @@ class ProtocolTrainer:
         for i, actor in enumerate(self.user.chain, start=1):
             named.update({f"actor{i}/{k}": t for k, t in actor.state_dict(keep_vars=True).items()})
         return named
-
-    def parameters(self) -> dict[str, np.ndarray]:
-        return {name: t.detach().cpu().numpy().copy() for name, t in self.named_tensors().items()}
-
-    def load_parameters(self, params) -> None:
-        with torch.no_grad():
-            for name, t in self.named_tensors().items():
-                if name in params:
-                    t.copy_(torch.as_tensor(np.asarray(params[name]), dtype=t.dtype))
-
-    def gradients(self) -> dict[str, np.ndarray]:
-        return {name: np.zeros(tuple(t.shape), np.float32) if t.grad is None else t.grad.detach().numpy().copy()
-                for name, t in self.named_tensors().items() if name.startswith(("critic/", "actor0/"))}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"v": self.user.v_opt, "q": self.user.q_opt, "pi": self.user.pi_opt}

@@ -12,7 +12,7 @@ that importing the suite (the CLI does, to validate ``--skip``) stays cheap.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,17 @@ class SuiteOptions:
     skip: tuple[str, ...] = ()
     reference: tuple[str, Callable[..., Any]] | None = None
     candidate: tuple[str, Callable[..., Any]] | None = None
+    #: per-algorithm candidates (``--candidate ALGO=MOD:FACTORY``); ``candidate`` serves the algorithms not listed
+    candidates: dict[str, tuple[str, Callable[..., Any]]] = field(default_factory=dict)
     parser: CommandParser | None = None
 
     @property
     def external(self) -> bool:
-        return self.reference is not None or self.candidate is not None
+        return self.reference is not None or self.candidate is not None or bool(self.candidates)
+
+    def candidate_for(self, algo: str) -> tuple[str, Callable[..., Any]] | None:
+        """The candidate factory audited for ``algo`` (its own, else the one for all algorithms)."""
+        return self.candidates.get(algo, self.candidate)
 
 
 def _docs(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
@@ -78,7 +84,7 @@ def _equivalence(opts: SuiteOptions, say: Progress) -> list[CheckResult]:
         options = EquivalenceOptions(steps=opts.steps, seed=opts.seed, bundle_dir=opts.bundle_dir)
         external = registry.algorithm(algo).framework == "torch"  # --reference/--candidate are PyTorch trainers
         out.append(equivalence(algo, cfg, options, opts.reference if external else None,
-                               opts.candidate if external else None))
+                               opts.candidate_for(algo) if external else None))
     return out
 
 

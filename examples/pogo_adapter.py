@@ -13,9 +13,9 @@ The trainer itself is left untouched; this file only translates names:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from examples.tensor_table import TensorTable
 from examples.user_pogo_td3bc import POGOTD3BC
 
 # user attribute -> canonical "<role>/<module>" (role: critic, actor0 or target; module: the reference's name)
@@ -50,7 +50,7 @@ class DeterministicView:
         return self.net(obs)
 
 
-class ProtocolTrainer:
+class ProtocolTrainer(TensorTable):
     def __init__(self, user: POGOTD3BC):
         self.user = user
 
@@ -63,27 +63,12 @@ class ProtocolTrainer:
             out[LOG_KEYS.get(key, key)] = value
         return out
 
-    def _named_tensors(self) -> dict[str, torch.Tensor]:
+    def named_tensors(self) -> dict[str, torch.Tensor]:
         named = {canonical(m, k): t for m in MODULES
                  for k, t in getattr(self.user, m).state_dict(keep_vars=True).items()}
         for i, actor in enumerate(self.user.chain, start=1):
             named.update({f"actor{i}/{k}": t for k, t in actor.state_dict(keep_vars=True).items()})
         return named
-
-    def parameters(self) -> dict[str, np.ndarray]:
-        return {name: t.detach().cpu().numpy().copy() for name, t in self._named_tensors().items()}
-
-    def load_parameters(self, params) -> None:
-        """Names not given keep their value (``--sync-init`` passes critic, actor0 and target tensors)."""
-        with torch.no_grad():
-            for name, t in self._named_tensors().items():
-                if name in params:
-                    t.copy_(torch.as_tensor(np.asarray(params[name]), dtype=t.dtype))
-
-    def gradients(self) -> dict[str, np.ndarray]:
-        """``.grad`` of critic and actor0 parameters, zeros where none was written (the grad-leak observable)."""
-        return {name: np.zeros(tuple(t.shape), np.float32) if t.grad is None else t.grad.detach().numpy().copy()
-                for name, t in self._named_tensors().items() if name.startswith(("critic/", "actor0/"))}
 
     def policies(self) -> list[DeterministicView]:
         return [DeterministicView(actor) for actor in self.user.actors()]

@@ -321,6 +321,42 @@ def _review(path: str) -> list[Claim]:
         raise InputError(f"--compare-review: {path}: {exc}") from None
 
 
+def _report_candidates(values: Sequence[str], algos: Sequence[str], explicit: bool) -> tuple[
+        tuple[str, Callable[..., Any]] | None, dict[str, tuple[str, Callable[..., Any]]]]:
+    """``--candidate`` values: ``MOD:FACTORY`` for every algorithm, ``ALGO=MOD:FACTORY`` for one (repeatable).
+
+    Returns the all-algorithms candidate (or None) and the per-algorithm ones; a repeated algorithm or catch-all,
+    an unknown or non-PyTorch algorithm, one outside an explicit ``--algo``, or (with per-algorithm candidates only)
+    an ``--algo`` algorithm left without one is a usage error."""
+    from multi_actor import registry
+
+    torch_algos = registry.names("torch")
+    every: tuple[str, Callable[..., Any]] | None = None
+    per_algo: dict[str, tuple[str, Callable[..., Any]]] = {}
+    for value in values:
+        algo, sep, spec = value.partition("=")
+        if not sep:
+            if every is not None:
+                raise UsageError(f"--candidate: {value!r}: a candidate for all algorithms was already given "
+                                 f"({every[0]}); use ALGO=MOD:FACTORY for the others")
+            every = (value, load_factory(value, "--candidate"))
+            continue
+        if algo not in torch_algos:
+            raise UsageError(f"--candidate: {value!r}: expected ALGO=MOD:FACTORY with ALGO one of "
+                             f"{', '.join(torch_algos)}")
+        if algo in per_algo:
+            raise UsageError(f"--candidate: {algo} was given twice")
+        if explicit and algo not in algos:
+            raise UsageError(f"--candidate: {algo} is not among --algo {','.join(algos)}")
+        per_algo[algo] = (spec, load_factory(spec, f"--candidate {algo}"))
+    if per_algo and every is None and explicit:
+        missing = [a for a in algos if a not in per_algo and a in torch_algos]
+        if missing:
+            raise UsageError(f"--candidate: no candidate for {', '.join(missing)} (give ALGO=MOD:FACTORY for each, "
+                             "or one MOD:FACTORY for all)")
+    return every, per_algo
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.output)
     console = _console()
@@ -332,12 +368,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
         unknown = set(skip) - set(STAGES)
         if unknown:
             raise UsageError(f"--skip: unknown check(s) {', '.join(sorted(unknown))}; expected {', '.join(STAGES)}")
+        algos = ALGORITHMS if args.algo == "all" else tuple(args.algo.split(","))
+        every, per_algo = _report_candidates(args.candidate, algos, explicit=args.algo != "all")
+        if per_algo and every is None and args.algo == "all":
+            algos = tuple(per_algo)  # only the algorithms a candidate was given for
         opts = SuiteOptions(
-            algos=ALGORITHMS if args.algo == "all" else tuple(args.algo.split(",")), steps=args.steps,
+            algos=algos, steps=args.steps,
             conformance_steps=args.conformance_steps, fuzz_examples=args.fuzz_examples, seed=args.seed,
             readme=args.readme, skip=skip,
             reference=(args.reference, load_factory(args.reference, "--reference")) if args.reference else None,
-            candidate=(args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None,
+            candidate=every, candidates=per_algo,
             parser=build_parser(),
         )
         with console.status("running checks", spinner="dots") as status:
@@ -345,7 +385,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         results_path = out.with_suffix(".results.json")
         results.save(results_path)
         sources = [str(results_path)]
-    target = f"external trainer {args.candidate or args.reference}" if (args.candidate or args.reference) \
+    external = ", ".join(args.candidate) or args.reference
+    target = f"external trainer {external}" if (args.candidate or args.reference) \
         else "pogo-audit's own multi-actor trainer and references"
     review = _review(args.compare_review) if args.compare_review else None
     try:
@@ -394,13 +435,88 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    help="md (default), summary (GitHub step summary, < 1 MiB) or json")
     p.add_argument("--readme", default=None, metavar="PATH", help="README to audit (default: this repository's)")
     p.add_argument("--reference", default=None, metavar="MOD:FACTORY", help="external reference trainer factory")
-    p.add_argument("--candidate", default=None, metavar="MOD:FACTORY", help="external candidate trainer factory")
+    p.add_argument("--candidate", action="append", default=[], metavar="[ALGO=]MOD:FACTORY",
+                   help="external candidate trainer factory: MOD:FACTORY for every algorithm, ALGO=MOD:FACTORY for "
+                        "one (repeatable; then --algo defaults to the algorithms given)")
     p.add_argument("--compare-review", default=None, metavar="REVIEW.md",
                    help="a hand-written review (five numbered sections with star scores): its claims are set next "
                         "to the measured scores in the report's first table")
     p.add_argument("--fail-under", type=float, default=None, metavar="SCORE",
                    help="exit 1 when the overall score is below SCORE")
     p.set_defaults(handler=_cmd_report)
+
+
+# ------------------------------------------------------------------------------------------------------ adapt
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from checks.adapt import crash_line, propose, python_tables  # torch
+    from pogo_audit.data import DatasetSpec
+    from pogo_audit.loading import import_callable
+
+    factory = import_callable(args.candidate, "--candidate", "examples.pogo_adapter:factory")
+    config = build_config(None, args.set, algo=args.algo, num_actors=args.actors, seed=args.seed)
+    spec = DatasetSpec(DEFAULT_DATASET_ID, DEFAULT_ENV_ID, args.state_dim, args.action_dim, 1.0)
+    console = _console()
+    try:
+        proposal = propose(args.algo, config, spec, args.candidate, factory, seed=args.seed)
+    except Exception as exc:  # the user's factory (or what it built) failed: a finding about the candidate
+        console.print(f"[bold red]candidate factory {escape(args.candidate)} raised {escape(crash_line(exc))}[/]")
+        return EXIT_CHECK_FAILED
+    table = Table(title=f"adapt {args.algo}: reference module → candidate module", title_justify="left")
+    for col in ("reference", "candidate", "tensors", "initial values", "note"):
+        table.add_column(col)
+    for m in proposal.modules:
+        table.add_row(escape(m.reference), escape(" + ".join(m.candidates)), str(m.tensors),
+                      "equal" if m.values_equal else "differ",
+                      escape("; ".join(part for part in ("AMBIGUOUS, check" if m.ambiguous else "", m.tie,
+                                                          f"{len(m.candidates)} modules in order" if m.composite
+                                                          else "") if part)))
+    console.print(table)
+    for name, actor in proposal.extra_actors.items():
+        console.print(f"extra actor: {escape(name)} → {actor}")
+    for name in proposal.unmatched_candidate:
+        console.print(f"[yellow]candidate tensor not matched: {escape(name)}[/]")
+    for note in proposal.notes:
+        console.print(f"[dim]{escape(note)}[/]")
+    text = python_tables(proposal)
+    if args.output:
+        atomic_write_text(Path(args.output), text + "\n")
+        console.print(f"adapter tables written to {escape(args.output)}")
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if not proposal.complete:
+        for name in proposal.unmatched_reference:
+            console.print(f"[bold red]reference tensor not matched: {escape(name)}[/]")
+        console.print(f"[bold red]{len(proposal.unmatched_reference)} reference tensor(s) have no candidate match[/]")
+        return EXIT_CHECK_FAILED
+    console.print(f"[bold green]every reference tensor of {args.algo} has a candidate match "
+                  f"({len(proposal.mapping)} tensors)[/]")
+    return EXIT_OK
+
+
+def _add_adapt(sub: argparse._SubParsersAction) -> None:
+    from multi_actor import registry
+
+    names = registry.names("torch")
+    p = sub.add_parser("adapt", formatter_class=RichHelpFormatter,
+                       help="propose the adapter tables (canonical parameter names, log keys) of your trainer",
+                       description="Build the reference trainer of --algo and your candidate object from the same "
+                                   "seed, match every reference module to one of your modules by its parameter "
+                                   "shapes in registration order (ties: equal initial values, then names, then "
+                                   "order; all reported), match log keys by equal values on a synthetic batch when "
+                                   "the candidate has step(batch), and print Python tables to paste into your "
+                                   "adapter. Exit 0: every reference tensor matched; 1: some did not.")
+    p.add_argument("--algo", required=True, choices=names, metavar="ALGO", help=", ".join(names))
+    p.add_argument("--candidate", required=True, metavar="MOD:FACTORY",
+                   help="factory(config, dataset_spec, seed) returning your trainer or its adapter (any object: its "
+                        "torch modules are found through its attributes)")
+    p.add_argument("--actors", type=positive_int, default=None, help="actors in the config passed on (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of both sides (default 0)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--state-dim", type=positive_int, default=11, help="state dimension (default 11, Hopper)")
+    p.add_argument("--action-dim", type=positive_int, default=3, help="action dimension (default 3, Hopper)")
+    p.add_argument("-o", "--output", default=None, metavar="PATH", help="also write the Python tables there")
+    p.set_defaults(handler=_cmd_adapt)
 
 
 # ---------------------------------------------------------------------------------------------------- inspect
@@ -429,7 +545,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------------------ main
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    *(_check_adder(spec) for spec in CHECKS.values()), _add_inspect, _add_report, _add_train, _add_datasets,
+    *(_check_adder(spec) for spec in CHECKS.values()), _add_adapt, _add_inspect, _add_report, _add_train, _add_datasets,
     _add_traces,
 ]
 

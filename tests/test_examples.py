@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from checks.equivalence import EquivalenceOptions, equivalence_for_algo, load_factory
@@ -35,8 +36,9 @@ def audit(spec, tmp_path, steps=20, **options):
     return equivalence_for_algo("td3_bc", td3_bc_config(), opts, candidate=(spec, load_factory(spec, "--candidate")))
 
 
-def test_user_trainer_imports_nothing_from_this_repository():
-    tree = ast.parse((REPO / "examples" / "user_pogo_td3bc.py").read_text())
+@pytest.mark.parametrize("user_file", ["user_pogo_td3bc.py", "user_pogo_iql_broken.py"])
+def test_user_trainer_imports_nothing_from_this_repository(user_file):
+    tree = ast.parse((REPO / "examples" / user_file).read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
@@ -103,3 +105,111 @@ def test_cli_end_to_end(embedded_dataset, tmp_path, capsys):
     assert bundle.is_file() and "td3_bc-step2.npz" in out
     assert main(["inspect", str(bundle)]) == 0
     assert "rng/torch" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ second example: four defects
+
+IQL_BROKEN = "examples.broken_adapter:factory"
+IQL_FIXED = "examples.broken_adapter:fixed_factory"
+
+
+def iql_config():
+    return build_config(None, [], algo="iql", num_actors=3)
+
+
+def iql_trainer(fixed: bool):
+    from examples.broken_adapter import factory, fixed_factory
+    from pogo_audit.data import DatasetSpec
+
+    return (fixed_factory if fixed else factory)(iql_config(), DatasetSpec("x", "Hopper-v5", 11, 3, 1.0), 0)
+
+
+def iql_batch(seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(64, 11, generator=g), torch.rand(64, 3, generator=g) * 2 - 1, torch.randn(64, 1, generator=g),
+            torch.randn(64, 11, generator=g), torch.zeros(64, 1)]
+
+
+def test_fixed_iql_trainer_is_the_reference_for_50_steps_apart_from_the_harmless_leak(embedded_dataset, tmp_path):
+    """With (a)-(c) fixed, critic, actor0, targets, RNG and the W2 chain are bitwise the reference's for 50 steps; the
+    only difference is the leak (d): the chain's Q term in the critic's .grad after the step."""
+    opts = EquivalenceOptions(steps=50, seed=0, bundle_dir=str(tmp_path), self_check=False)
+    res = equivalence_for_algo("iql", iql_config(), opts, candidate=(IQL_FIXED, load_factory(IQL_FIXED, "--candidate")))
+    groups = {row["group"]: row for row in res.details}
+    for group in ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "rng"):
+        assert (groups[group]["verdict"], groups[group]["max_abs"]) == ("pass", 0.0), (group, groups[group])
+    assert groups["chain (W2 oracle)"]["verdict"] == "pass"
+    assert groups["critic losses"]["steps_compared"] == 50 and groups["chain (W2 oracle)"]["observables"] == 2
+    if res.verdict == "fail":  # until grad_used/grad_leak hygiene warnings: the leak is the only divergence
+        assert res.first_divergence.step == 1
+        assert res.first_divergence.observable.startswith("grad_leak/critic/qf/"), res.summary
+
+
+def test_broken_iql_evaluation_crashes_at_its_first_call_after_reseeding_numpy():
+    import numpy as np
+
+    trainer = iql_trainer(fixed=False)
+    np.random.seed(123)
+    np.random.rand()
+    with pytest.raises(AttributeError, match="'tuple' object has no attribute 'reshape'"):
+        trainer.evaluate(7, 1)  # (a)
+    after = np.random.get_state()
+    np.random.seed(7)
+    assert all(np.array_equal(a, b) for a, b in zip(after, np.random.get_state()))  # (b): the global stream reset
+
+
+def test_fixed_iql_evaluation_is_deterministic_and_leaves_every_global_rng_alone():
+    import random
+
+    import numpy as np
+    import torch
+
+    trainer = iql_trainer(fixed=True)
+    np.random.seed(123)
+    random.seed(123)
+    torch.manual_seed(123)
+    before = (np.random.get_state()[1].copy(), random.getstate(), torch.get_rng_state().clone())
+    first = trainer.evaluate(7, 1)
+    assert np.isfinite(first["return_mean"]) and trainer.evaluate(7, 1) == first
+    assert np.array_equal(np.random.get_state()[1], before[0]) and random.getstate() == before[1]
+    assert torch.equal(torch.get_rng_state(), before[2])
+
+
+def test_broken_iql_never_steps_its_lr_schedule_and_leaks_gradients_into_the_critic():
+    from multi_actor.trainer import reference_factory
+    from pogo_audit.data import DatasetSpec
+
+    ref = reference_factory(iql_config(), DatasetSpec("x", "Hopper-v5", 11, 3, 1.0), 0)
+    broken, fixed = iql_trainer(fixed=False), iql_trainer(fixed=True)
+    for trainer in (ref, broken, fixed):
+        trainer.step(iql_batch())
+    ref_lr = ref.base.actor_optimizer.param_groups[0]["lr"]
+    assert ref_lr < 3e-4  # CORL's cosine schedule moved after one step
+    assert broken.user.pi_opt.param_groups[0]["lr"] == 3e-4  # (c) never stepped
+    assert fixed.user.pi_opt.param_groups[0]["lr"] == ref_lr
+    # (d): after the step, q1's .grad holds the q-loss gradient plus the chain's Q term (the reference: q-loss only)
+    leaked = fixed.gradients()["critic/qf/q1.net.0.weight"]
+    assert not np.array_equal(leaked, ref.gradients()["critic/qf/q1.net.0.weight"])
+    assert fixed.gradients()["critic/vf/v.net.0.weight"].tolist() == ref.gradients()["critic/vf/v.net.0.weight"].tolist()
+
+
+def test_adapt_proposes_the_adapters_table_for_the_raw_iql_trainer():
+    """``pogo-audit adapt`` on the user's object alone proposes exactly the mapping broken_adapter.py uses: IQL's
+    TwinQ (and its target) matched to two networks each, in order."""
+    from checks.adapt import propose
+    from examples.broken_adapter import MODULES, canonical, raw_factory
+    from pogo_audit.data import DatasetSpec
+
+    spec = DatasetSpec("x", "Hopper-v5", 11, 3, 1.0)
+    p = propose("iql", iql_config(), spec, "examples.broken_adapter:raw_factory", raw_factory)
+    assert p.complete and p.unmatched_candidate == []
+    user = raw_factory(iql_config(), spec, 0)
+    expected = {f"{m}/{k}": canonical(m, k) for m in MODULES for k in getattr(user, m).state_dict()}
+    assert p.mapping == expected
+    assert [(m.reference, m.candidates, m.composite) for m in p.modules] == [
+        ("actor0/actor", ["pi"], False), ("critic/qf", ["q1", "q2"], True), ("critic/vf", ["v"], False),
+        ("target/q_target", ["q1_targ", "q2_targ"], True)]
+    assert p.extra_actors == {"chain.0": "actor1", "chain.1": "actor2"}
+    assert p.notes == ["the candidate has no step(batch): log keys were not matched"]

@@ -39,6 +39,9 @@ class Divergence:
     index: list[int] | None = None
     expected: float | None = None
     actual: float | None = None
+    #: None for a difference in value; else what kind of finding it is: "digest differs", "shape differs",
+    #: "absent on candidate", "not logged" (a reference loss the candidate never logs), "not logged by reference"
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         # JSON stores non-finite floats as "nan"/"inf"/"-inf" strings; turn them back into floats

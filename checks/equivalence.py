@@ -41,7 +41,7 @@ import numpy as np
 
 from pogo_audit.bundle import Bundle, write_bundle
 from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_arrays, compare_scalar
-from pogo_audit.crashes import Crash, TrainerCrash, guarded
+from pogo_audit.findings import Crash, TrainerCrash, guarded, parameter_check_text
 from pogo_audit.harness import IsolatedTrainer, torch_determinism
 from pogo_audit.results import FAIL, INCONCLUSIVE, PASS, CheckResult, Divergence, environment_info
 
@@ -303,7 +303,7 @@ def _scalars(obs: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in obs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-#: harness packages: a crash's frame is never reported inside them (see :func:`pogo_audit.crashes.trainer_frame`)
+#: harness packages: a crash's frame is never reported inside them (see :func:`pogo_audit.findings.trainer_frame`)
 HARNESS_DIRS = (Path(__file__).resolve().parent,)
 
 
@@ -312,7 +312,7 @@ class _Side:
     """One trainer in the lock-step run plus what the harness remembers about it.
 
     Every call into the trainer goes through :meth:`call` / :meth:`guard`, which turn an exception into a
-    :class:`~pogo_audit.crashes.TrainerCrash` naming this side, the phase (the method) and the current step."""
+    :class:`~pogo_audit.findings.TrainerCrash` naming this side, the phase (the method) and the current step."""
 
     iso: IsolatedTrainer
     side: str
@@ -363,18 +363,6 @@ def parameter_check(reference: Mapping[str, Any], candidate: Mapping[str, Any],
     return {**out, "issues": len(out["missing"]) + len(out["extra"]) + len(shape)}
 
 
-def parameter_check_text(check: Mapping[str, Any]) -> str:
-    """"missing a, b; extra c; shape d reference [2, 3] vs candidate [3, 2]" (empty when all match)."""
-    parts = []
-    if check.get("missing"):
-        parts.append("missing on candidate " + ", ".join(check["missing"]))
-    if check.get("extra"):
-        parts.append("extra on candidate " + ", ".join(check["extra"]))
-    parts += [f"shape of {d['name']}: reference {d['reference']} vs candidate {d['candidate']}"
-              for d in check.get("shape", [])]
-    return "; ".join(parts)
-
-
 def candidate_actors(params: Mapping[str, Any]) -> int | None:
     """Actors the candidate exposes: distinct ``actor<i>/`` prefixes of its canonical names (None if none)."""
     found = {k.split("/", 1)[0] for k in params if re.fullmatch(r"actor\d+", k.split("/", 1)[0])}
@@ -401,7 +389,7 @@ def run_equivalence(
     """Drive reference (twice, for the self-check) and candidate in lock-step; return one CheckResult.
 
     A trainer that raises (in its factory, ``load_parameters``, a step, ...) ends the run with verdict ``fail`` and
-    ``metrics["crash"]`` (:class:`pogo_audit.crashes.Crash`); what was compared before the crash is kept.
+    ``metrics["crash"]`` (:class:`pogo_audit.findings.Crash`); what was compared before the crash is kept.
     ``chain_oracle(trainer, config)`` builds the W2 oracle (default :meth:`ChainOracle.for_trainer`)."""
     device = str(getattr(config, "device", "cpu"))
     run = _RunState(t0=time.perf_counter())
@@ -841,7 +829,7 @@ def equivalence_for_algo(algo: str, config: Any, options: EquivalenceOptions,
 
 def harness_error(algo: str, exc: Exception, labels: tuple[str, str], mode: str, seconds: float) -> CheckResult:
     """Verdict ``error``: the run failed outside any trainer call; says what raised where (never a traceback)."""
-    from pogo_audit.crashes import describe
+    from pogo_audit.findings import describe
     from pogo_audit.results import ERROR
 
     info = describe(exc, "harness", "run", None)

@@ -90,7 +90,9 @@ def findings_for(section: str, results: list[CheckResult]) -> list[Finding]:
             add("docs_rule_failed", r, f"{r.subject}: {r.summary}")
         elif section == "equivalence":
             if r.check == "equivalence":
-                if r.verdict == "fail":
+                if r.verdict == "fail" and r.metrics.get("crash"):
+                    add("equivalence_error", r, f"{r.subject}: {r.summary}")
+                elif r.verdict == "fail":
                     add("not_equivalent", r, f"{r.subject}: {r.summary}")
                 elif r.verdict == "error":
                     add("equivalence_error", r, f"{r.subject}: {r.summary}")

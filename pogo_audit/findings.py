@@ -1,4 +1,6 @@
-"""A trainer's crash as a finding: which side, in which phase and step, what it raised, and where in its own code.
+"""Findings about an audited trainer, as data: its crash and its parameter-name mismatches.
+
+A crash says which side, in which phase and step, what it raised, and where in its own code.
 
 A harness that drives a trainer wraps every call in :func:`guarded`; an exception becomes :class:`TrainerCrash`,
 carrying a :class:`Crash` whose ``frame`` is the innermost traceback frame in the trainer's own code — not in the
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import sysconfig
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,3 +110,15 @@ def guarded(side: str, phase: str, step: int | None, harness_dirs: Iterable[Path
     except Exception as exc:  # the trainer's defect, whatever it raised
         raise TrainerCrash(describe(exc, side, phase, step, harness_dirs)) from exc
 
+
+def parameter_check_text(check: Mapping[str, Any]) -> str:
+    """A parameter check (``metrics["parameter_check"]``) in one clause: "missing on candidate a; shape of b:
+    reference [2, 3] vs candidate [3, 2]" (empty when all match)."""
+    parts = []
+    if check.get("missing"):
+        parts.append("missing on candidate " + ", ".join(check["missing"]))
+    if check.get("extra"):
+        parts.append("extra on candidate " + ", ".join(check["extra"]))
+    parts += [f"shape of {d['name']}: reference {d['reference']} vs candidate {d['candidate']}"
+              for d in check.get("shape", [])]
+    return "; ".join(parts)

@@ -589,6 +589,9 @@ def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[s
     if run.crash is not None:
         verdict = FAIL
         c = run.crash
+        if first is None:  # nothing diverged before: the crash is where the runs part (consumers need a step)
+            first = Divergence(c.step if c.step is not None else 0, f"crash/{c.side}/{c.phase}", float("nan"),
+                               float("nan"), comp.rtol, comp.atol, kind="crash")
         context = ""
         if c.phase == "load_parameters" and run.parameter_check and run.parameter_check["issues"]:
             context = f" (parameter check: {parameter_check_text(run.parameter_check)})"

@@ -101,7 +101,8 @@ def equivalence_table(res: CheckResult, config: object | None = None) -> Table:
     types = ""
     if config is not None and getattr(config, "actor_configs", None):
         types = escape(" [" + ", ".join(a.type for a in config.actor_configs) + "]")
-    title = (f"equivalence {res.subject}: {verdict_text(res.verdict)} — {res.steps_compared} steps, "
+    crashed = f" then crashed {Crash(**m['crash']).where()}" if m.get("crash") else ""
+    title = (f"equivalence {res.subject}: {verdict_text(res.verdict)} — {res.steps_compared} steps{crashed}, "
              f"{m.get('mode', '?')}, {actors_text(m)}{types}, self-check {m.get('self_check', '?')}")
     table = Table(title=title, title_justify="left")
     for col in ("observable group", "observables", "steps", "verdict", "first divergence", "max abs diff",
@@ -142,9 +143,9 @@ def parameter_check_table(res: CheckResult) -> Table | None:
     for col in ("parameter", "finding", "reference shape", "candidate shape"):
         table.add_column(col)
     for name in check.get("missing", []):
-        table.add_row(escape(name), "[bold red]missing on candidate[/]", "", "—")
+        table.add_row(escape(name), "[bold red]missing on candidate[/]", "present", "—")
     for name in check.get("extra", []):
-        table.add_row(escape(name), "[bold red]extra on candidate[/]", "—", "")
+        table.add_row(escape(name), "[bold red]extra on candidate[/]", "—", "present")
     for d in check.get("shape", []):
         table.add_row(escape(d["name"]), "[bold red]shape differs[/]", str(d["reference"]), str(d["candidate"]))
     return table

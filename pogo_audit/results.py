@@ -40,7 +40,9 @@ class Divergence:
     expected: float | None = None
     actual: float | None = None
     #: None for a difference in value; else what kind of finding it is: "digest differs", "shape differs",
-    #: "absent on candidate", "not logged" (a reference loss the candidate never logs), "not logged by reference"
+    #: "absent on candidate", "not logged" (a reference loss the candidate never logs), "not logged by reference",
+    #: "missing at this step"/"extra at this step", "crash" (observable ``crash/<side>/<phase>``, nothing diverged
+    #: before the trainer raised)
     kind: str | None = None
 
     def __post_init__(self) -> None:

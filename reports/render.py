@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from pogo_audit.findings import Crash, parameter_check_text
 from pogo_audit.io import atomic_write_bytes
-from pogo_audit.results import CheckResult, RunResults
+from pogo_audit.results import ERROR, CheckResult, RunResults
 from reports.scoring import overall, recommendations, score_sections
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -85,9 +85,13 @@ def _text(value: Any) -> str:
 
 
 def equivalence_row(r: CheckResult) -> dict[str, Any]:
-    """One algorithm's equivalence result as report cells — complete for any result: passed, failed, crashed (its
-    crash as evidence) or errored (a result without the run's metrics shows "—", never breaks the report)."""
+    """One algorithm's equivalence result as report cells: passed, failed, crashed (its crash as evidence) or
+    errored. Only an errored result may lack the run's metrics (shown "—"); a run's result without them is
+    incomplete results and fails loudly (KeyError)."""
     m = r.metrics
+    missing = [k for k in ("mode", "actors", "self_check") if k not in m]
+    if missing and r.verdict != ERROR:
+        raise KeyError(missing[0])
     d = r.first_divergence
     gap = (d.kind or ("digest differs" if math.isnan(d.max_abs) else None)) if d is not None else None
     actors = _text(m.get("actors"))

@@ -124,6 +124,19 @@ def test_crash_in_the_candidate_factory_is_a_finding(embedded_dataset):
     assert res.summary.startswith("candidate crashed in factory: TypeError: __init__() got an unexpected keyword")
     assert res.summary.endswith("before the crash: nothing compared, no divergence")
     assert res.metrics["candidate_actors"] is None
+    d = res.first_divergence  # nothing diverged before: the crash is where the runs part
+    assert (d.step, d.observable, d.kind) == (0, "crash/candidate/factory", "crash")
+
+
+def test_jax_candidate_factory_crash_is_a_finding(embedded_dataset):
+    from checks.equivalence_jax import equivalence_for_rebrac
+
+    res = equivalence_for_rebrac(build_config(None, [], algo="rebrac", num_actors=2),
+                                 EquivalenceOptions(steps=2, self_check=False), candidate=("bad", crashing_factory))
+    assert res.verdict == "fail"
+    assert res.metrics["crash"]["frame"] == {"file": HERE, "line": line_of(FACTORY_CRASH),
+                                             "function": "crashing_factory", "code": FACTORY_CRASH}
+    assert (res.metrics["crash"]["side"], res.metrics["crash"]["phase"]) == ("candidate", "factory")
 
 
 def test_sync_init_load_failure_names_the_phase_and_the_parameter(embedded_dataset):

@@ -186,6 +186,16 @@ def _jax_profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=positive_int, default=3, help="timing repeats, median kept (default 3)")
 
 
+def _hooks_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--algo", default="iql", choices=algorithms.names("torch"), metavar="ALGO",
+                   help=f"the candidate's base algorithm: {', '.join(algorithms.names('torch'))} (default iql)")
+    p.add_argument("--candidate", required=True, metavar="MOD:FACTORY",
+                   help="the adapter's trainer factory; its hooks are looked up on the trainer, then in its module")
+    p.add_argument("--examples", type=positive_int, default=200, metavar="N",
+                   help="examples per fuzzed hook (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the trainer, the batches and hypothesis (default 0)")
+
+
 def _subjects(results: list[CheckResult]) -> str:
     return ", ".join(r.subject for r in results)
 
@@ -247,4 +257,16 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         _conformance_options, "checks.conformance:run_command",
         passed=lambda rs: f"conformance passed: {len(rs)} variant/precision pair(s) match the CORL golden traces",
         failed=lambda rs: f"conformance failed: {_failed(rs)}"),
+    CheckSpec(
+        "hooks", "exercise your adapter's hooks: config validation, logging path, checkpoint faults",
+        "Point the bug-risk and logging instruments at your trainer through the adapter's optional hooks: "
+        "make_config(**fields) is fuzzed with near-valid POGO configs (a bad one must raise naming the field, a valid "
+        "one must keep every field); log(metrics, step) is fuzzed with every kind of scalar, array, tensor, None, "
+        "NaN/Inf and odd key (no exception, no scalar dropped or mangled; read back through read_log() or wandb); "
+        "save_checkpoint/load_checkpoint run under a full disk, a crash mid-write and an uncreatable directory (the "
+        "failure is reported, the previous checkpoint stays loadable) and must resume bitwise. A hook the adapter "
+        "lacks is reported as not measured.",
+        _hooks_options, "checks.hooks.runner:run_command",
+        passed=lambda rs: "every hook the adapter has behaves (see the not-measured lines for absent ones)",
+        failed=lambda rs: f"hook findings: {_failed(rs)}"),
 )}

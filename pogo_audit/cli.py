@@ -54,6 +54,7 @@ from pogo_audit.io import atomic_write_json, atomic_write_text
 from pogo_audit.render import DEFAULT_VIEW, VIEWS
 from pogo_audit.results import RunResults
 from reports.render import MissingValue, render_json, render_markdown, render_summary, write_assets
+from reports.review import Claim, ReviewFormatError, parse_review
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -310,6 +311,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------------------------- report
 
 
+def _review(path: str) -> list[Claim]:
+    """``--compare-review``: the claims of a hand-written review (exit 2 naming the file when unreadable)."""
+    try:
+        return parse_review(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--compare-review: cannot read {path}: {exc}") from None
+    except ReviewFormatError as exc:
+        raise InputError(f"--compare-review: {path}: {exc}") from None
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.output)
     console = _console()
@@ -336,16 +347,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
         sources = [str(results_path)]
     target = f"external trainer {args.candidate or args.reference}" if (args.candidate or args.reference) \
         else "pogo-audit's own multi-actor trainer and references"
+    review = _review(args.compare_review) if args.compare_review else None
     try:
         if args.format == "json":
-            atomic_write_json(out, render_json(results, sources, target))
+            atomic_write_json(out, render_json(results, sources, target, review))
         elif args.format == "summary":
             atomic_write_text(out, render_summary(results, sources, target))
         else:
             assets_dir = Path(args.assets) if args.assets else out.parent / f"{out.stem}-assets"
             assets = write_assets(results, assets_dir)
             rel = os.path.relpath(assets_dir, out.parent)
-            atomic_write_text(out, render_markdown(results, sources, target, assets, rel))
+            atomic_write_text(out, render_markdown(results, sources, target, assets, rel, review))
     except (UndefinedError, MissingValue, KeyError, TypeError) as exc:
         raise InputError(f"results ({', '.join(sources)}) lack a field the report needs: {exc}") from None
     summary = render_json(results, sources, target)
@@ -383,6 +395,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--readme", default=None, metavar="PATH", help="README to audit (default: this repository's)")
     p.add_argument("--reference", default=None, metavar="MOD:FACTORY", help="external reference trainer factory")
     p.add_argument("--candidate", default=None, metavar="MOD:FACTORY", help="external candidate trainer factory")
+    p.add_argument("--compare-review", default=None, metavar="REVIEW.md",
+                   help="a hand-written review (five numbered sections with star scores): its claims are set next "
+                        "to the measured scores in the report's first table")
     p.add_argument("--fail-under", type=float, default=None, metavar="SCORE",
                    help="exit 1 when the overall score is below SCORE")
     p.set_defaults(handler=_cmd_report)

@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from pogo_audit.findings import Crash, parameter_check_text
 from pogo_audit.io import atomic_write_bytes
 from pogo_audit.results import ERROR, CheckResult, RunResults
+from reports.review import Claim, claims_vs_evidence
 from reports.scoring import overall, recommendations, score_sections
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -62,9 +63,11 @@ def environment() -> Environment:
     return env
 
 
-def report_model(results: RunResults, sources: list[str], target: str) -> dict[str, Any]:
+def report_model(results: RunResults, sources: list[str], target: str,
+                 review: list[Claim] | None = None) -> dict[str, Any]:
     sections = score_sections(results)
     return {
+        "review_rows": claims_vs_evidence(review, sections) if review else [],
         "target": target,
         "sources": sources,
         "created": results.created,
@@ -236,8 +239,8 @@ def write_assets(results: RunResults, assets: Path) -> dict[str, Path]:
 
 
 def render_markdown(results: RunResults, sources: list[str], target: str, assets: dict[str, Path],
-                    assets_rel: str) -> str:
-    model = report_model(results, sources, target)
+                    assets_rel: str, review: list[Claim] | None = None) -> str:
+    model = report_model(results, sources, target, review)
     model["assets"] = {k: f"{assets_rel}/{v.name}" for k, v in assets.items()}
     return tidy_markdown(environment().get_template("report.md.j2").render(**model))
 
@@ -271,15 +274,18 @@ def render_summary(results: RunResults, sources: list[str], target: str, limit: 
     return text
 
 
-def render_json(results: RunResults, sources: list[str], target: str) -> dict[str, Any]:
-    model = report_model(results, sources, target)
+def render_json(results: RunResults, sources: list[str], target: str,
+                review: list[Claim] | None = None) -> dict[str, Any]:
+    model = report_model(results, sources, target, review)
     return {
+        "review": model["review_rows"],
         "target": target,
         "sources": sources,
         "overall": model["overall"],
         "sections": [
             {"key": s.key, "title": s.title, "measured": s.measured, "score": s.score, "stars": s.stars,
              "five_stars": s.five_stars, "rubric": [asdict(a) for a in s.applied],
+             "not_measured": None if s.measured and not s.absent else s.not_measured_reason,
              "evidence": [f"{r.check}/{r.subject}" for r in s.results]}
             for s in model["sections"]
         ],

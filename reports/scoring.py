@@ -15,7 +15,6 @@ import yaml
 from pogo_audit.results import CheckResult, RunResults
 
 RUBRIC_PATH = Path(__file__).with_name("rubric.yaml")
-FUZZ_LOGGING_TARGETS = ("logging",)
 
 
 def load_rubric(path: str | Path | None = None) -> dict[str, Any]:
@@ -53,6 +52,16 @@ class SectionScore:
     score: int | None
     applied: list[AppliedRule]
     results: list[CheckResult]
+    #: why a part of this section could not be measured on the candidate (e.g. "adapter has no `log`")
+    absent: list[str] = field(default_factory=list)
+    #: candidate mode: our own references' evidence (conformance, mutants), cited as the tool's credentials
+    credentials: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def not_measured_reason(self) -> str:
+        if self.absent:
+            return "; ".join(self.absent)
+        return f"no `{'`/`'.join(self.checks)}` results"
 
     @property
     def stars(self) -> str:
@@ -61,99 +70,110 @@ class SectionScore:
         return "★" * self.score + "☆" * (5 - self.score)
 
 
-# ------------------------------------------------------------------------------------------------- findings
+# ------------------------------------------------------------------------------------------------- selectors
+#
+# The rubric says which results a section reads and which results are findings with *selectors*: mappings from a
+# result field to the value it must have (a list: one of those values). ``check``, ``subject`` and ``verdict`` are
+# the result's fields, ``metrics.<key>`` its metrics; a ``not`` mapping inverts its own fields. A deduction with
+# ``each: details`` produces one finding per matching ``details`` row (``detail`` selects the rows). Adding a check
+# to the report is rubric data: a section's ``checks`` entry and its deductions, no code here.
 
 
-def _fuzz_target(r: CheckResult) -> str:
-    return str(r.metrics["target"])
+def _field(r: CheckResult, path: str) -> Any:
+    if path.startswith("metrics."):
+        return r.metrics.get(path[len("metrics."):])
+    return getattr(r, path)
 
 
-JAX_KINDS = {"not_jitted": "not_jitted", "recompile": "recompiles", "host_sync": "host_sync",
-             "host_to_device": "h2d_transfer"}
+def _matches(value: Any, wanted: Any) -> bool:
+    return value in wanted if isinstance(wanted, list) else value == wanted
 
 
-def _jax_findings(r: CheckResult) -> list[tuple[str, str]]:
-    """The profile's failing findings (notes about non-training paths do not cost stars)."""
-    return [(JAX_KINDS[f["kind"]], f"{r.subject}: {f['message']}") for f in r.details
-            if f["severity"] == "fail" and f["kind"] in JAX_KINDS]
+def _selects(r: CheckResult, selector: str | dict[str, Any]) -> bool:
+    """Whether result ``r`` satisfies ``selector`` (a bare string selects by check name)."""
+    if isinstance(selector, str):
+        return r.check == selector
+    for path, wanted in selector.items():
+        if path == "not":
+            if any(_matches(_field(r, p), w) for p, w in wanted.items()):
+                return False
+        elif not _matches(_field(r, path), wanted):
+            return False
+    return True
 
 
-def findings_for(section: str, results: list[CheckResult]) -> list[Finding]:
-    """Map check results to rubric findings of ``section``."""
+def _check_name(selector: str | dict[str, Any]) -> str:
+    return selector if isinstance(selector, str) else str(selector["check"])
+
+
+def section_checks(spec: dict[str, Any]) -> list[str]:
+    """The check names a rubric section reads, in rubric order."""
+    return list(dict.fromkeys(_check_name(s) for s in spec["checks"]))
+
+
+def findings_for(deduction: dict[str, Any], results: list[CheckResult]) -> list[Finding]:
+    """The findings of one rubric deduction among a section's results."""
     out: list[Finding] = []
-
-    def add(rule: str, r: CheckResult, message: str) -> None:
-        out.append(Finding(rule, r.check, r.subject, message))
-
     for r in results:
-        if section == "documentation" and r.check == "docs" and not r.passed:
-            add("docs_rule_failed", r, f"{r.subject}: {r.summary}")
-        elif section == "equivalence":
-            if r.check == "equivalence":
-                if r.verdict == "fail" and r.metrics.get("crash"):
-                    add("equivalence_error", r, f"{r.subject}: {r.summary}")
-                elif r.verdict == "fail":
-                    add("not_equivalent", r, f"{r.subject}: {r.summary}")
-                elif r.verdict == "error":
-                    add("equivalence_error", r, f"{r.subject}: {r.summary}")
-                elif r.verdict == "inconclusive":
-                    add("inconclusive", r, f"{r.subject}: {r.summary}")
-                elif r.metrics["mode"] == "tolerance":
-                    add("tolerance_only", r, f"{r.subject}: equivalent within rtol={r.metrics['rtol']}, "
-                                             f"atol={r.metrics['atol']} only")
-            elif r.check == "mutants" and not r.passed:
-                add("surviving_mutant", r, f"mutant {r.subject} ({r.metrics['description']}) survived")
-            elif r.check == "conformance" and not r.passed:
-                add("conformance_failure", r, f"{r.subject}: {r.summary}")
-        elif section == "bug_risk":
-            if r.check == "fuzz" and not r.passed and _fuzz_target(r) not in FUZZ_LOGGING_TARGETS:
-                add("fuzz_finding", r, f"{r.subject}: {r.summary}")
-            elif r.check == "mutants" and not r.passed:
-                add("surviving_mutant", r, f"mutant {r.subject} ({r.metrics['description']}) survived")
-        elif section == "logging":
-            if r.check == "fuzz" and not r.passed and _fuzz_target(r) in FUZZ_LOGGING_TARGETS:
-                add("logging_fuzz_finding", r, f"{r.subject}: {r.summary}")
-            elif r.check == "logging" and not r.passed:
-                add("failure_not_handled", r, f"{r.subject}: {r.summary}")
-        elif section == "jax_performance" and r.check == "jax_profile":
-            for rule, message in _jax_findings(r):
-                add(rule, r, message)
+        if not _selects(r, deduction["match"]):
+            continue
+        if deduction.get("each") == "details":
+            for row in r.details:
+                if all(_matches(row.get(k), w) for k, w in (deduction.get("detail") or {}).items()):
+                    out.append(Finding(deduction["id"], r.check, r.subject,
+                                       deduction["message"].format(r=r, detail=row)))
+        else:
+            out.append(Finding(deduction["id"], r.check, r.subject, deduction["message"].format(r=r)))
     return out
 
 
-def _section_results(section: str, spec: dict[str, Any], results: RunResults) -> list[CheckResult]:
-    rs = [r for r in results.checks if r.check in spec["checks"]]
-    if section == "logging":
-        rs = [r for r in rs if r.check != "fuzz" or _fuzz_target(r) in FUZZ_LOGGING_TARGETS]
-    if section == "bug_risk":
-        rs = [r for r in rs if r.check != "fuzz" or _fuzz_target(r) not in FUZZ_LOGGING_TARGETS]
-    return rs
+def _section_results(spec: dict[str, Any], results: RunResults) -> list[CheckResult]:
+    return [r for r in results.checks if any(_selects(r, s) for s in spec["checks"])]
+
+
+CANDIDATE = "candidate"
+
+
+def candidate_mode(results: RunResults) -> bool:
+    """Whether the results review a user's trainer (any result tagged ``metrics.audited = "candidate"``)."""
+    return any(r.metrics.get("audited") == CANDIDATE for r in results.checks)
 
 
 def score_sections(results: RunResults, rubric: dict[str, Any] | None = None) -> list[SectionScore]:
-    """One SectionScore per rubric section, in rubric order."""
+    """One SectionScore per rubric section, in rubric order.
+
+    In candidate mode only results measured on the candidate's code are scored: our own trainer's results never
+    are, and ``requires`` rules (evidence the mode itself does not produce) do not apply; our references'
+    conformance and mutation results, if present, are kept as the tool's credentials, not as deductions.
+    """
     rubric = rubric or load_rubric()
     top, bottom = int(rubric["scale"]["max"]), int(rubric["scale"]["min"])
+    candidate = candidate_mode(results)
+    pool = RunResults(checks=[r for r in results.checks if r.metrics.get("audited") == CANDIDATE]) \
+        if candidate else results
     out = []
     for key, spec in rubric["sections"].items():
-        rs = _section_results(key, spec, results)
-        findings = findings_for(key, rs)
+        rs = _section_results(spec, pool)
+        absent = [f"{r.summary.removeprefix('not measured (').removesuffix(')')}" for r in pool.checks
+                  if r.metrics.get("absent_hook") and r.metrics.get("section") == key]
+        credentials = [r for r in _section_results(spec, results) if r.check in ("conformance", "mutants")
+                       and r.metrics.get("audited") != CANDIDATE] if candidate else []
         applied = []
         present = {r.check for r in rs}
-        for check, rule in (spec.get("requires") or {}).items():
+        for check, rule in ({} if candidate else spec.get("requires") or {}).items():
             count = 0 if (check in present or not rs) else 1
             missing = [Finding(f"missing_{check}", check, "—", f"{spec['title']}: {rule.split(' when ', 1)[-1]}")
                        ] if count else []
             applied.append(AppliedRule(f"missing_{check}", rule, 1, 1, count, count, missing))
         for d in spec["deductions"]:
-            mine = [f for f in findings if f.rule_id == d["id"]]
+            mine = findings_for(d, rs)
             deducted = min(len(mine) * int(d["points"]), int(d["cap"]))
             applied.append(AppliedRule(d["id"], d["rule"], int(d["points"]), int(d["cap"]), len(mine), deducted,
                                        mine))
         measured = bool(rs)
         score = max(bottom, top - sum(a.deducted for a in applied)) if measured else None
-        out.append(SectionScore(key, spec["title"], list(spec["checks"]), spec["five_stars"], measured, score,
-                                applied, rs))
+        out.append(SectionScore(key, spec["title"], section_checks(spec), spec["five_stars"], measured, score,
+                                applied, rs, absent, credentials))
     return out
 
 

@@ -276,6 +276,10 @@ def test_cli_crash_is_exit_1_with_every_output(embedded_dataset, candidates, cap
     report = (out / "report.md").read_text()
     assert "| iql | candidate | in step 2 | TypeError: can only concatenate tuple" in report
     assert "`bad_candidates.py:11 in step()` | `return (1, 2) + batch[0]` |" in report
+    assert main(["report", "--from", "r.json", "-o", "report.json", "--format", "json"]) == 0
+    recs = json.loads((out / "report.json").read_text())["recommendations"]
+    assert [(r["rule"], r["evidence"]) for r in recs if r["rule"] in ("trainer_crash", "not_equivalent")] == \
+        [("trainer_crash", "equivalence/iql")]
 
 
 def test_cli_factory_crash_is_a_finding_and_usage_errors_stay_exit_2(embedded_dataset, candidates, capsys):

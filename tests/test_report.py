@@ -10,7 +10,7 @@ import pytest
 from pogo_audit.cli import main
 from pogo_audit.results import CheckResult, Divergence, RunResults
 from reports.render import render_json, render_markdown, render_summary, write_assets
-from reports.scoring import load_rubric, score_sections
+from reports.scoring import load_rubric, score_sections, section_checks
 
 
 def _eq(algo, verdict="pass", divergence=None):
@@ -97,6 +97,37 @@ def test_rubric_is_data_and_every_deduction_is_documented():
         assert spec["five_stars"] and spec["checks"]
         for d in spec["deductions"]:
             assert d["rule"].startswith("-") and d["points"] >= 1 and d["cap"] >= d["points"]
+            assert d["match"]["check"] in section_checks(spec) and d["message"]
+
+
+def test_every_rubric_check_is_one_the_suite_produces():
+    """A rubric selector naming a check nothing produces would score "not measured" forever."""
+    from checks.suite import STAGES
+
+    produced = {stage.replace("jax-profile", "jax_profile").replace("failure_handling", "logging") for stage in STAGES}
+    for spec in load_rubric()["sections"].values():
+        assert set(section_checks(spec)) <= produced
+
+
+def test_a_new_check_is_scored_from_rubric_data_alone():
+    """Scoring has no per-check code: a made-up check with a per-row deduction is scored from its selectors."""
+    rubric = {"scale": {"max": 5, "min": 1}, "sections": {"speed": {
+        "title": "Speed", "checks": [{"check": "bench", "not": {"subject": "ignored"}}], "five_stars": "fast",
+        "deductions": [
+            {"id": "slow", "match": {"check": "bench", "verdict": ["fail", "error"]}, "message": "{r.subject} slow",
+             "points": 2, "cap": 2, "rule": "-2 when slow"},
+            {"id": "hot_row", "match": {"check": "bench"}, "each": "details", "detail": {"kind": "hot"},
+             "message": "{r.subject}: {detail[where]}", "points": 1, "cap": 3, "rule": "-1 per hot row"}]}}}
+    results = RunResults(checks=[
+        CheckResult("bench", "a", "fail", details=[{"kind": "hot", "where": "x.py:1"}, {"kind": "cold"}]),
+        CheckResult("bench", "b", "pass", details=[{"kind": "hot", "where": "y.py:2"}]),
+        CheckResult("bench", "ignored", "fail", details=[{"kind": "hot", "where": "z.py:3"}]),
+        CheckResult("docs", "quickstart", "fail")])
+    (section,) = score_sections(results, rubric)
+    assert [r.subject for r in section.results] == ["a", "b"]
+    found = {a.rule_id: [f.message for f in a.findings] for a in section.applied}
+    assert found == {"slow": ["a slow"], "hot_row": ["a: x.py:1", "b: y.py:2"]}
+    assert section.score == 5 - 2 - 2
 
 
 def test_missing_field_fails_loudly(tmp_path, capsys):
@@ -145,3 +176,76 @@ def test_group_table_aligns_trainers_with_different_observable_groups(tmp_path):
     assert len(rebrac) == len(header)
     assert rebrac[header.index("grad leak")] == "n/a"
     assert rebrac[header.index("chain (W2 oracle)")] == "step 4"
+
+
+# ------------------------------------------------------------------------------ candidate mode and review claims
+
+def _candidate(result):
+    result.metrics["audited"] = "candidate"
+    return result
+
+
+def test_candidate_mode_scores_only_the_candidates_evidence():
+    """Our own trainer's results never score a candidate; evidence the mode does not produce is not deducted; an
+    absent hook leaves its section not measured with the reason; our references' evidence is cited, not scored."""
+    results = healthy()  # our own results: 5★ everywhere measured
+    results.checks += [
+        _candidate(_eq("td3_bc", "fail", Divergence(3, "critic/critic_loss", 0.5, 0.1, 0.0, 0.0))),
+        _candidate(_fuzz("candidate_config_validation", "configs", [{"property": "p", "minimal_example": "x",
+                                                                    "exception": "silently accepted",
+                                                                    "traceback_tail": ""}])),
+        CheckResult("hooks", "log", "inconclusive", summary="not measured (adapter has no `log`)",
+                    metrics={"audited": "candidate", "absent_hook": "log", "section": "logging"}),
+        CheckResult("hooks", "save_checkpoint", "inconclusive",
+                    summary="not measured (adapter has no `save_checkpoint`/`load_checkpoint`)",
+                    metrics={"audited": "candidate", "absent_hook": "save_checkpoint", "section": "logging"}),
+    ]
+    sections = {s.key: s for s in score_sections(results)}
+    assert {k: s.score for k, s in sections.items()} == {
+        "documentation": None, "equivalence": 3, "bug_risk": 4, "logging": None, "jax_performance": None}
+    assert [r.subject for r in sections["equivalence"].results] == ["td3_bc"]
+    assert not any(a.rule_id.startswith("missing_") and a.count for s in sections.values() for a in s.applied)
+    assert sections["logging"].not_measured_reason == ("adapter has no `log`; adapter has no "
+                                                       "`save_checkpoint`/`load_checkpoint`")
+    assert [r.subject for r in sections["equivalence"].credentials] == ["iql_gaussian/float64", "m1"]
+
+
+def test_hand_written_review_is_read_as_claims():
+    from pathlib import Path
+
+    from reports.review import parse_review
+
+    text = (Path(__file__).parents[1] / "examples" / "review-example.md").read_text(encoding="utf-8")
+    assert [(c.number, c.stars, c.says) for c in parse_review(text)] == [
+        (1, 4.0, "4/5"),
+        (2, None, "Critic 업데이트: ✅ 완전히 동치; Actor0 동치성: ✅ 완전히 동치 (CQL 수정 완료)"),
+        (4, 3.0, "3/5"), (5, 3.0, "3/5")]
+
+
+def test_compare_review_puts_each_claim_next_to_the_evidence(tmp_path, capsys):
+    from pathlib import Path
+
+    results = healthy()
+    results.checks[7] = _eq("iql", "fail", Divergence(7, "critic/q_loss", 0.25, 0.1, 0.0, 0.0, None, 3.0, 3.25))
+    path = tmp_path / "r.json"
+    results.save(path)
+    review = Path(__file__).parents[1] / "examples" / "review-example.md"
+    out = tmp_path / "report.md"
+    assert main(["report", "--from", str(path), "-o", str(out), "--compare-review", str(review)]) == 0
+    text = out.read_text()
+    assert text.index("## The hand-written review next to the evidence") < text.index("## Scores")
+    assert ("| Critic/actor0 equivalence | Critic 업데이트: ✅ 완전히 동치; Actor0 동치성: ✅ 완전히 동치 (CQL 수정 "
+            "완료) | 3/5 | — | -2 per algorithm whose critic/actor0 diverge from the reference × 1 (−2) |") in text
+    assert "| Documentation | 4/5 | 5/5 | **no** | 5★ rule met:" in text
+    assert "| Bug risk | no claim | 5/5 | — |" in text
+    assert "| JAX performance | 3/5 | not measured | — | no `jax_profile` results |" in text
+    assert main(["report", "--from", str(path), "-o", str(tmp_path / "r.json.out"), "--format", "json",
+                 "--compare-review", str(review)]) == 0
+    rows = json.loads((tmp_path / "r.json.out").read_text())["review"]
+    assert [(r["review"], r["measured"], r["agrees"]) for r in rows][3:] == [("3/5", "5/5", False),
+                                                                             ("3/5", "not measured", None)]
+    bad = tmp_path / "bad.md"
+    bad.write_text("# notes\nno sections here\n")
+    assert main(["report", "--from", str(path), "-o", str(out), "--compare-review", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--compare-review" in err and "bad.md" in err

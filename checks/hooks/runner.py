@@ -1,0 +1,125 @@
+"""Run every hook the candidate's adapter has; an absent hook is a "not measured" result naming it."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pogo_audit.results import ERROR, INCONCLUSIVE, CheckResult
+
+#: hook → the report section it evidences (a missing hook leaves that part "not measured")
+HOOKS = {"make_config": "bug_risk", "log": "logging", "save_checkpoint": "logging"}
+
+
+def find_hook(name: str, trainer: Any, factory: Callable[..., Any]) -> Callable[..., Any] | None:
+    """``name`` on the trainer, else a module-level function of the factory's module."""
+    hook = getattr(trainer, name, None)
+    if callable(hook):
+        return hook
+    hook = getattr(sys.modules.get(getattr(factory, "__module__", ""), None), name, None)
+    return hook if callable(hook) else None
+
+
+def not_measured(hook: str, label: str, why: str) -> CheckResult:
+    """The result that says a part of the review could not be measured on the candidate, and why."""
+    return CheckResult("hooks", hook, INCONCLUSIVE, summary=f"not measured ({why})",
+                       metrics={"audited": "candidate", "absent_hook": hook, "section": HOOKS[hook],
+                                "candidate": label})
+
+
+def _tag(result: CheckResult, label: str, hook: str) -> CheckResult:
+    result.metrics.update(audited="candidate", hook=hook, candidate=label)
+    return result
+
+
+def run_hooks(algo: str, label: str, factory: Callable[..., Any], examples: int = 200, seed: int = 0,
+              progress: Callable[[str, int, int], None] | None = None) -> Iterator[CheckResult]:
+    """Config fuzz through ``make_config``, logging fuzz through ``log``, checkpoint faults through
+    ``save_checkpoint``/``load_checkpoint`` — each on the candidate built by ``factory`` for ``algo``."""
+    from checks.fuzz.registry import Property
+    from checks.fuzz.runner import run_property
+    from checks.fuzz.strategies.log_payloads import log_cases
+    from checks.hooks.checkpoint_faults import run_checkpoint_faults
+    from checks.hooks.config_fuzz import check_make_config, config_cases
+    from checks.hooks.log_fuzz import check_log_hook, sink_of
+    from multi_actor import registry
+    from multi_actor.algorithms import get_algorithm
+    from multi_actor.config import POLICY_TYPES, build_config
+    from multi_actor.loop import prepare_data
+    from pogo_audit.data import ReplayBuffer
+    from pogo_audit.harness import IsolatedTrainer
+    from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
+
+    t0 = time.perf_counter()
+    config = build_config(None, [], algo=algo, seed=seed)
+    algorithm = get_algorithm(algo)
+    data = prepare_data(config, algorithm)
+
+    def build() -> Any:
+        return factory(config, data.spec, seed)
+
+    try:
+        probe = IsolatedTrainer(factory, config, data.spec, seed).trainer
+    except Exception as exc:  # noqa: BLE001 - the candidate's factory failing is a finding about it
+        yield CheckResult("hooks", "factory", ERROR, summary=f"the candidate factory raised {type(exc).__name__}: "
+                                                             f"{str(exc)[:200]}",
+                          metrics={"audited": "candidate", "candidate": label}, seconds=time.perf_counter() - t0)
+        return
+
+    make_config = find_hook("make_config", probe, factory)
+    if make_config is None:
+        yield not_measured("make_config", label, "adapter has no `make_config`")
+    else:
+        spec = registry.algorithm(algo)
+        types = [t for t in POLICY_TYPES if t not in spec.unsupported_extra_types]
+        prop = Property("candidate_config_validation", "configs",
+                        functools.partial(config_cases, spec.actor0_types[0], types),
+                        functools.partial(check_make_config, make_config))
+        yield _tag(run_property(prop, examples, seed, None, progress), label, "make_config")
+
+    if not callable(getattr(probe, "log", None)):
+        yield not_measured("log", label, "adapter has no `log`")
+    else:
+        sink = sink_of(build)
+        if sink is None:
+            yield not_measured("log", label, "its logged scalars cannot be read back: add `read_log()` or log "
+                                             "through wandb")
+        else:
+            trainer = build()
+            prop = Property("candidate_logging_path", "logging", log_cases,
+                            functools.partial(check_log_hook, lambda: trainer))
+            yield _tag(run_property(prop, examples, seed, None, progress), label, "log")
+
+    if not (callable(getattr(probe, "save_checkpoint", None)) and callable(getattr(probe, "load_checkpoint", None))):
+        yield not_measured("save_checkpoint", label, "adapter has no `save_checkpoint`/`load_checkpoint`")
+    else:
+        buffer = ReplayBuffer(data.processed, derived_seed(seed, BUFFER_OFFSET))
+        batches = [buffer.sample(algorithm.batch_size(algorithm.base_config(config.base))) for _ in range(4)]
+        with tempfile.TemporaryDirectory(prefix="pogo-audit-ckpt-") as tmp:
+            try:
+                results = run_checkpoint_faults(lambda: IsolatedTrainer(factory, config, data.spec, seed), batches,
+                                                Path(tmp))
+            except Exception as exc:  # noqa: BLE001 - e.g. the first save raising: a finding about the candidate
+                results = [CheckResult("logging", "checkpoint_round_trip", "fail",
+                                       summary=f"checkpointing a healthy run raised {type(exc).__name__}: "
+                                               f"{str(exc)[:200]}")]
+        for r in results:
+            yield _tag(r, label, "save_checkpoint")
+
+
+def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterator[Any]:
+    """``pogo-audit hooks``: every adapter hook of ``--candidate`` for ``--algo`` (absent hooks as note lines)."""
+    from checks.registry import Note
+    from pogo_audit.loading import import_callable
+
+    factory = import_callable(args.candidate, "--candidate", "examples.pogo_adapter:factory")
+    for result in run_hooks(args.algo, args.candidate, factory, args.examples, args.seed, progress):
+        if "absent_hook" in result.metrics:
+            yield Note(f"{result.subject}: {result.summary}")
+        else:
+            yield result

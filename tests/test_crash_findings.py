@@ -326,3 +326,32 @@ def test_report_renders_errored_and_absent_results(tmp_path, capsys):
         in report
     assert "- **iql**: not logged: critic/value_loss. Ignored (`--ignore`): `actor0/entropy`." in report
     assert "| iql | not logged |" in report  # the group table: the absence is the cell's verdict
+
+
+def test_junit_sarif_and_step_summary_name_absences_and_digests_not_numbers():
+    from pogo_audit.exporters import to_junit_xml, to_sarif, to_step_summary
+
+    res = CheckResult(
+        "equivalence", "iql", "fail", steps_compared=2, summary="not equivalent: ...",
+        first_divergence={"step": 1, "observable": "rng/torch", "max_abs": float("nan"), "max_rel": float("nan"),
+                          "rtol": 0.0, "atol": 0.0, "kind": "digest differs"},
+        metrics={"mode": "bitwise", "candidate_location": {"path": "cand.py", "line": 7},
+                 "absent": {"not logged": ["critic/value_loss"]}},
+        details=[{"group": "critic losses", "observables": 2, "steps_compared": 3, "verdict": "fail",
+                  "first_divergence_step": None, "observable": None, "max_abs": 0.0, "max_rel": 0.0,
+                  "difference": None, "absent": {"critic/value_loss": "not logged"}},
+                 {"group": "rng", "observables": 2, "steps_compared": 3, "verdict": "fail",
+                  "first_divergence_step": 1, "observable": "rng/torch", "max_abs": 0.0, "max_rel": 0.0,
+                  "difference": "digest differs", "absent": {}}])
+    results = RunResults(command="equivalence", checks=[res])
+    messages = [f.get("message") for f in ET.fromstring(to_junit_xml(results)).iter("failure")]
+    assert messages == ["critic losses: critic/value_loss: not logged",
+                        "rng: first divergence at step 1 in rng/torch (digest differs; bitwise)"]
+    summary = to_step_summary(results)
+    assert "| iql | critic losses | 3 | **not logged** | — | critic/value_loss | — | — |" in summary
+    assert "| iql | rng | 3 | **fail** | 1 | rng/torch | digest differs | digest differs |" in summary
+    finding = to_sarif(results)["runs"][0]["results"][0]
+    assert finding["ruleId"] == "POGO-EQ001"
+    assert finding["message"]["text"] == ("iql: the multi-actor trainer is not equivalent to the reference: first "
+                                          "divergence at step 1 in rng/torch (digest differs; bitwise).")
+    assert finding["properties"]["absent"] == {"not logged": ["critic/value_loss"]}

@@ -102,9 +102,10 @@ def test_crash_at_step_2_names_side_phase_step_and_frame_and_keeps_the_earlier_d
         "side": "candidate", "phase": "step", "step": 2, "type": "TypeError",
         "message": 'can only concatenate tuple (not "Tensor") to tuple',
         "frame": {"file": HERE, "line": line, "function": "step", "code": STEP_CRASH}}
+    rel = res.first_divergence.max_rel
     assert res.summary == (f'candidate crashed in step 2: TypeError: can only concatenate tuple (not "Tensor") to '
                            f"tuple at {HERE}:{line} in step(); before the crash: 1 step(s) compared, first "
-                           f"divergence at step 1 in critic/q_loss (max abs 1, max rel {res.first_divergence.max_rel:.3g})")
+                           f"divergence at step 1 in critic/q_loss (max abs 1, max rel {rel:.3g})")
     assert res.steps_compared == 1
     assert (res.first_divergence.step, res.first_divergence.observable) == (1, "critic/q_loss")
     groups = rows(res)

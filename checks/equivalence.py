@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import fnmatch
 import hashlib
+import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ import numpy as np
 
 from pogo_audit.bundle import Bundle, write_bundle
 from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_arrays, compare_scalar
+from pogo_audit.findings import Crash, TrainerCrash, guarded, parameter_check_text
 from pogo_audit.harness import IsolatedTrainer, torch_determinism
 from pogo_audit.results import FAIL, INCONCLUSIVE, PASS, CheckResult, Divergence, environment_info
 
@@ -85,6 +89,8 @@ class EquivalenceOptions:
     tolerance_fallback: bool | None = None
     #: tolerance mode: (rtol, atol) per observable group instead of ``rtol``/``atol`` (cross-device audits)
     group_tolerances: dict[str, tuple[float, float]] | None = None
+    #: fnmatch globs of observables not compared (what a candidate does not log); listed in the result as ignored
+    ignore: tuple[str, ...] = ()
 
 
 def _hash(arr: np.ndarray) -> str:
@@ -112,6 +118,24 @@ def grad_observables(grads: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
+#: what a missing observable is called: a candidate parameter (or other observable) the candidate lacks, a reference
+#: loss key the candidate never logs, a loss the candidate logs that the reference never does
+ABSENT_ON_CANDIDATE = "absent on candidate"
+NOT_LOGGED = "not logged"
+NOT_LOGGED_BY_REFERENCE = "not logged by reference"
+#: a key logged on both sides, but at this step by one side only (a real divergence, not an absence)
+MISSING_AT_STEP = "missing at this step"
+EXTRA_AT_STEP = "extra at this step"
+LOSS_PREFIXES = ("critic/", "actor0/")
+_DIGESTS = ("sum", "l2", "hash", "full")
+
+
+def observed_entity(name: str) -> str:
+    """What an observable measures: ``params/actor0/w`` for ``params/actor0/w/sum`` (one absence per tensor)."""
+    head, _, last = name.rpartition("/")
+    return head if head.count("/") >= 1 and last in _DIGESTS else name
+
+
 @dataclass
 class _GroupStats:
     observables: set[str] = field(default_factory=set)
@@ -119,13 +143,22 @@ class _GroupStats:
     first: Divergence | None = None
     max_abs: float = 0.0
     max_rel: float = 0.0
+    #: a divergence with a magnitude was seen (else the maxima say nothing: digests, shapes)
+    numeric: bool = False
+    #: observed entity -> its absence kind (ABSENT_ON_CANDIDATE, NOT_LOGGED, NOT_LOGGED_BY_REFERENCE)
+    absent: dict[str, str] = field(default_factory=dict)
 
 
 class Comparator:
-    """Compares two observable dicts step by step and keeps per-group statistics and the first divergence."""
+    """Compares two observable dicts step by step and keeps per-group statistics and the first divergence.
+
+    An observable one side lacks is judged when the run ends (:meth:`settle`): never produced by that side at all,
+    it is an absence (its own verdict, in :attr:`absent`, never a number); produced at other steps, it diverges at
+    that step. Observables matching an ``ignore`` glob (fnmatch) are not compared and are listed in :attr:`ignored`.
+    """
 
     def __init__(self, mode: str, rtol: float, atol: float,
-                 group_tolerances: Mapping[str, tuple[float, float]] | None = None):
+                 group_tolerances: Mapping[str, tuple[float, float]] | None = None, ignore: Sequence[str] = ()):
         self.mode = mode
         self.rtol, self.atol = (0.0, 0.0) if mode == "bitwise" else (rtol, atol)
         #: (rtol, atol) per observable group, tolerance mode only (a per-observable tolerance still wins)
@@ -133,27 +166,43 @@ class Comparator:
         self.groups: dict[str, _GroupStats] = {g: _GroupStats() for g in GROUPS}
         self.first: Divergence | None = None
         self.diverged_at_step: list[str] = []
+        self.ignore = tuple(ignore)
+        self.ignored: set[str] = set()
+        #: observed entity -> the Divergence (kind = absence kind) of its first absence
+        self.absent: dict[str, Divergence] = {}
+        self._seen: dict[str, set[str]] = {"reference": set(), "candidate": set()}
+        self._missing: list[tuple[int, str, str]] = []  # (step, observable, side lacking it)
+
+    def _tol(self, name: str, tolerance: tuple[float, float] | None) -> tuple[float, float]:
+        return tolerance or self.group_tolerances.get(group_of(name)) or (self.rtol, self.atol)
+
+    def _note(self, g: _GroupStats, div: Divergence) -> None:
+        """Make ``div`` the group's / run's first divergence when it is earlier than theirs."""
+        if g.first is None or div.step < g.first.step:
+            g.first = div
+        if self.first is None or div.step < self.first.step:
+            self.first = div
 
     def _record(self, step: int, name: str, expected: Any, actual: Any,
                 tolerance: tuple[float, float] | None = None) -> bool:
         g = self.groups.setdefault(group_of(name), _GroupStats())
         g.observables.add(name)
         g.steps.add(step)
-        rtol, atol = tolerance or self.group_tolerances.get(group_of(name)) or (self.rtol, self.atol)
-        index = None
-        if actual is None or expected is None:
-            ok, max_abs, max_rel = False, float("inf"), float("inf")
-        elif isinstance(expected, str) or isinstance(actual, str):
+        rtol, atol = self._tol(name, tolerance)
+        index, kind = None, None
+        if isinstance(expected, str) or isinstance(actual, str):
             if self.mode != "bitwise" and name.endswith("/hash"):
                 return True
             if expected == actual:
                 return True
             # a digest carries no magnitude: NaN marks "differs" without polluting the group's numeric maxima
-            ok, max_abs, max_rel = False, float("nan"), float("nan")
+            ok, max_abs, max_rel, kind = False, float("nan"), float("nan"), "digest differs"
         elif isinstance(expected, np.ndarray) and expected.ndim > 0:
             mm = compare_arrays(expected, np.asarray(actual), rtol, atol)
             ok, max_abs, max_rel = mm.close, mm.max_abs, mm.max_rel
             index = list(mm.max_abs_index)
+            if mm.shape_mismatch:
+                ok, max_abs, max_rel, kind, index = False, float("nan"), float("nan"), "shape differs", None
         else:
             mm = compare_scalar(float(expected), float(actual), rtol, atol)
             ok, max_abs, max_rel = mm.close, mm.max_abs, mm.max_rel
@@ -163,30 +212,72 @@ class Comparator:
             g.max_rel = max(g.max_rel, max_rel)
         if ok:
             return True
-        div = Divergence(step=step, observable=name, max_abs=float(max_abs), max_rel=float(max_rel), rtol=rtol,
-                         atol=atol, index=index,
-                         expected=float(expected) if isinstance(expected, (int, float)) else None,
-                         actual=float(actual) if isinstance(actual, (int, float)) else None)
-        if g.first is None:
-            g.first = div
-        if self.first is None:
-            self.first = div
+        g.numeric = g.numeric or kind is None
+        self._note(g, Divergence(step=step, observable=name, max_abs=float(max_abs), max_rel=float(max_rel),
+                                 rtol=rtol, atol=atol, index=index,
+                                 expected=float(expected) if isinstance(expected, (int, float)) else None,
+                                 actual=float(actual) if isinstance(actual, (int, float)) else None, kind=kind))
         self.diverged_at_step.append(name)
         return False
 
+    def _kept(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        """``obs`` without the ignored observables and None values (recording what was ignored)."""
+        out = {}
+        for name, value in obs.items():
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in self.ignore):
+                self.ignored.add(name)
+            elif value is not None:
+                out[name] = value
+        return out
+
     def compare(self, step: int, ref: Mapping[str, Any], cand: Mapping[str, Any],
                 tolerances: Mapping[str, tuple[float, float]] | None = None) -> list[str]:
-        """Compare every observable the reference has (a missing candidate value diverges); returns diverged names."""
+        """Compare every observable the reference has; returns the names that diverged at this step (an observable
+        one side lacks is judged by :meth:`settle`)."""
         self.diverged_at_step = []
+        ref, cand = self._kept(ref), self._kept(cand)
+        self._seen["reference"].update(ref)
+        self._seen["candidate"].update(cand)
         for name, expected in ref.items():
-            tol = (tolerances or {}).get(name)
-            self._record(step, name, expected, cand.get(name), tol)
-        for name, actual in cand.items():  # a critic/actor0 loss the reference did not log at this step
-            if name.startswith(("critic/", "actor0/")) and name not in ref:
-                self._record(step, name, None, actual)
+            if name in cand:
+                self._record(step, name, expected, cand[name], (tolerances or {}).get(name))
+            else:
+                self._missing.append((step, name, "candidate"))
+        for name in cand:  # a critic/actor0 loss the reference did not log at this step
+            if name.startswith(LOSS_PREFIXES) and name not in ref:
+                self._missing.append((step, name, "reference"))
         return list(self.diverged_at_step)
 
+    def settle(self) -> None:
+        """Judge the observables one side lacked: an absence when that side never produced them, else a
+        divergence at the step it lacked them. Idempotent; call before reading :attr:`first` or :meth:`rows`."""
+        for step, name, lacking in self._missing:
+            g = self.groups.setdefault(group_of(name), _GroupStats())
+            g.observables.add(name)
+            g.steps.add(step)
+            rtol, atol = self._tol(name, None)
+            if name in self._seen[lacking]:
+                kind = MISSING_AT_STEP if lacking == "candidate" else EXTRA_AT_STEP
+                self._note(g, Divergence(step, name, float("nan"), float("nan"), rtol, atol, kind=kind))
+                continue
+            if lacking == "reference":
+                kind = NOT_LOGGED_BY_REFERENCE
+            else:
+                kind = NOT_LOGGED if name.startswith(LOSS_PREFIXES) else ABSENT_ON_CANDIDATE
+            entity = observed_entity(name)
+            g.absent.setdefault(entity, kind)
+            self.absent.setdefault(entity, Divergence(step, name, float("nan"), float("nan"), rtol, atol, kind=kind))
+        self._missing = []
+
+    def absences(self) -> dict[str, list[str]]:
+        """Absence kind -> the observed entities absent that way (sorted)."""
+        out: dict[str, list[str]] = {}
+        for entity, div in sorted(self.absent.items()):
+            out.setdefault(str(div.kind), []).append(entity)
+        return out
+
     def rows(self, steps_total: int) -> list[dict[str, Any]]:
+        self.settle()
         rows = []
         for name in GROUPS:
             g = self.groups.get(name)
@@ -196,11 +287,14 @@ class Comparator:
                 "group": name,
                 "observables": len(g.observables),
                 "steps_compared": len(g.steps),
-                "verdict": PASS if g.first is None else FAIL,
+                "verdict": PASS if g.first is None and not g.absent else FAIL,
                 "first_divergence_step": None if g.first is None else g.first.step,
                 "observable": None if g.first is None else g.first.observable,
                 "max_abs": g.max_abs,
                 "max_rel": g.max_rel,
+                # what the maxima cannot say: the first divergence had no magnitude (digest/shape) and none did
+                "difference": g.first.kind if g.first is not None and not g.numeric else None,
+                "absent": dict(sorted(g.absent.items())),
             })
         return rows
 
@@ -209,15 +303,36 @@ def _scalars(obs: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in obs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+#: harness packages: a crash's frame is never reported inside them (see :func:`pogo_audit.findings.trainer_frame`)
+HARNESS_DIRS = (Path(__file__).resolve().parent,)
+
+
 @dataclass
 class _Side:
-    """One trainer in the lock-step run plus what the harness remembers about it."""
+    """One trainer in the lock-step run plus what the harness remembers about it.
+
+    Every call into the trainer goes through :meth:`call` / :meth:`guard`, which turn an exception into a
+    :class:`~pogo_audit.findings.TrainerCrash` naming this side, the phase (the method) and the current step."""
 
     iso: IsolatedTrainer
+    side: str
     params: dict[str, np.ndarray] = field(default_factory=dict)
+    step: int | None = None
+
+    @classmethod
+    def build(cls, side: str, factory: Callable[..., Any], config: Any, dataset_spec: Any, seed: int) -> _Side:
+        with guarded(side, "factory", None, HARNESS_DIRS):
+            return cls(IsolatedTrainer(factory, config, dataset_spec, seed), side)
+
+    def guard(self, phase: str) -> AbstractContextManager[None]:
+        return guarded(self.side, phase, self.step, HARNESS_DIRS)
+
+    def call(self, method: str, *args: Any) -> Any:
+        with self.guard(method):
+            return self.iso.call(method, *args)
 
     def observe(self, losses: Mapping[str, Any], full: bool, jax: bool = False) -> dict[str, Any]:
-        self.params = self.iso.call("parameters")
+        self.params = self.call("parameters")
         obs: dict[str, Any] = {k: v for k, v in losses.items()}
         obs.update(param_observables(self.params))
         if full:
@@ -226,10 +341,32 @@ class _Side:
         obs.update(self.iso.rng_digests())
         trainer = self.iso.trainer
         if hasattr(trainer, "rng_digests"):
-            obs.update(self.iso.call("rng_digests"))
+            obs.update(self.call("rng_digests"))
         if hasattr(trainer, "gradients"):
-            obs.update(grad_observables(self.iso.call("gradients")))
+            obs.update(grad_observables(self.call("gradients")))
         return obs
+
+
+def parameter_check(reference: Mapping[str, Any], candidate: Mapping[str, Any],
+                    ignore: Sequence[str] = ()) -> dict[str, Any]:
+    """Canonical names of the compared roles (critic/, actor0/, target/) missing from the candidate, extra on it, and
+    of different shape; a name is left out when ``params/<name>`` or ``params/<name>/sum`` matches an ``ignore``
+    glob. ``issues`` counts them all."""
+    def kept(params: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(np.shape(v)) for k, v in params.items() if k.startswith(COMPARED_PARAM_ROLES) and not any(
+            fnmatch.fnmatchcase(f"params/{k}", p) or fnmatch.fnmatchcase(f"params/{k}/sum", p) for p in ignore)}
+
+    ref, cand = kept(reference), kept(candidate)
+    shape = [{"name": k, "reference": list(ref[k]), "candidate": list(cand[k])}
+             for k in ref if k in cand and ref[k] != cand[k]]
+    out = {"missing": sorted(set(ref) - set(cand)), "extra": sorted(set(cand) - set(ref)), "shape": shape}
+    return {**out, "issues": len(out["missing"]) + len(out["extra"]) + len(shape)}
+
+
+def candidate_actors(params: Mapping[str, Any]) -> int | None:
+    """Actors the candidate exposes: distinct ``actor<i>/`` prefixes of its canonical names (None if none)."""
+    found = {k.split("/", 1)[0] for k in params if re.fullmatch(r"actor\d+", k.split("/", 1)[0])}
+    return len(found) or None
 
 
 def _compared_losses(obs: Mapping[str, Any]) -> dict[str, Any]:
@@ -251,11 +388,18 @@ def run_equivalence(
 ) -> CheckResult:
     """Drive reference (twice, for the self-check) and candidate in lock-step; return one CheckResult.
 
+    A trainer that raises (in its factory, ``load_parameters``, a step, ...) ends the run with verdict ``fail`` and
+    ``metrics["crash"]`` (:class:`pogo_audit.findings.Crash`); what was compared before the crash is kept.
     ``chain_oracle(trainer, config)`` builds the W2 oracle (default :meth:`ChainOracle.for_trainer`)."""
     device = str(getattr(config, "device", "cpu"))
+    run = _RunState(t0=time.perf_counter())
     with torch_determinism(device) as determinism:
-        result = _run_lock_step(algo, config, dataset_spec, buffer, reference_factory, candidate_factory, options,
-                                progress, labels, batch_size, chain_oracle, device)
+        try:
+            _run_lock_step(algo, config, dataset_spec, buffer, reference_factory, candidate_factory, options,
+                           progress, batch_size, chain_oracle, device, run)
+        except TrainerCrash as exc:
+            run.crash = exc.crash
+    result = _result(algo, config, options, labels, device, run)
     result.metrics["device"] = device
     if determinism:
         result.metrics["determinism"] = determinism
@@ -271,36 +415,68 @@ class _Judge:
     bundle_info: dict[str, Any] | None = None
 
 
+@dataclass
+class _RunState:
+    """What the lock-step run has established so far — kept when a trainer crashes, so the result shows it."""
+
+    t0: float
+    judges: list[_Judge] = field(default_factory=list)
+    self_comp: Comparator | None = None
+    stop_comp: Comparator | None = None
+    fallback: bool = False
+    inconclusive_step: int | None = None
+    history: dict[str, dict[str, list[float]]] = field(default_factory=lambda: {"reference": {}, "candidate": {}})
+    steps_done: list[int] = field(default_factory=list)
+    parameter_check: dict[str, Any] | None = None
+    candidate_actors: int | None = None
+    bundle_path: Path | None = None
+    crash: Crash | None = None
+
+    def judge(self) -> _Judge:
+        """Bitwise unless the device was shown not to be bitwise reproducible for this run."""
+        return self.judges[-1] if self.nondeterministic else self.judges[0]
+
+    @property
+    def nondeterministic(self) -> bool:
+        return self.fallback and self.self_comp is not None and self.self_comp.first is not None
+
+
 def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, reference_factory: Callable[..., Any],
                    candidate_factory: Callable[..., Any], options: EquivalenceOptions,
-                   progress: Callable[[int], None] | None, labels: tuple[str, str], batch_size: int,
-                   chain_oracle: Callable[[Any, Any], Any] | None, device: str) -> CheckResult:
+                   progress: Callable[[int], None] | None, batch_size: int,
+                   chain_oracle: Callable[[Any, Any], Any] | None, device: str, run: _RunState) -> None:
     from checks.chain_oracle import ChainOracle
 
-    t0 = time.perf_counter()
     seed = options.seed
     fallback = options.tolerance_fallback
     if fallback is None:
         fallback = device.startswith("cuda")
-    fallback = bool(fallback) and options.mode == "bitwise" and options.self_check
-    ref = _Side(IsolatedTrainer(reference_factory, config, dataset_spec, seed))
-    twin = _Side(IsolatedTrainer(reference_factory, config, dataset_spec, seed)) if options.self_check else None
-    cand = _Side(IsolatedTrainer(candidate_factory, config, dataset_spec, seed))
-    if options.sync_init:
-        start = {k: v for k, v in ref.iso.call("parameters").items() if k.startswith(COMPARED_PARAM_ROLES)}
-        cand.iso.call("load_parameters", start)
-        cand.iso.rng = copy.deepcopy(ref.iso.rng)
-    oracle = (chain_oracle or ChainOracle.for_trainer)(cand.iso.trainer, config) if options.chain_oracle else None
-
-    judges = [_Judge(options.mode, Comparator(options.mode, options.rtol, options.atol, options.group_tolerances))]
-    self_comp = Comparator("bitwise", 0.0, 0.0)
+    run.fallback = fallback = bool(fallback) and options.mode == "bitwise" and options.self_check
+    judges = run.judges
+    judges.append(_Judge(options.mode, Comparator(options.mode, options.rtol, options.atol, options.group_tolerances,
+                                                  options.ignore)))
+    run.self_comp = self_comp = Comparator("bitwise", 0.0, 0.0)
     # with the fallback, only a twin that differs beyond the tolerance makes the run inconclusive
     stop_comp = self_comp
     if fallback:
-        judges.append(_Judge("tolerance", Comparator("tolerance", options.rtol, options.atol)))
+        judges.append(_Judge("tolerance", Comparator("tolerance", options.rtol, options.atol, ignore=options.ignore)))
         stop_comp = Comparator("tolerance", options.rtol, options.atol)
-    history: dict[str, dict[str, list[float]]] = {"reference": {}, "candidate": {}}
-    steps_done: list[int] = []
+    run.stop_comp = stop_comp
+    history, steps_done = run.history, run.steps_done
+
+    ref = _Side.build("reference", reference_factory, config, dataset_spec, seed)
+    twin = _Side.build("reference", reference_factory, config, dataset_spec, seed) if options.self_check else None
+    cand = _Side.build("candidate", candidate_factory, config, dataset_spec, seed)
+    ref_params, cand_params = ref.call("parameters"), cand.call("parameters")
+    run.parameter_check = parameter_check(ref_params, cand_params, options.ignore)
+    run.candidate_actors = candidate_actors(cand_params)
+    if options.sync_init:
+        cand.call("load_parameters", {k: v for k, v in ref_params.items() if k.startswith(COMPARED_PARAM_ROLES)})
+        cand.iso.rng = copy.deepcopy(ref.iso.rng)
+    oracle = None
+    if options.chain_oracle:
+        with cand.guard("policies"):
+            oracle = (chain_oracle or ChainOracle.for_trainer)(cand.iso.trainer, config)
 
     def remember(step: int, obs_ref: Mapping[str, Any], obs_cand: Mapping[str, Any]) -> None:
         steps_done.append(step)
@@ -320,34 +496,39 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
 
     obs_ref = ref.observe({}, full=True)
     obs_cand = cand.observe({}, full=True)
-    inconclusive_step = None
     if twin is not None and self_check(0, obs_ref, twin.observe({}, full=True)):
-        inconclusive_step = 0
+        run.inconclusive_step = 0
     for judge in judges:
         diverged = judge.comp.compare(0, obs_ref, obs_cand)
         if diverged:
             judge.bundle_info = {"step": 0, "batch": [], "before": ({}, {}), "obs": (obs_ref, obs_cand),
                                  "diverged": diverged}
     remember(0, obs_ref, obs_cand)
-    bundle_path = None
 
     for step in range(1, options.steps + 1):
-        if inconclusive_step is not None:
+        if run.inconclusive_step is not None:
             break
+        for side in (ref, cand, twin):
+            if side is not None:
+                side.step = step
         batch = buffer.sample(batch_size)
         before = (dict(ref.params), dict(cand.params))
-        pre_policies = oracle.snapshot() if oracle is not None else None
+        pre_policies = None
+        if oracle is not None:
+            with cand.guard("policies"):
+                pre_policies = oracle.snapshot()
         full = step % options.full_every == 0 or step == options.steps
-        obs_ref = ref.observe(_compared_losses(ref.iso.call("step", batch)), full)
-        cand_out = cand.iso.call("step", batch)
+        obs_ref = ref.observe(_compared_losses(ref.call("step", batch)), full)
+        cand_out = cand.call("step", batch)
         obs_cand = cand.observe(cand_out, full)
         if twin is not None:
-            obs_twin = twin.observe(_compared_losses(twin.iso.call("step", batch)), full)
+            obs_twin = twin.observe(_compared_losses(twin.call("step", batch)), full)
             if self_check(step, obs_ref, obs_twin):
-                inconclusive_step = step
+                run.inconclusive_step = step
         tolerances = {}
         if oracle is not None:
-            chain_ref, chain_cand, tolerances = oracle.check(pre_policies, batch, cand_out)
+            with cand.guard("policies"):
+                chain_ref, chain_cand, tolerances = oracle.check(pre_policies, batch, cand_out)
             obs_ref.update(chain_ref)
             obs_cand.update(chain_cand)
         diverged_by = [judge.comp.compare(step, obs_ref, obs_cand, tolerances) for judge in judges]
@@ -356,69 +537,118 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
             if diverged and judge.bundle_info is None:
                 judge.bundle_info = {
                     "step": step, "batch": batch, "before": before, "obs": (obs_ref, obs_cand), "diverged": diverged,
-                    "grads": (ref.iso.call("gradients") if hasattr(ref.iso.trainer, "gradients") else {},
-                              cand.iso.call("gradients") if hasattr(cand.iso.trainer, "gradients") else {})}
+                    "grads": (ref.call("gradients") if hasattr(ref.iso.trainer, "gradients") else {},
+                              cand.call("gradients") if hasattr(cand.iso.trainer, "gradients") else {})}
                 if options.bundle_dir and not fallback:  # with the fallback the mode is known only at the end
-                    bundle_path = _write(options, algo, config, judge.bundle_info, ref, cand, history, steps_done,
-                                         judge.comp, judge.mode)
+                    run.bundle_path = _write(options, algo, config, judge.bundle_info, ref, cand, history,
+                                             steps_done, judge.comp, judge.mode)
         if progress is not None:
             progress(step)
 
-    # bitwise unless the device was shown not to be bitwise reproducible for this run
-    nondeterministic = fallback and self_comp.first is not None
-    judge = judges[-1] if nondeterministic else judges[0]
-    comp, mode = judge.comp, judge.mode
+    judge = run.judge()
     if judge.bundle_info is not None and options.bundle_dir:
-        bundle_path = _write(options, algo, config, judge.bundle_info, ref, cand, history, steps_done, comp, mode)
+        run.bundle_path = _write(options, algo, config, judge.bundle_info, ref, cand, history, steps_done, judge.comp,
+                                 judge.mode)
 
+
+def _divergence_gap(d: Divergence) -> str:
+    """"max abs 0.1, max rel 0.2", or what the divergence is when it has no magnitude ("digest differs")."""
+    if d.kind:
+        return d.kind
+    return "digest differs" if np.isnan(d.max_abs) else f"max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}"
+
+
+def _findings_text(comp: Comparator, check: Mapping[str, Any] | None) -> str:
+    """The first divergence, absences and parameter-check mismatches in one clause ("" when there are none)."""
+    parts = []
+    if comp.first is not None:
+        d = comp.first
+        parts.append(f"first divergence at step {d.step} in {d.observable} ({_divergence_gap(d)})")
+    for kind, entities in comp.absences().items():
+        shown = ", ".join(entities[:3]) + (f" and {len(entities) - 3} more" if len(entities) > 3 else "")
+        parts.append(f"{kind}: {shown}")
+    if check and check["issues"]:
+        parts.append(f"parameter check: {parameter_check_text(check)}")
+    return "; ".join(parts)
+
+
+def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[str, str], device: str,
+            run: _RunState) -> CheckResult:
+    """The verdict, summary and metrics of a run — finished, inconclusive or ended by a crash."""
+    judge = run.judge()
+    comp, mode = judge.comp, judge.mode
+    comp.settle()
     rows = comp.rows(options.steps)
     why = ""
-    if nondeterministic:
-        d = self_comp.first
+    if run.nondeterministic:
+        d = run.self_comp.first
         why = (f"; tolerance mode because the reference is not bitwise reproducible on {device} (two runs differ at "
                f"step {d.step} in {d.observable})")
-    if inconclusive_step is not None:
+    findings = _findings_text(comp, run.parameter_check)
+    first = comp.first or next(iter(comp.absent.values()), None)
+    if run.crash is not None:
+        verdict = FAIL
+        c = run.crash
+        if first is None:  # nothing diverged before: the crash is where the runs part (consumers need a step)
+            first = Divergence(c.step if c.step is not None else 0, f"crash/{c.side}/{c.phase}", float("nan"),
+                               float("nan"), comp.rtol, comp.atol, kind="crash")
+        context = ""
+        if c.phase == "load_parameters" and run.parameter_check and run.parameter_check["issues"]:
+            context = f" (parameter check: {parameter_check_text(run.parameter_check)})"
+        compared = f"{max(run.steps_done)} step(s) compared" if run.steps_done else "nothing compared"
+        summary = f"{c.line()}{context}; before the crash: {compared}" + (f", {findings}" if findings else
+                                                                          ", no divergence")
+    elif run.inconclusive_step is not None:
         verdict = INCONCLUSIVE
-        d = stop_comp.first
-        beyond = " beyond the tolerance" if stop_comp is not self_comp else ""
+        d = run.stop_comp.first
+        beyond = " beyond the tolerance" if run.stop_comp is not run.self_comp else ""
         summary = (f"inconclusive: reference is nondeterministic (two runs differ{beyond} at step {d.step} in "
                    f"{d.observable})")
-    elif comp.first is None:
+        first = d
+    elif findings:
+        verdict = FAIL
+        summary = f"not equivalent: {findings}{why}"
+    else:
         verdict = PASS
         summary = f"{labels[1]} is equivalent to {labels[0]} over {options.steps} steps ({mode}){why}"
-    else:
-        verdict = FAIL
-        d = comp.first
-        gap = "digest differs" if np.isnan(d.max_abs) else f"max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}"
-        summary = f"not equivalent: first divergence at step {d.step} in {d.observable} ({gap}){why}"
-    if twin is None:
+    if not options.self_check:
         self_check_state = "off"
-    elif inconclusive_step is not None:
+    elif run.inconclusive_step is not None:
         self_check_state = "nondeterministic"
+    elif run.crash is not None and not run.steps_done:
+        self_check_state = "not run (crash)"
     else:
-        self_check_state = "pass (within tolerance, not bitwise)" if nondeterministic else "pass"
+        self_check_state = "pass (within tolerance, not bitwise)" if run.nondeterministic else "pass"
+    history = run.history
+    metrics: dict[str, Any] = {
+        "mode": mode,
+        "rtol": comp.rtol,
+        "atol": comp.atol,
+        "actors": getattr(config, "num_actors", None),
+        "candidate_actors": run.candidate_actors,
+        "seed": options.seed,
+        "bundle": str(run.bundle_path) if run.bundle_path else None,
+        "reference": labels[0],
+        "candidate": labels[1],
+        "self_check": self_check_state,
+        "parameter_check": run.parameter_check,
+        "absent": comp.absences(),
+        "ignored": {"patterns": list(options.ignore), "observables": sorted(comp.ignored)},
+        "history": {"steps": run.steps_done, **{f"{side}/{k}": v for side in history for k, v in
+                                                 history[side].items() if k.startswith(LOSS_PREFIXES)}},
+    }
+    if run.crash is not None:
+        metrics["crash"] = run.crash.to_dict()
     return CheckResult(
         check="equivalence",
         subject=algo,
         verdict=verdict,
-        steps_compared=max(steps_done) if steps_done else 0,
+        steps_compared=max(run.steps_done) if run.steps_done else 0,
         summary=summary,
-        first_divergence=comp.first if verdict == FAIL else stop_comp.first,
-        metrics={
-            "mode": mode,
-            "rtol": comp.rtol,
-            "atol": comp.atol,
-            "actors": getattr(config, "num_actors", None),
-            "seed": seed,
-            "bundle": str(bundle_path) if bundle_path else None,
-            "reference": labels[0],
-            "candidate": labels[1],
-            "self_check": self_check_state,
-            "history": {"steps": steps_done, **{f"{side}/{k}": v for side in history for k, v in
-                                                 history[side].items() if k.startswith(("critic/", "actor0/"))}},
-        },
+        first_divergence=first if verdict != PASS else None,
+        metrics=metrics,
         details=rows,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - run.t0,
     )
 
 
@@ -548,14 +778,12 @@ PROTOCOL_METHODS = ("step", "parameters", "load_parameters")
 
 
 def _checked_factory(factory: Callable[..., Any], spec: str, option: str) -> Callable[..., Any]:
-    from pogo_audit.errors import InputError, UsageError
+    """``factory`` whose trainer must have the protocol methods (else a usage error naming ``option``). What the
+    factory itself raises is the trainer's defect: the harness reports it as a crash in phase "factory"."""
+    from pogo_audit.errors import UsageError
 
     def build(config: Any, dataset_spec: Any, seed: int) -> Any:
-        try:
-            trainer = factory(config, dataset_spec, seed)
-        except Exception as exc:  # the user's factory: report what it raised, in one line
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            raise InputError(f"{option}: factory {spec} raised {type(exc).__name__}: {first}") from None
+        trainer = factory(config, dataset_spec, seed)
         missing = [m for m in PROTOCOL_METHODS if not callable(getattr(trainer, m, None))]
         if missing:
             raise UsageError(f"{option}: trainer from {spec} lacks protocol method(s) {', '.join(missing)} "
@@ -571,14 +799,14 @@ def equivalence_for_algo(algo: str, config: Any, options: EquivalenceOptions,
                          progress: Callable[[int], None] | None = None,
                          devices: tuple[str, str] | None = None) -> CheckResult:
     """Equivalence on ``config.dataset`` with the base algorithm's preprocessing; defaults compare our reference
-    with our multi-actor trainer. A trainer that raises during a step yields verdict ``error``.
+    with our multi-actor trainer. A trainer that raises yields verdict ``fail`` with ``metrics["crash"]``; an
+    exception outside any trainer call (the harness's own failure) yields verdict ``error`` (:func:`harness_error`).
     ``devices`` = (reference device, candidate device) runs :func:`cross_device_equivalence`."""
     from multi_actor.algorithms import get_algorithm
     from multi_actor.loop import prepare_data
     from multi_actor.trainer import multi_actor_factory, reference_factory
     from pogo_audit.data import ReplayBuffer
     from pogo_audit.errors import PogoAuditError
-    from pogo_audit.results import ERROR
     from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
 
     algorithm = get_algorithm(algo)
@@ -598,12 +826,21 @@ def equivalence_for_algo(algo: str, config: Any, options: EquivalenceOptions,
                                (ref_label, cand_label), batch_size)
     except PogoAuditError:
         raise
-    except Exception as exc:  # a trainer crashing mid-run is a finding about that trainer
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        return CheckResult(check="equivalence", subject=algo, verdict=ERROR,
-                           summary=f"a trainer raised during the run: {type(exc).__name__}: {first}",
-                           metrics={"reference": ref_label, "candidate": cand_label, "mode": options.mode},
-                           seconds=time.perf_counter() - t0)
+    except Exception as exc:  # not a trainer call (those are crash findings): the harness itself failed
+        return harness_error(algo, exc, (ref_label, cand_label), options.mode, time.perf_counter() - t0)
+
+
+def harness_error(algo: str, exc: Exception, labels: tuple[str, str], mode: str, seconds: float) -> CheckResult:
+    """Verdict ``error``: the run failed outside any trainer call; says what raised where (never a traceback)."""
+    from pogo_audit.findings import describe
+    from pogo_audit.results import ERROR
+
+    info = describe(exc, "harness", "run", None)
+    return CheckResult(check="equivalence", subject=algo, verdict=ERROR,
+                       summary=f"the equivalence harness raised {info.type}: {info.message} at {info.location()}",
+                       metrics={"reference": labels[0], "candidate": labels[1], "mode": mode,
+                                "error": info.to_dict()},
+                       seconds=seconds)
 
 
 def equivalence(algo: str, config: Any, options: EquivalenceOptions,
@@ -649,7 +886,7 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
     options = EquivalenceOptions(steps=args.steps, seed=args.seed if args.seed is not None else 0, mode=args.mode,
                                  rtol=args.rtol, atol=args.atol, full_every=args.full_every,
                                  self_check=not args.no_self_check, bundle_dir=args.bundle_dir,
-                                 sync_init=args.sync_init)
+                                 sync_init=args.sync_init, ignore=tuple(args.ignore))
     for algo in algos:
         yield equivalence(algo, configs[algo], options, reference, candidate,
                           progress=lambda t, algo=algo: progress(f"equivalence {algo}", t, args.steps),

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from checks.chain_oracle import ORACLE_SEED, PolicyView, compare_chain, oracle_w2
-from checks.equivalence import EquivalenceOptions, run_equivalence
+from checks.equivalence import EquivalenceOptions, harness_error, run_equivalence
 from pogo_audit.results import CheckResult
 
 BATCH_KEYS = ("states", "actions", "rewards", "next_states", "next_actions", "dones")
@@ -200,14 +200,15 @@ def equivalence_for_rebrac(config: Any, options: EquivalenceOptions,
                            candidate: tuple[str, Callable[..., Any]] | None = None,
                            progress: Callable[[int], None] | None = None) -> CheckResult:
     """Equivalence on ``config.dataset`` with ReBRAC's preprocessing; defaults compare the JAX ReBRAC reference with
-    :class:`multi_actor.jax_trainer.MultiActorReBRAC`. A trainer that raises during a step yields verdict ``error``.
+    :class:`multi_actor.jax_trainer.MultiActorReBRAC`. A trainer that raises yields verdict ``fail`` with
+    ``metrics["crash"]`` (as for PyTorch, :func:`checks.equivalence.run_equivalence`); a failure of the harness
+    itself yields verdict ``error``.
 
     Batch size: ``options.batch_size``, else ``config.batch_size``, else ReBRAC's ``batch_size`` (``config.base``).
     The chain oracle is :class:`JaxChainOracle` (the candidate must offer ``chain_spec()``; others get none).
     """
     from multi_actor.jax_trainer import rebrac_config, rebrac_multi_actor_factory, rebrac_reference_factory
     from pogo_audit.errors import PogoAuditError
-    from pogo_audit.results import ERROR
     from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
 
     config = config.resolved()
@@ -223,9 +224,5 @@ def equivalence_for_rebrac(config: Any, options: EquivalenceOptions,
                                    (ref_label, cand_label), batch_size, chain_oracle=JaxChainOracle.for_trainer)
     except PogoAuditError:
         raise
-    except Exception as exc:  # a trainer crashing mid-run is a finding about that trainer
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        return CheckResult(check="equivalence", subject="rebrac", verdict=ERROR,
-                           summary=f"a trainer raised during the run: {type(exc).__name__}: {first}",
-                           metrics={"reference": ref_label, "candidate": cand_label, "mode": options.mode},
-                           seconds=time.perf_counter() - t0)
+    except Exception as exc:  # not a trainer call (those are crash findings): the harness itself failed
+        return harness_error("rebrac", exc, (ref_label, cand_label), options.mode, time.perf_counter() - t0)

@@ -123,6 +123,9 @@ def _equivalence_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-self-check", action="store_true", help="skip running the reference twice")
     p.add_argument("--sync-init", action="store_true",
                    help="start the candidate from the reference's initial parameters and RNG state")
+    p.add_argument("--ignore", action="append", default=[], metavar="OBSERVABLE_GLOB",
+                   help="do not compare observables matching this fnmatch glob (what the candidate does not log, "
+                        "e.g. 'actor0/entropy'); repeatable, listed in the output as ignored")
     p.add_argument("--bundle-dir", default=".pogo-audit/bundles", metavar="DIR",
                    help="where first-divergence bundles go (default .pogo-audit/bundles)")
     p.add_argument("--reference", default=None, metavar="MOD:FACTORY", help="external reference trainer factory")

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pogo_audit import __version__
+from pogo_audit.findings import Crash
 from pogo_audit.io import atomic_write_json, atomic_write_text
 from pogo_audit.results import ERROR, FAIL, INCONCLUSIVE, PASS, CheckResult, RunResults
 
@@ -40,6 +41,16 @@ RULES: list[dict[str, Any]] = [
                                     "configured tolerance, so it no longer runs the original algorithm."},
         "defaultConfiguration": {"level": "error"},
         "properties": {"tags": ["correctness", "equivalence"]},
+    },
+    {
+        "id": "POGO-EQ002",
+        "name": "trainer-crashed",
+        "shortDescription": {"text": "A trainer raised an exception during the equivalence run"},
+        "fullDescription": {"text": "The reference or candidate trainer raised while the harness drove it (in its "
+                                    "factory, load_parameters, a step, ...). The location is the innermost frame "
+                                    "of the trainer's own code; what was compared before the crash is kept."},
+        "defaultConfiguration": {"level": "error"},
+        "properties": {"tags": ["correctness", "crash"]},
     },
     {
         "id": "POGO-MUT001",
@@ -110,13 +121,23 @@ def _tolerance(res: CheckResult) -> str:
     return f"rtol={_fmt(rtol)}, atol={_fmt(atol)}"
 
 
+def _gap(kind: Any, max_abs: Any, max_rel: Any) -> str:
+    """"max abs A, max rel R", or the kind of a divergence without a magnitude ("absent on candidate", ...)."""
+    if kind:
+        return str(kind)
+    if isinstance(max_abs, float) and math.isnan(max_abs):
+        return "digest differs"
+    return f"max abs {_fmt(max_abs)}, max rel {_fmt(max_rel)}"
+
+
 def _divergence_text(res: CheckResult) -> str | None:
-    """"first divergence at step S in OBS (max abs A, max rel R; tolerance)" or None without a divergence."""
+    """"first divergence at step S in OBS (max abs A, max rel R; tolerance)" or None without a divergence; an
+    absence or a digest/shape difference is named instead of the magnitudes."""
     d = res.first_divergence
     if d is None:
         return None
-    return (f"first divergence at step {d.step} in {d.observable} "
-            f"(max abs {_fmt(d.max_abs)}, max rel {_fmt(d.max_rel)}; {_tolerance(res)})")
+    return f"first divergence at step {d.step} in {d.observable} ({_gap(d.kind, d.max_abs, d.max_rel)}; " \
+           f"{_tolerance(res)})"
 
 
 def _group_checks(results: RunResults) -> dict[str, list[CheckResult]]:
@@ -128,7 +149,8 @@ def _group_checks(results: RunResults) -> dict[str, list[CheckResult]]:
 
 
 def _equivalence_rows(res: CheckResult) -> list[dict[str, Any]]:
-    """One row per observable group; plus a "(run)" row carrying the overall verdict when no row does."""
+    """One row per observable group; plus a "(run)" row carrying the overall verdict when no row does, or the
+    crash that ended the run."""
     rows = []
     for raw in res.details:
         if not isinstance(raw, dict):
@@ -138,19 +160,36 @@ def _equivalence_rows(res: CheckResult) -> list[dict[str, Any]]:
             verdict = FAIL if raw.get("first_divergence_step") is not None else PASS
         rows.append({**raw, "group": str(raw.get("group", "?")), "verdict": verdict})
     reflected = any(r["verdict"] != PASS for r in rows) if res.verdict == FAIL else res.verdict == PASS
-    if not rows or not reflected:
+    if not rows or not reflected or res.metrics.get("crash"):  # a crash is a case of its own
         d = res.first_divergence
-        rows.append({"group": _RUN_ROW, "steps_compared": res.steps_compared, "verdict": res.verdict,
-                     "first_divergence_step": d.step if d else None, "observable": d.observable if d else None,
-                     "max_abs": d.max_abs if d else None, "max_rel": d.max_rel if d else None})
+        crash = res.metrics.get("crash")
+        if crash:  # the step it crashed at and the crash itself, in place of a divergence
+            rows.append({"group": _RUN_ROW, "steps_compared": res.steps_compared, "verdict": res.verdict,
+                         "first_divergence_step": crash.get("step"), "observable": Crash(**crash).line(),
+                         "max_abs": None, "max_rel": None})
+        else:
+            rows.append({"group": _RUN_ROW, "steps_compared": res.steps_compared, "verdict": res.verdict,
+                         "first_divergence_step": d.step if d else None, "observable": d.observable if d else None,
+                         "max_abs": d.max_abs if d else None, "max_rel": d.max_rel if d else None})
     return rows
 
 
+def _absent_text(row: dict[str, Any]) -> str:
+    """"params/actor0/log_std: absent on candidate, critic/x: not logged" for a row's absences ("" without)."""
+    return ", ".join(f"{name}: {kind}" for name, kind in (row.get("absent") or {}).items())
+
+
 def _equivalence_row_message(res: CheckResult, row: dict[str, Any]) -> str:
-    if row["group"] == _RUN_ROW or row.get("first_divergence_step") is None:
+    if row["group"] == _RUN_ROW:
+        if res.metrics.get("crash"):
+            return res.summary
         return _divergence_text(res) or res.summary or f"{res.subject}: {row['verdict']}"
+    absent = _absent_text(row)
+    if row.get("first_divergence_step") is None:
+        return f"{row['group']}: {absent}" if absent else _divergence_text(res) or res.summary or row["verdict"]
+    gap = _gap(row.get("difference"), row.get("max_abs"), row.get("max_rel"))
     return (f"{row['group']}: first divergence at step {row['first_divergence_step']} in {row.get('observable')} "
-            f"(max abs {_fmt(row.get('max_abs'))}, max rel {_fmt(row.get('max_rel'))}; {_tolerance(res)})")
+            f"({gap}; {_tolerance(res)})" + (f"; {absent}" if absent else ""))
 
 
 def _mutant_text(res: CheckResult) -> str:
@@ -193,8 +232,14 @@ def _junit_cases(res: CheckResult) -> Iterable[tuple[str, str, float, str, str, 
     if res.check == "equivalence":
         rows = _equivalence_rows(res)
         m = res.metrics
-        context = ", ".join(f"{k}={m[k]}" for k in ("reference", "candidate", "mode", "actors", "seed", "bundle")
-                            if m.get(k) is not None)
+        context = ", ".join(f"{k}={m[k]}" for k in ("reference", "candidate", "mode", "actors", "candidate_actors",
+                                                     "seed", "bundle") if m.get(k) is not None)
+        frame = (m.get("crash") or {}).get("frame")
+        if frame:
+            context += f"\ncrash at {frame['file']}:{frame['line']} in {frame['function']}(): {frame.get('code', '')}"
+        ignored = (m.get("ignored") or {}).get("patterns")
+        if ignored:
+            context += f"\nignored: {', '.join(ignored)} ({len(m['ignored'].get('observables') or [])} observables)"
         for row in rows:
             message = _equivalence_row_message(res, row) if row["verdict"] == FAIL else (res.summary or row["verdict"])
             yield (f"pogo_audit.equivalence.{res.subject}", row["group"], _seconds(res.seconds) / len(rows),
@@ -320,9 +365,26 @@ def _equivalence_finding(res: CheckResult, repo_root: Path | None) -> dict[str, 
     text = f"{res.subject}: {candidate} is not equivalent to {reference}: {cause or res.summary or 'outputs differ'}."
     d = res.first_divergence
     props = {"check": res.check, "subject": res.subject, "mode": m.get("mode"),
-             "step": d.step if d else None, "observable": d.observable if d else None}
+             "step": d.step if d else None, "observable": d.observable if d else None, "absent": m.get("absent")}
     return _sarif_result("POGO-EQ001", text, uri, loc.get("line"), _fingerprint("POGO-EQ001", res.subject, uri),
                          None, props)
+
+
+def _crash_finding(res: CheckResult, repo_root: Path | None) -> dict[str, Any] | None:
+    """POGO-EQ002 at the crash's frame in the trainer's code (None without a frame inside the repository)."""
+    crash = res.metrics.get("crash")
+    frame = crash.get("frame") if isinstance(crash, dict) else None
+    if not isinstance(frame, dict):
+        return None
+    uri = _repo_uri(frame.get("file"), repo_root)
+    if uri is None:
+        return None
+    text = f"{res.subject}: {res.summary}."
+    props = {"check": res.check, "subject": res.subject, "side": crash.get("side"), "phase": crash.get("phase"),
+             "step": crash.get("step"), "exception": crash.get("type"), "code": frame.get("code")}
+    fingerprint = _fingerprint("POGO-EQ002", res.subject, crash.get("side"), crash.get("phase"), uri,
+                               frame.get("function"))
+    return _sarif_result("POGO-EQ002", text, uri, frame.get("line"), fingerprint, frame.get("function"), props)
 
 
 def _mutant_finding(res: CheckResult, repo_root: Path | None) -> dict[str, Any] | None:
@@ -346,7 +408,8 @@ def to_sarif(results: RunResults, repo_root: str | os.PathLike | None = None) ->
     """SARIF 2.1.0 log (strict-JSON-safe dict) for code scanning.
 
     Findings are failed results that carry a code location: surviving mutants (``metrics.location``, rule
-    POGO-MUT001) and failing equivalence results (``metrics.candidate_location``, rule POGO-EQ001). Failing results
+    POGO-MUT001), failing equivalence results (``metrics.candidate_location``, rule POGO-EQ001) and trainer crashes
+    (the trainer's frame in ``metrics.crash``, rule POGO-EQ002). Failing results
     without a location, or whose location lies outside the repository, are NOT emitted (JUnit and the step summary
     still report them). Absolute paths are made relative to ``repo_root`` (default: the current directory); when
     ``repo_root`` is given it is also recorded as the ``SRCROOT`` base URI.
@@ -359,7 +422,7 @@ def to_sarif(results: RunResults, repo_root: str | os.PathLike | None = None) ->
         if res.check == "mutants":
             finding = _mutant_finding(res, root)
         elif res.check == "equivalence":
-            finding = _equivalence_finding(res, root)
+            finding = _crash_finding(res, root) if res.metrics.get("crash") else _equivalence_finding(res, root)
         else:
             finding = None
         if finding is not None:
@@ -399,6 +462,18 @@ def _table_header(columns: list[str]) -> str:
     return _row(columns) + "\n" + _row("---" for _ in columns)
 
 
+def _row_shown(row: dict[str, Any]) -> dict[str, Any]:
+    """A group row as the step summary shows it: an absence is its own verdict, and a divergence without a magnitude
+    (digest, shape, absence) shows its kind instead of numbers."""
+    absent = row.get("absent") or {}
+    only_absent = row.get("first_divergence_step") is None and bool(absent)
+    verdict = ", ".join(dict.fromkeys(absent.values())) if only_absent and row["verdict"] == FAIL else row["verdict"]
+    observable = ", ".join(absent) if only_absent else row.get("observable")
+    text = row.get("difference") or ("—" if only_absent else None)
+    return {"verdict": verdict, "observable": observable,
+            "max_abs": text or row.get("max_abs"), "max_rel": text or row.get("max_rel")}
+
+
 def _summary_sections(results: RunResults) -> list[tuple[str, str, list[tuple[str, bool]]]]:
     """(heading, table header, [(row markdown, failing)]) for each check kind."""
     sections = []
@@ -410,9 +485,10 @@ def _summary_sections(results: RunResults) -> list[tuple[str, str, list[tuple[st
                                     "max abs", "max rel"])
             for res in checks:
                 for r in _equivalence_rows(res):
+                    shown = _row_shown(r)
                     cells = [_cell(res.subject), _cell(r["group"]), _cell(r.get("steps_compared")),
-                             _verdict_cell(r["verdict"]), _cell(r.get("first_divergence_step")),
-                             _cell(r.get("observable")), _cell(r.get("max_abs")), _cell(r.get("max_rel"))]
+                             _verdict_cell(shown["verdict"]), _cell(r.get("first_divergence_step")),
+                             _cell(shown["observable"]), _cell(shown["max_abs"]), _cell(shown["max_rel"])]
                     rows.append((_row(cells), r["verdict"] != PASS))
             heading = f"### Equivalence — {len(checks) - n_bad}/{len(checks)} algorithms passed"
         elif kind == "conformance":

@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
+from pogo_audit.findings import Crash
 from pogo_audit.results import ERROR, FAIL, CheckResult
 
 _VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "bold yellow", "error": "bold red"}
@@ -55,27 +56,114 @@ def conformance_table(res: CheckResult) -> Group:
     return Group(head, table, *lines)
 
 
+def actors_text(m: Mapping[str, Any]) -> str:
+    """"3 actors configured, candidate exposes 3" — the configured count is ours, the candidate's is what its
+    canonical parameter names show (unknown when it crashed before exposing them)."""
+    configured = m.get("actors")
+    text = f"{configured if configured is not None else '?'} actors configured"
+    if "candidate_actors" in m:
+        seen = m.get("candidate_actors")
+        text += f", candidate exposes {seen}" if seen is not None else ", candidate's actors unknown"
+    return text
+
+
+def _row_first(row: Mapping[str, Any]) -> str:
+    """The group's first divergence, else its first absence ("—" when it has neither)."""
+    if row.get("first_divergence_step") is not None:
+        return f"step {row['first_divergence_step']}: {row['observable']}"
+    absent = row.get("absent") or {}
+    if absent:
+        name, kind = next(iter(absent.items()))
+        more = f" (+{len(absent) - 1} more)" if len(absent) > 1 else ""
+        return f"{name}: {kind}{more}"
+    return "—"
+
+
+def _row_verdict(row: Mapping[str, Any]) -> str:
+    """fail/pass, or the absence kind(s) when the group only lacks observables (their own verdict)."""
+    absent = row.get("absent") or {}
+    if row["verdict"] == FAIL and row.get("first_divergence_step") is None and absent:
+        return f"[bold red]{escape(', '.join(dict.fromkeys(absent.values())))}[/]"
+    return verdict_text(row["verdict"])
+
+
+def _row_gap(row: Mapping[str, Any], key: str) -> str:
+    if row.get("difference"):
+        return str(row["difference"])
+    if row.get("first_divergence_step") is None and row.get("absent"):
+        return "—"
+    return fmt_float(row[key])
+
+
 def equivalence_table(res: CheckResult, config: object | None = None) -> Table:
     """Observable group, steps compared, verdict, first divergence step, max abs / rel diff."""
     m = res.metrics
-    actors = m.get("actors")
     types = ""
     if config is not None and getattr(config, "actor_configs", None):
         types = escape(" [" + ", ".join(a.type for a in config.actor_configs) + "]")
-    title = (f"equivalence {res.subject}: {verdict_text(res.verdict)} — {res.steps_compared} steps, "
-             f"{m.get('mode', '?')}, {actors} actors{types}, self-check {m.get('self_check', '?')}")
+    crashed = f" then crashed {Crash(**m['crash']).where()}" if m.get("crash") else ""
+    title = (f"equivalence {res.subject}: {verdict_text(res.verdict)} — {res.steps_compared} steps{crashed}, "
+             f"{m.get('mode', '?')}, {actors_text(m)}{types}, self-check {m.get('self_check', '?')}")
     table = Table(title=title, title_justify="left")
     for col in ("observable group", "observables", "steps", "verdict", "first divergence", "max abs diff",
                 "max rel diff"):
         table.add_column(col, justify="left" if col in ("observable group", "first divergence") else "right")
     for row in res.details:
-        first = "—" if row["first_divergence_step"] is None else \
-            f"step {row['first_divergence_step']}: {row['observable']}"
-        table.add_row(row["group"], str(row["observables"]), str(row["steps_compared"]), verdict_text(row["verdict"]),
-                      first, fmt_float(row["max_abs"]), fmt_float(row["max_rel"]))
+        table.add_row(row["group"], str(row["observables"]), str(row["steps_compared"]), _row_verdict(row),
+                      escape(_row_first(row)), _row_gap(row, "max_abs"), _row_gap(row, "max_rel"))
     if res.verdict not in ("pass", "fail"):
-        table.caption = res.summary
+        table.caption = escape(res.summary)
     return table
+
+
+def crash_lines(res: CheckResult) -> list[str]:
+    """The crash of a result: side, phase and step, exception, and the trainer's frame with its source line."""
+    c = res.metrics.get("crash")
+    if not c:
+        return []
+    where = Crash(**c).where()
+    out = [f"[bold red]{escape(c['side'])} crashed {escape(where)}[/]: {escape(c['type'])}: {escape(c['message'])}"]
+    f = c.get("frame")
+    if f:
+        out.append(f"  at {escape(f['file'])}:{f['line']} in {escape(f['function'])}()")
+        if f.get("code"):
+            out.append(f"    {escape(f['code'])}")
+    else:
+        out.append("  no frame in the trainer's own code (the exception came from a library or the harness)")
+    return out
+
+
+def parameter_check_table(res: CheckResult) -> Table | None:
+    """Missing, extra and shape-mismatched canonical parameters (compared roles), or None when all match."""
+    check = res.metrics.get("parameter_check") or {}
+    if not check.get("issues"):
+        return None
+    table = Table(title=f"parameter check {escape(res.subject)}: {check['issues']} mismatch(es) between reference "
+                        f"and candidate names", title_justify="left")
+    for col in ("parameter", "finding", "reference shape", "candidate shape"):
+        table.add_column(col)
+    for name in check.get("missing", []):
+        table.add_row(escape(name), "[bold red]missing on candidate[/]", "present", "—")
+    for name in check.get("extra", []):
+        table.add_row(escape(name), "[bold red]extra on candidate[/]", "—", "present")
+    for d in check.get("shape", []):
+        table.add_row(escape(d["name"]), "[bold red]shape differs[/]", str(d["reference"]), str(d["candidate"]))
+    return table
+
+
+def ignored_line(res: CheckResult) -> list[str]:
+    ignored = res.metrics.get("ignored") or {}
+    if not ignored.get("patterns"):
+        return []
+    names = ignored.get("observables") or []
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return [f"ignored ({escape(', '.join(ignored['patterns']))}): {escape(shown) if names else 'nothing matched'}"]
+
+
+def equivalence_view(res: CheckResult) -> list[Any]:
+    """The group table, then the parameter check, the crash and what was ignored (each only when there is one)."""
+    extra = parameter_check_table(res)
+    return [equivalence_table(res), *([extra] if extra is not None else []), *crash_lines(res), *ignored_line(res)]
 
 
 _GROUP_ABBREV = {"critic losses": "crit loss", "actor0 losses": "a0 loss", "critic params": "crit par",
@@ -249,7 +337,7 @@ class View:
 #: check name (:data:`checks.registry.CHECKS`) → its view; a check without one gets :func:`results_table`
 VIEWS: dict[str, View] = {
     "conformance": View(each=lambda r: [conformance_table(r)]),
-    "equivalence": View(each=lambda r: [equivalence_table(r)], failure=equivalence_failure),
+    "equivalence": View(each=equivalence_view, failure=equivalence_failure),
     "mutants": View(summary=lambda rs: [kill_matrix_table(rs)]),
     "fuzz": View(summary=lambda rs: [fuzz_table(rs)], failure=fuzz_findings),
     "jax-profile": View(each=jax_profile_tables, failure=first_line_failure),

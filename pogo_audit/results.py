@@ -39,6 +39,11 @@ class Divergence:
     index: list[int] | None = None
     expected: float | None = None
     actual: float | None = None
+    #: None for a difference in value; else what kind of finding it is: "digest differs", "shape differs",
+    #: "absent on candidate", "not logged" (a reference loss the candidate never logs), "not logged by reference",
+    #: "missing at this step"/"extra at this step", "crash" (observable ``crash/<side>/<phase>``, nothing diverged
+    #: before the trainer raised)
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         # JSON stores non-finite floats as "nan"/"inf"/"-inf" strings; turn them back into floats

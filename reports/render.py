@@ -14,8 +14,9 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from pogo_audit.findings import Crash, parameter_check_text
 from pogo_audit.io import atomic_write_bytes
-from pogo_audit.results import RunResults
+from pogo_audit.results import ERROR, CheckResult, RunResults
 from reports.review import Claim, claims_vs_evidence
 from reports.scoring import overall, recommendations, score_sections
 
@@ -78,6 +79,50 @@ def report_model(results: RunResults, sources: list[str], target: str,
         "by_check": {name: results.by_check(name) for name in
                      ("docs", "equivalence", "conformance", "mutants", "fuzz", "logging", "jax_profile", "benchmark")},
         "equivalence_groups": equivalence_group_table(results),
+        "equivalence_rows": [equivalence_row(r) for r in results.by_check("equivalence")],
+    }
+
+
+def _text(value: Any) -> str:
+    return "—" if value is None else str(value)
+
+
+def equivalence_row(r: CheckResult) -> dict[str, Any]:
+    """One algorithm's equivalence result as report cells: passed, failed, crashed (its crash as evidence) or
+    errored. Only an errored result may lack the run's metrics (shown "—"); a run's result without them is
+    incomplete results and fails loudly (KeyError)."""
+    m = r.metrics
+    missing = [k for k in ("mode", "actors", "self_check") if k not in m]
+    if missing and r.verdict != ERROR:
+        raise KeyError(missing[0])
+    d = r.first_divergence
+    gap = (d.kind or ("digest differs" if math.isnan(d.max_abs) else None)) if d is not None else None
+    actors = _text(m.get("actors"))
+    if m.get("candidate_actors") is not None:
+        actors += f" (candidate exposes {m['candidate_actors']})"
+    crash = m.get("crash") or m.get("error")
+    crash_row = None
+    if crash:
+        frame = crash.get("frame") or {}
+        crash_row = {
+            "side": crash["side"], "where": Crash(**crash).where(), "exception": f"{crash['type']}: {crash['message']}",
+            "location": f"{frame['file']}:{frame['line']} in {frame['function']}()" if frame else
+            "no frame in the trainer's code", "code": frame.get("code") or "—",
+        }
+    absent = m.get("absent") or {}
+    ignored = (m.get("ignored") or {}).get("patterns") or []
+    check = m.get("parameter_check") or {}
+    return {
+        "subject": r.subject, "verdict": r.verdict, "steps": r.steps_compared, "mode": _text(m.get("mode")),
+        "actors": actors, "self_check": _text(m.get("self_check")),
+        "first": f"step {d.step}: `{d.observable}`" if d is not None else "none",
+        "max_abs": gap or (_num(d.max_abs) if d is not None else "0"),
+        "max_rel": gap or (_num(d.max_rel) if d is not None else "0"),
+        "bundle": f"`{m['bundle']}`" if m.get("bundle") else "—",
+        "crash": crash_row,
+        "absent": "; ".join(f"{kind}: {', '.join(names)}" for kind, names in absent.items()),
+        "ignored": ", ".join(ignored),
+        "parameter_check": parameter_check_text(check) if check.get("issues") else "",
     }
 
 

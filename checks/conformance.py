@@ -456,3 +456,17 @@ def implemented_variants() -> list[str]:
             continue
         out.append(name)
     return out
+
+
+def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
+    """Report stage: every variant of the audited algorithms against both shipped trace sets."""
+    wanted = set()
+    for a in opts.algos:
+        wanted.update(ALIASES.get(a, (a,)))
+    out = []
+    for golden in golden_sets(None, "both"):
+        for v in implemented_variants():
+            if v in wanted:
+                say(f"conformance {v}/{golden.dtype}")
+                out.append(run_variant(golden, v, steps=opts.conformance_steps))
+    return out

@@ -184,3 +184,21 @@ def _commands_parse(text: str, parser: CommandParser) -> CheckResult:
     return _result("commands_parse", not failures,
                    f"{len(checked) - len(failures)}/{len(checked)} shown commands parse",
                    [{"command": c, "ok": c not in {f['command'] for f in failures}} for c in checked] + failures)
+
+
+def run_command(args: Any, progress: Any) -> list[CheckResult]:
+    """``pogo-audit docs``: every documentation rule on ``--readme`` (default: this repository's README)."""
+    return audit_readme(args.cli_parser, Path(args.readme) if args.readme else None)
+
+
+def suite_stage(opts: Any, say: Any) -> list[CheckResult]:
+    """Report stage: our README, or in candidate mode the candidate's ``--readme`` (else not measured)."""
+    if opts.external and opts.readme is None:
+        return []
+    if opts.parser is None:
+        raise ValueError("SuiteOptions.parser is required by the docs stage (or skip 'docs')")
+    say("docs audit")
+    results = audit_readme(opts.parser, Path(opts.readme) if opts.readme else None)
+    for r in results:
+        r.metrics["audited"] = "candidate" if opts.external else "self"
+    return results

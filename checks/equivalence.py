@@ -891,3 +891,24 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
         yield equivalence(algo, configs[algo], options, reference, candidate,
                           progress=lambda t, algo=algo: progress(f"equivalence {algo}", t, args.steps),
                           devices=devices)
+
+
+def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
+    """Report stage: every audited algorithm, through the candidate's adapter where one is given (those results are
+    tagged ``audited: candidate``; the JAX algorithm has no external trainer and is then not audited)."""
+    from multi_actor import registry
+    from multi_actor.config import build_config
+
+    out = []
+    for algo in opts.algos:
+        torch_algo = registry.algorithm(algo).framework == "torch"  # --reference/--candidate are PyTorch trainers
+        candidate = opts.candidate_for(algo) if torch_algo else None
+        if opts.external and candidate is None:
+            continue
+        say(f"equivalence {algo}")
+        cfg = build_config(None, [], algo=algo, seed=opts.seed)
+        options = EquivalenceOptions(steps=opts.steps, seed=opts.seed, bundle_dir=opts.bundle_dir)
+        result = equivalence(algo, cfg, options, opts.reference if torch_algo else None, candidate)
+        result.metrics["audited"] = "candidate" if candidate is not None else "self"
+        out.append(result)
+    return out

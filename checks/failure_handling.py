@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -125,3 +126,14 @@ def run_failure_handling(work_dir: str | None = None) -> list[CheckResult]:
             _check("checkpoint_failure_reported", lambda: _checkpoint_failure(root)),
             _check("nan_loss_stops_run", lambda: _nan_loss(root)),
         ]
+
+
+def run_command(args: object, progress: object) -> list[CheckResult]:
+    """``pogo-audit failure-handling``: the three failure scenarios of the training loop."""
+    return run_failure_handling()
+
+
+def suite_stage(opts: object, say: Callable[[str], None]) -> list[CheckResult]:
+    """Report stage: the training loop's failure scenarios (our own loop)."""
+    say("failure handling")
+    return run_failure_handling()

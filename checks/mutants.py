@@ -367,3 +367,13 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
     for i, m in enumerate(mutants):
         progress(f"mutant {m.name}", i, len(mutants))
         yield run_mutant(m, bundle_dir=args.bundle_dir, seed=args.seed)
+
+
+def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
+    """Report stage: every mutant of the audited algorithms (our own multi-actor trainer)."""
+    out = []
+    for m in catalog():
+        if m.algo in opts.algos:
+            say(f"mutant {m.name}")
+            out.append(run_mutant(m, bundle_dir=str(Path(opts.bundle_dir) / "mutants"), seed=opts.seed))
+    return out

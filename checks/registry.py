@@ -44,8 +44,25 @@ class Listing:
 
 
 @dataclass(frozen=True)
+class ReportStage:
+    """How ``pogo-audit report`` runs a check: ``run`` is ``module:function(opts, say) -> list[CheckResult]``
+    (``opts`` a :class:`checks.suite.SuiteOptions`), ``produces`` the ``check`` names of its results (what the
+    rubric's selectors read), ``audits`` which code it measures: ``self`` (our own code: skipped when the report is
+    about a candidate), ``candidate`` (only with a candidate) or ``either`` (it decides from ``opts``)."""
+
+    run: str
+    produces: tuple[str, ...]
+    audits: str = "self"
+
+    def runner(self) -> Callable[..., list[CheckResult]]:
+        module, _, fn = self.run.partition(":")
+        return getattr(importlib.import_module(module), fn)
+
+
+@dataclass(frozen=True)
 class CheckSpec:
-    """One check: its command, options, runner, and the closing line for a clean and a failing run."""
+    """One check: its command, options, runner, the closing line for a clean and a failing run, and how the report
+    runs it (None: not part of the report)."""
 
     name: str
     help: str
@@ -56,6 +73,7 @@ class CheckSpec:
     failed: Callable[[list[CheckResult]], str]
     #: ``module:function`` returning a :class:`Listing` when ``args.list`` is set (else None)
     listing: str | None = None
+    report: ReportStage | None = None
 
     def runner(self) -> Callable[[argparse.Namespace, Progress], Iterable[CheckResult | Note]]:
         module, _, fn = self.run.partition(":")
@@ -234,7 +252,20 @@ def _fuzz_passed(results: list[CheckResult]) -> str:
     return f"fuzz passed: {total} examples over {props}, no findings"
 
 
+def _docs_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--readme", default=None, metavar="PATH", help="README to audit (default: this repository's)")
+
+
 CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
+    CheckSpec(
+        "docs", "audit a README: quickstart, architecture, commands, algorithms, config fields, terminology",
+        "Check a README against the documentation rules of the review's first section: a quickstart, an "
+        "architecture diagram, every command listed, the algorithm table, every config field documented, consistent "
+        "terminology, and every pogo-audit command it shows parses.",
+        _docs_options, "checks.docs_audit:run_command",
+        passed=lambda rs: f"documentation: all {len(rs)} rules pass",
+        failed=lambda rs: f"documentation rules failing: {_failed(rs)}",
+        report=ReportStage("checks.docs_audit:suite_stage", ("docs",), audits="either")),
     CheckSpec(
         "equivalence", "is the critic and actor0 of the multi-actor trainer still the original algorithm?",
         "Train the CORL-style single-actor reference and the multi-actor trainer side by side (same seed, same "
@@ -242,6 +273,7 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "gradient leaks and the W2 chain at every step. On the first divergence a bundle is written for "
         "`pogo-audit inspect`.",
         _equivalence_options, "checks.equivalence:run_command",
+        report=ReportStage("checks.equivalence:suite_stage", ("equivalence",), audits="either"),
         passed=lambda rs: f"equivalent: critic and actor0 match the reference for {_subjects(rs)}",
         failed=lambda rs: f"not equivalent: {_failed(rs)}"),
     CheckSpec(
@@ -251,7 +283,8 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         _mutants_options, "checks.mutants:run_command",
         passed=lambda rs: f"all {len(rs)} mutants killed",
         failed=lambda rs: f"surviving mutants: {_failed(rs)}",
-        listing="checks.mutants:listing"),
+        listing="checks.mutants:listing",
+        report=ReportStage("checks.mutants:suite_stage", ("mutants",))),
     CheckSpec(
         "fuzz", "property-based fuzzing of configs, --set overrides, the run logger and the data layer",
         "Generate valid and near-valid multi-actor configs, --set overrides, logging payloads and datasets with "
@@ -259,6 +292,7 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "round-trip through YAML and train one step, the logger writes every scalar once as strict JSON, bad episodes "
         "raise a DataError naming the episode and field. Failing examples are shrunk and saved.",
         _fuzz_options, "checks.fuzz.runner:run_command",
+        report=ReportStage("checks.fuzz.runner:suite_stage", ("fuzz",)),
         passed=_fuzz_passed, failed=lambda rs: f"fuzz found problems: {_failed(rs)}"),
     CheckSpec(
         "jax-profile", "find JAX performance pathologies: recompiles, un-jitted steps, host syncs and transfers",
@@ -269,6 +303,7 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "of the un-jitted step (reported, never asserted). Default: the reference ReBRAC, and "
         "multi_actor.jax_trainer when it exists.",
         _jax_profile_options, "checks.jax_profile.profile:run_command",
+        report=ReportStage("checks.jax_profile.profile:suite_stage", ("jax_profile",)),
         passed=lambda rs: f"no JAX performance pathology in {_subjects(rs)}",
         failed=lambda rs: f"JAX performance pathology: {_failed(rs)}"),
     CheckSpec(
@@ -279,8 +314,18 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         f"any CPU; float32: bitwise on the recording CPU (fingerprints match), else a drift report enforcing "
         f"{F32_REL:g} over steps 1-{F32_STEPS}.",
         _conformance_options, "checks.conformance:run_command",
+        report=ReportStage("checks.conformance:suite_stage", ("conformance",)),
         passed=lambda rs: f"conformance passed: {len(rs)} variant/precision pair(s) match the CORL golden traces",
         failed=lambda rs: f"conformance failed: {_failed(rs)}"),
+    CheckSpec(
+        "failure-handling", "exercise the training loop's failure handling: eval error, checkpoint failure, NaN loss",
+        "Run short trainings of our multi-actor loop with injected failures: an evaluation that raises must be "
+        "logged while training continues, a checkpoint write on a full disk must stop the run with one error naming "
+        "the file and leave no partial file, and a NaN loss must stop the run naming the step and the key.",
+        lambda p: None, "checks.failure_handling:run_command",
+        passed=lambda rs: f"every failure scenario is handled ({len(rs)})",
+        failed=lambda rs: f"failure scenarios not handled: {_failed(rs)}",
+        report=ReportStage("checks.failure_handling:suite_stage", ("logging",))),
     CheckSpec(
         "hooks", "exercise your adapter's hooks: config validation, logging path, checkpoint faults",
         "Point the bug-risk and logging instruments at your trainer through the adapter's optional hooks: "
@@ -291,6 +336,7 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "failure is reported, the previous checkpoint stays loadable) and must resume bitwise. A hook the adapter "
         "lacks is reported as not measured.",
         _hooks_options, "checks.hooks.runner:run_command",
+        report=ReportStage("checks.hooks.runner:suite_stage", ("fuzz", "logging", "hooks"), audits="candidate"),
         passed=lambda rs: "every hook the adapter has behaves (see the not-measured lines for absent ones)",
         failed=lambda rs: f"hook findings: {_failed(rs)}"),
     CheckSpec(

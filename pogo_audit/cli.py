@@ -31,7 +31,7 @@ from rich_argparse import RichHelpFormatter
 
 from checks.equivalence import load_factory
 from checks.registry import CHECKS, CheckSpec, Note, add_device
-from checks.suite import STAGES, SuiteOptions, merge, run_suite
+from checks.suite import STAGES, SuiteOptions, merge, run_suite, stage_name
 from multi_actor.config import ALGORITHMS, MultiActorConfig, build_config
 from pogo_audit import __version__
 from pogo_audit.argtypes import positive_int
@@ -132,6 +132,7 @@ def _add_ci_outputs(p: argparse.ArgumentParser) -> None:
 def _run_check(spec: CheckSpec, args: argparse.Namespace) -> int:
     """The one driver of every registered check: progress, its view, the CI outputs, the exit code."""
     console = _console()
+    args.cli_parser = build_parser()  # the docs audit checks that the commands a README shows parse
     listing = spec.list_table(args)
     if listing is not None:
         table = Table(title=escape(listing.title), title_justify="left")
@@ -364,7 +365,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         results = merge(args.from_files)
         sources = list(args.from_files)
     else:
-        skip = tuple(s.strip() for s in (args.skip or "").split(",") if s.strip())
+        skip = tuple(stage_name(s) for s in (args.skip or "").split(",") if s.strip())
         unknown = set(skip) - set(STAGES)
         if unknown:
             raise UsageError(f"--skip: unknown check(s) {', '.join(sorted(unknown))}; expected {', '.join(STAGES)}")

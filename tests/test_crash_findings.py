@@ -300,8 +300,10 @@ def test_report_suite_keeps_every_algorithm_when_the_candidate_factory_crashes(e
                         candidate=("bad_candidates:factory_raises",
                                    load_factory("bad_candidates:factory_raises", "--candidate")))
     results = run_suite(opts)
-    assert [(r.subject, r.verdict, r.metrics["crash"]["phase"]) for r in results.checks] == \
-        [("iql", "fail", "factory"), ("td3_bc", "fail", "factory")]
+    assert [(r.check, r.subject, r.verdict, r.metrics["crash"]["phase"]) for r in results.checks] == \
+        [("equivalence", "iql", "fail", "factory"), ("equivalence", "td3_bc", "fail", "factory"),
+         ("hooks", "iql: factory", "fail", "factory"), ("hooks", "td3_bc: factory", "fail", "factory")]
+    assert all(r.metrics["audited"] == "candidate" for r in results.checks)
 
 
 def test_report_renders_errored_and_absent_results(tmp_path, capsys):

@@ -124,3 +124,9 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> list[Ch
     """``pogo-audit fuzz``: every property of ``args.target``."""
     database = None if args.no_database else Path(args.database)
     return run_fuzz(args.target, args.examples, args.seed, database, progress)
+
+
+def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
+    """Report stage: every property of every target (our own config, logger and data layer)."""
+    say("fuzz")
+    return run_fuzz("all", opts.fuzz_examples, opts.seed, None, None)

@@ -10,7 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pogo_audit.results import ERROR, INCONCLUSIVE, CheckResult
+from pogo_audit.findings import describe
+from pogo_audit.results import FAIL, INCONCLUSIVE, CheckResult
+
+#: frames in these folders are the harness's, not the candidate's (a crash is located in the candidate's code)
+HARNESS_DIRS = (Path(__file__).resolve().parents[1],)
 
 #: hook → the report section it evidences (a missing hook leaves that part "not measured")
 HOOKS = {"make_config": "bug_risk", "log": "logging", "save_checkpoint": "logging"}
@@ -66,9 +70,10 @@ def run_hooks(algo: str, label: str, factory: Callable[..., Any], examples: int 
     try:
         probe = IsolatedTrainer(factory, config, data.spec, seed).trainer
     except Exception as exc:  # noqa: BLE001 - the candidate's factory failing is a finding about it
-        yield CheckResult("hooks", "factory", ERROR, summary=f"the candidate factory raised {type(exc).__name__}: "
-                                                             f"{str(exc)[:200]}",
-                          metrics={"audited": "candidate", "candidate": label}, seconds=time.perf_counter() - t0)
+        crash = describe(exc, "candidate", "factory", None, HARNESS_DIRS)
+        yield CheckResult("hooks", "factory", FAIL, summary=crash.line(),
+                          metrics={"audited": "candidate", "candidate": label, "crash": crash.to_dict()},
+                          seconds=time.perf_counter() - t0)
         return
 
     make_config = find_hook("make_config", probe, factory)
@@ -123,3 +128,22 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
             yield Note(f"{result.subject}: {result.summary}")
         else:
             yield result
+
+
+def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
+    """Report stage (candidate mode): every hook of each algorithm's candidate adapter; absent hooks are
+    not-measured results naming the hook, which the report shows as the reason."""
+    from multi_actor import registry
+    from pogo_audit.loading import import_callable
+
+    out: list[CheckResult] = []
+    for algo in opts.algos:
+        candidate = opts.candidate_for(algo) if registry.algorithm(algo).framework == "torch" else None
+        if candidate is None:
+            continue
+        say(f"hooks {algo}")
+        factory = import_callable(candidate[0], "--candidate", "examples.pogo_adapter:factory")
+        for r in run_hooks(algo, candidate[0], factory, opts.fuzz_examples, opts.seed):
+            r.subject = f"{algo}: {r.subject}"
+            out.append(r)
+    return out

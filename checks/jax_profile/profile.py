@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -139,3 +139,10 @@ def run_command(args: Any, progress: Any) -> Iterator[CheckResult | Any]:
                                     dataset=args.dataset, actors=args.actors, seed=args.seed, **options)
     yield from results
     yield from (Note(text) for text in skipped)
+
+
+def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
+    """Report stage: the reference ReBRAC's JAX profile (our own code)."""
+    say("jax profile")
+    results, _skipped = profile_algo("rebrac", steps=10, epochs=2, seed=opts.seed)
+    return results

@@ -9,7 +9,7 @@ from typing import Any
 
 from checks.jax_profile.compiles import EVALUATE, explanations_gist
 from checks.jax_profile.contexts import EPOCH, HOST, JIT, STEP, TRACED
-from checks.jax_profile.files import display_path
+from checks.jax_profile.files import display_path, is_project_file
 from checks.jax_profile.scan import StaticScan
 from checks.jax_profile.scan.live import is_jitted
 from checks.jax_profile.targets import JaxTarget
@@ -122,7 +122,11 @@ def collect_findings(target: JaxTarget, table: list[dict[str, Any]], h2d: dict[s
             out.append(_finding("recompile", FAIL, f"{row['name']}{names}: {n} compile{'s' if n > 1 else ''} after "
                                                    f"warm-up — {gist}", function=row["name"]))
     if not jitted[0]:
-        out.append(_finding("not_jitted", FAIL, f"step is not jitted: {jitted[1]}{_gain_text(evidence.jit_gain)}"))
+        code = getattr(target.step_fn if target.step_fn is not None else target.step, "__code__", None)
+        where = (display_path(code.co_filename), code.co_firstlineno) if code is not None and \
+            is_project_file(code.co_filename) else (None, None)
+        out.append(_finding("not_jitted", FAIL, f"step is not jitted: {jitted[1]}{_gain_text(evidence.jit_gain)}",
+                            path=where[0], line=where[1]))
     for path_name, count in h2d.items():
         if count.transfers == 0 and count.first is None:
             continue
@@ -131,12 +135,9 @@ def collect_findings(target: JaxTarget, table: list[dict[str, Any]], h2d: dict[s
         culprit = aval.group(1) if aval else first.get("message", "")
         where = f" at {first['path']}:{first['line']} `{first['code']}`" if first.get("path") else ""
         n = "≥1" if count.transfers is None else f"{count.per_call:.3g}"
-        per_update = path_name == EPOCH and count.per_call is not None and count.per_call >= target.updates_per_epoch
-        severity = FAIL if (path_name == STEP == target.loop) or per_update else "note"
+        severity = FAIL if path_name == STEP == target.loop else "note"
         suffix = "" if path_name == EPOCH or severity == FAIL else \
             f" (per-update API; the training loop is the {target.loop})"
-        if per_update:
-            suffix = f" (≥ one per update: {target.updates_per_epoch} updates per epoch)"
         out.append(_finding("host_to_device", severity, f"{n} host-to-device transfers per {path_name} call{suffix}; "
                                                         f"first: {culprit}{where}", path=first.get("path"),
                             line=first.get("line"), code=first.get("code")))

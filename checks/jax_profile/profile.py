@@ -149,7 +149,7 @@ def profile_target(target: JaxTarget, steps: int = 20, epochs: int = 2, warmup: 
         def host_memory() -> None:
             nonlocal memory
             n = memory_steps if target.loop == STEP else max(epochs, 5)
-            memory = measure_growth(partial(run_calls, target, loop_fn, 1), n)
+            memory = measure_growth(partial(run_calls, target, loop_fn, 1), n, target.state)
 
         if recompiling:
             timing_note = f"not timed: {steady_compiles} compiles in {steps} steady-state steps (timings would " \

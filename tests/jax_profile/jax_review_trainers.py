@@ -8,6 +8,8 @@ trainer found, one clean.
   ``if v[1] > 0`` on a device array and ``np.array(v)`` (the static scan cannot follow it; the runtime probe can);
 * a growing log: every step appends a dict to ``self.history`` and nothing ever trims it;
 * a per-evaluation re-jit: ``evaluate()`` wraps a new function in ``jax.jit`` on every call;
+* (the un-jitted step's consequence: eager ops send Python constants such as the exponent 2 to the device on every
+  step, reported as host-to-device transfers at the first one's line);
 * and a non-defect: ``if l2:`` on a plain Python bool flag inside traced code (``jax.value_and_grad``), which must
   not be reported.
 
@@ -33,7 +35,7 @@ BATCH = 32
 
 
 def loss_fn(params: dict[str, jax.Array], x: jax.Array, y: jax.Array, l2: bool) -> jax.Array:
-    loss = ((mlp(params, x) - y) ** 2).mean()
+    loss = ((mlp(params, x) - y) ** 2).mean()  # marker: eager constant
     if l2:  # marker: bool flag
         loss = loss + L2 * sum(jnp.sum(p ** 2) for p in jax.tree.leaves(params))
     return loss
@@ -81,8 +83,8 @@ class DefectiveTrainer(_Data):
     def make_metrics(self, loss: jax.Array, grad_norm: jax.Array) -> Metrics:
         return Metrics(loss, grad_norm)
 
-    def step(self) -> jax.Array:
-        self.params, loss, grad_norm = update(self.params, self.x, self.y, LR, self.use_l2)  # marker: unjitted
+    def step(self) -> jax.Array:  # marker: unjitted
+        self.params, loss, grad_norm = update(self.params, self.x, self.y, LR, self.use_l2)
         self.t += 1
         self.history.append({"step": self.t, **self.make_metrics(loss, grad_norm).compute()})  # marker: log
         return loss

@@ -6,7 +6,12 @@ import os
 import sysconfig
 
 #: the standard library's and installed packages' directories (not the project's code)
-LIBRARY_PREFIXES = tuple(os.path.abspath(p) for p in {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")})
+LIBRARY_PREFIXES = tuple(os.path.abspath(p) for p in
+                         {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")})
+
+
+#: this package's own directory: its frames (the target wrappers, the probes) are never the user's code
+PROFILER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def is_project_file(path: str | None) -> bool:

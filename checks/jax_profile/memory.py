@@ -30,15 +30,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from checks.jax_profile.files import LIBRARY_PREFIXES, display_path
+from checks.jax_profile.files import LIBRARY_PREFIXES, PROFILER_DIR, display_path
 
 #: slope (bytes per call) from which the host heap counts as growing; a per-step dict of a few floats is ~100 B
 GROWTH_BYTES_PER_CALL = 32.0
 #: the samples must be this close to a straight line (Pearson r) for the growth to count as unbounded
 GROWTH_MIN_R = 0.9
-_PROFILER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _USER_CODE = [tracemalloc.Filter(False, "<*"), tracemalloc.Filter(False, "*site-packages*"),
-              tracemalloc.Filter(False, f"{_PROFILER_DIR}*"),
+              tracemalloc.Filter(False, f"{PROFILER_DIR}*"),
               *(tracemalloc.Filter(False, f"{prefix}{os.sep}*") for prefix in LIBRARY_PREFIXES)]
 
 

@@ -30,12 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from checks.jax_profile.files import display_path, is_project_file
+from checks.jax_profile.files import PROFILER_DIR, display_path, is_project_file
 
 #: array methods that copy a concrete array to the host
 ARRAY_METHODS = ("__array__", "__float__", "__int__", "__bool__", "__index__", "__complex__", "item", "tolist")
 NUMPY_FUNCTIONS = ("asarray", "array", "asanyarray", "ascontiguousarray")
-_PROFILER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _JAX_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (jax, np)
                   if getattr(m, "__file__", None))
 #: jax's pytree helpers call the user's function (``jax.tree.map(float, metrics)``): their frames are not jax's own
@@ -46,7 +45,7 @@ _KIND = {"__array__": "__array__()", "__float__": "float()", "__int__": "int()",
 
 @functools.lru_cache(maxsize=4096)
 def _is_user_file(path: str) -> bool:
-    return is_project_file(path) and not os.path.abspath(path).startswith(_PROFILER_DIR)
+    return is_project_file(path) and not os.path.abspath(path).startswith(PROFILER_DIR)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -182,9 +182,10 @@ def test_sync_probe_records_user_lines_per_call_and_restores(tmp_path):
     assert {n: array_type.__dict__[n] for n in before} == before
     assert (np.asarray, np.array, jax.device_get) == saved
     sites = {(s["kind"], s["code"]): s for s in probe.classify("step")}
+    returned = "return y, jax.device_get(v), v.tolist()"
     assert set(sites) == {("bool() / if", "if v[1] > 0:"), ("np.asarray()", "host = np.asarray(v)"),
-                          ("float()", "total = float(v[0])"), ("jax.device_get()", "return y, jax.device_get(v), v.tolist()"),
-                          (".tolist()", "return y, jax.device_get(v), v.tolist()"), (".item()", "return x.item()")}
+                          ("float()", "total = float(v[0])"), ("jax.device_get()", returned),
+                          (".tolist()", returned), (".item()", "return x.item()")}
     assert all(s["recurring"] and s["per_call"] == {"step": [1, 1, 1]} for k, s in sites.items() if k[0] != ".item()")
     item = sites[(".item()", "return x.item()")]
     assert not item["recurring"] and item["calls_seen"] == 1 and item["function"] == "once"
@@ -215,12 +216,19 @@ def loss(p, x, flag):
 
 def step(p, x):
     return jax.value_and_grad(loss)(p, x, True)
+
+
+@jax.jit
+def annotated(x, mode: str = "double", clip: bool = False):
+    if clip:
+        x = jnp.clip(x, -1, 1)
+    return x * 2 if mode == "double" else x
 '''
 
 
 def test_static_scan_keeps_a_python_flag_passed_through_grad_untainted(tmp_path):
     mod = _module(tmp_path, "bool_flag_snippet", BOOL_FLAG)
-    scan = scan_sources({"step": mod.step})
+    scan = scan_sources({"step": mod.step, "epoch": mod.annotated})
     assert [(s["code"], s["inside"]) for s in scan.syncs] == [("if p.sum() > 0:", "traced")]
 
 

@@ -20,7 +20,7 @@ from checks.jax_profile.scan import scan_sources
 from checks.jax_profile.targets import JaxTarget, as_target
 from pogo_audit.errors import UsageError
 
-FAST = dict(steps=3, epochs=2, warmup=1, unjitted_steps=1, repeats=1, timing_steps=3, fresh_caches=False,
+FAST = dict(steps=3, epochs=2, warmup=1, unjitted_steps=0, repeats=1, timing_steps=3, fresh_caches=False,
             memory_steps=12, evaluations=3)
 FIXTURE = Path(review.__file__)
 

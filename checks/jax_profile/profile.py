@@ -96,7 +96,8 @@ def profile_target(target: JaxTarget, steps: int = 20, epochs: int = 2, warmup: 
     (``timing_steps`` without an epoch) per timing repeat; ``unjitted_steps`` steps under ``jax.disable_jit()`` (0:
     skip) after untimed eager calls until one compiles nothing. Not timed when most steady steps recompile. For a
     step that is not jitted, ``jit_gain`` estimates what jax.jit would gain (``reference(batch_size)`` builds the
-    comparison target when the step is not a pure function; default the reference ReBRAC).
+    comparison target when the step is not a pure function and its time was measured; default the reference
+    ReBRAC).
 
     A phase that raises after the warm-up (a generator target running out) ends as a note; what was measured stays.
     """
@@ -190,7 +191,7 @@ def profile_target(target: JaxTarget, steps: int = 20, epochs: int = 2, warmup: 
 
             phases.run("evaluate() probe", evaluate)
         jitted = jit_evidence(target, scan, compiled_by_step)
-        if jit_gain and not jitted[0]:
+        if jit_gain and not jitted[0] and (target.pure_step is not None or seconds["step_loop"]):
             def estimate() -> None:
                 nonlocal gain
                 with session.phase(JIT_GAIN):

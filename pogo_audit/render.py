@@ -219,7 +219,14 @@ def _jax_caption(m: Mapping[str, Any]) -> str:
         f"per update: step loop {_fmt_seconds(s['step_loop'])}, epoch {_fmt_seconds(s['epoch'])}, un-jitted "
         f"{_fmt_seconds(s['unjitted_step'])} · python loop / scan {_fmt_ratio(r['python_loop_over_scan'])}, "
         f"un-jitted / jitted {_fmt_ratio(r['unjitted_over_jitted'])}")
-    return f"host→device transfers: {h2d} · {timing}"
+    extra = []
+    if m.get("host_memory"):
+        extra.append(f"host memory {m['host_memory']['bytes_per_call']:.0f} B/{m['loop']}")
+    if m.get("jit_gain") and m["jit_gain"].get("ratio"):
+        extra.append(f"jit gain {_fmt_ratio(m['jit_gain']['ratio'])} ({m['jit_gain']['method']})")
+    if m.get("evaluation"):
+        extra.append(f"compiles per evaluate() {m['evaluation']['compiles_per_evaluation']}")
+    return " · ".join([f"host→device transfers: {h2d}", timing, *extra])
 
 
 def jax_profile_tables(result: CheckResult) -> list[Any]:

@@ -23,7 +23,10 @@ COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 OTHER_ROW = "(library jits / eager ops)"
 
 WARMUP, STEADY, TIMING, UNJITTED, PROBE = "warmup", "steady", "timing", "unjitted", "probe"
-_NOT_STEADY = frozenset({WARMUP, UNJITTED, PROBE})
+#: the runtime sync and memory probes' calls, the evaluation calls and the jit-gain estimate (their compiles are
+#: counted by their own rules, not as the steady state's)
+RUNTIME, EVALUATE, JIT_GAIN = "runtime", "evaluate", "jit_gain"
+_NOT_STEADY = frozenset({WARMUP, UNJITTED, PROBE, RUNTIME, EVALUATE, JIT_GAIN})
 
 
 def _plain_name(fun_name: str) -> str:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from checks.jax_profile.compiles import explanations_gist
-from checks.jax_profile.contexts import EPOCH, JIT, STEP, TRACED
+from checks.jax_profile.compiles import EVALUATE, explanations_gist
+from checks.jax_profile.contexts import EPOCH, HOST, JIT, STEP, TRACED
+from checks.jax_profile.files import display_path, is_project_file
 from checks.jax_profile.scan import StaticScan
 from checks.jax_profile.scan.live import is_jitted
 from checks.jax_profile.targets import JaxTarget
 from checks.jax_profile.transfers import TransferCount
 from pogo_audit.results import FAIL
+
+#: where a cache-miss explanation says the function was defined
+_DEFINED_AT = re.compile(r"defined at (\S+?):(\d+)")
 
 
 def jit_evidence(target: JaxTarget, scan: StaticScan, compiled_by_step: Sequence[str]) -> tuple[bool, str]:
@@ -34,9 +39,80 @@ def _finding(kind: str, severity: str, message: str, **where: Any) -> dict[str, 
     return {"kind": kind, "severity": severity, "message": message, **{k: v for k, v in where.items() if v is not None}}
 
 
+@dataclass
+class Evidence:
+    """What the runtime probes measured: syncs per path (:meth:`SyncProbe.classify`), whether every requested call
+    of each path completed, host-memory growth, the evaluation profile, the jit-gain estimate, phases that failed."""
+
+    runtime: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    measured: dict[str, bool] = field(default_factory=dict)
+    memory: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    jit_gain: dict[str, Any] | None = None
+    failures: list[str] = field(default_factory=list)
+
+
+def _gain_text(gain: dict[str, Any] | None) -> str:
+    if not gain or gain.get("ratio") is None:
+        return ""
+    if gain["method"] == "pure_step":
+        return (f"; jax.jit would make it {gain['ratio']:.3g}× faster ({gain['eager_seconds'] * 1e3:.3g} ms → "
+                f"{gain['jitted_seconds'] * 1e3:.3g} ms per update, measured on pure_step)")
+    return (f"; {gain['ratio']:.3g}× the reference ReBRAC's jitted update time ({gain['eager_seconds'] * 1e3:.3g} "
+            f"ms vs {gain['jitted_seconds'] * 1e3:.3g} ms; {gain['detail']})")
+
+
+def _runtime_sync_findings(target: JaxTarget, evidence: Evidence) -> dict[tuple[str, int], dict[str, Any]]:
+    """One finding per synced user line (path, line), the most severe over the paths it was seen on.
+
+    Per-step (``fail``): seen in every measured step of a step-trained loop, or at least once per update in every
+    measured epoch. A sync seen in every step of the per-update API of an epoch-trained target is a note only when
+    the epoch loop was measured and did not do it; one seen in some calls only, or once per epoch or evaluation, is a
+    note: it is not per-step, whatever the loop is called.
+    """
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for path_name, sites in evidence.runtime.items():
+        for s in sites:
+            seen = f"{s['calls_seen']} of {s['calls_measured']}"
+            if path_name == EVALUATE:
+                severity, label = "note", f"once per evaluation ({seen} evaluate() calls)"
+            elif not s["recurring"]:
+                severity, label = "note", f"occasional: in {seen} measured {path_name}() calls, not per-step"
+            elif path_name == EPOCH:
+                severity, label = (FAIL, f"per update inside epoch() (≥{target.updates_per_epoch} per epoch in "
+                                         f"every measured epoch)") if s["per_update"] else \
+                    ("note", f"once per epoch ({seen} measured epochs)")
+            elif target.loop == STEP or not evidence.measured.get(EPOCH):
+                severity, label = FAIL, f"in every measured step ({seen})"
+            else:
+                severity, label = "note", (f"in every step() call ({seen}) of the per-update API; the epoch() "
+                                           "training loop was measured without it")
+            key = (s["path"], s["line"])
+            previous = out.get(key)
+            if previous is not None and (previous["severity"] == FAIL or severity != FAIL):
+                if s["kind"] not in previous["kinds"]:
+                    previous["kinds"].append(s["kind"])
+                continue
+            kinds = previous["kinds"] if previous else []
+            out[key] = _finding("host_sync", severity, label, path=s["path"], line=s["line"], code=s["code"],
+                                function=s["function"], inside=path_name, seen=["runtime"],
+                                kinds=kinds + [k for k in [s["kind"]] if k not in kinds])
+    for f in out.values():
+        f["message"] = (f"{' + '.join(f['kinds'])} {f['message']}: {f['path']}:{f['line']} `{f['code']}` in "
+                        f"{f['function']} (runtime)")
+    return out
+
+
 def collect_findings(target: JaxTarget, table: list[dict[str, Any]], h2d: dict[str, TransferCount],
-                     scan: StaticScan, jitted: tuple[bool, str]) -> list[dict[str, Any]]:
-    """Every finding, ``fail`` on the training path (see :mod:`checks.jax_profile`), ``note`` elsewhere."""
+                     scan: StaticScan, jitted: tuple[bool, str],
+                     evidence: Evidence | None = None) -> list[dict[str, Any]]:
+    """Every finding, ``fail`` on the training path (see :mod:`checks.jax_profile`), ``note`` elsewhere.
+
+    Host syncs come from the runtime probe and the static scan: a line both found is one finding (``seen``: both);
+    a host-side sync only the static scan found is a note when the runtime probe measured its path to the end (the
+    line did not run there), as before otherwise; syncs in jitted or traced code only the static scan can see.
+    """
+    evidence = evidence or Evidence()
     out = []
     for row in table:
         if row["compiles_after_warmup"]:
@@ -46,9 +122,12 @@ def collect_findings(target: JaxTarget, table: list[dict[str, Any]], h2d: dict[s
             out.append(_finding("recompile", FAIL, f"{row['name']}{names}: {n} compile{'s' if n > 1 else ''} after "
                                                    f"warm-up — {gist}", function=row["name"]))
     if not jitted[0]:
-        out.append(_finding("not_jitted", FAIL, f"step is not jitted: {jitted[1]}"))
+        code = getattr(target.step_fn if target.step_fn is not None else target.step, "__code__", None)
+        where = (display_path(code.co_filename), code.co_firstlineno) if code is not None and \
+            is_project_file(code.co_filename) else (None, None)
+        out.append(_finding("not_jitted", FAIL, f"step is not jitted: {jitted[1]}{_gain_text(evidence.jit_gain)}",
+                            path=where[0], line=where[1]))
     for path_name, count in h2d.items():
-        loop_path = path_name == target.loop
         if count.transfers == 0 and count.first is None:
             continue
         first = count.first or {}
@@ -56,20 +135,53 @@ def collect_findings(target: JaxTarget, table: list[dict[str, Any]], h2d: dict[s
         culprit = aval.group(1) if aval else first.get("message", "")
         where = f" at {first['path']}:{first['line']} `{first['code']}`" if first.get("path") else ""
         n = "≥1" if count.transfers is None else f"{count.per_call:.3g}"
-        severity = FAIL if loop_path and path_name == STEP else "note"
-        suffix = "" if severity == FAIL else ("" if path_name == EPOCH else
-                                              f" (per-update API; the training loop is the {target.loop})")
+        severity = FAIL if path_name == STEP == target.loop else "note"
+        suffix = "" if path_name == EPOCH or severity == FAIL else \
+            f" (per-update API; the training loop is the {target.loop})"
         out.append(_finding("host_to_device", severity, f"{n} host-to-device transfers per {path_name} call{suffix}; "
                                                         f"first: {culprit}{where}", path=first.get("path"),
                             line=first.get("line"), code=first.get("code")))
+    runtime = _runtime_sync_findings(target, evidence)
     for s in scan.syncs:
+        found = runtime.get((s["path"], s["line"]))
+        if found is not None:
+            found["seen"] = ["runtime", "static"]
+            found["message"] = found["message"].replace("(runtime)", "(runtime; static scan agrees)")
+            continue
         severity = FAIL if s["inside"] in (JIT, TRACED) or (s["inside"] == STEP and s["root"] == target.loop) \
             else "note"
         label = {JIT: "inside jitted code", TRACED: "inside traced code", STEP: "in the per-step Python loop",
                  EPOCH: "once per epoch"}[s["inside"]]
         if severity == "note" and s["inside"] == STEP:
             label += f" (per-update API; the training loop is the {target.loop})"
+        if s["inside"] in HOST and evidence.measured.get(s["root"]):
+            severity, label = "note", f"{label} per the static scan, but not run in the measured {s['root']}() calls"
         out.append(_finding("host_sync", severity, f"{s['kind']} {label}: {s['path']}:{s['line']} `{s['code']}` "
-                                                   f"in {s['function']}", path=s["path"], line=s["line"],
-                            code=s["code"], function=s["function"], inside=s["inside"]))
+                                                   f"in {s['function']} (static scan)", path=s["path"],
+                            line=s["line"], code=s["code"], function=s["function"], inside=s["inside"],
+                            seen=["static"]))
+    out += sorted(runtime.values(), key=lambda f: (f["severity"] != FAIL, f["path"], f["line"]))
+    memory = evidence.memory
+    if memory is not None and memory["growing"]:
+        top = memory["top"][0] if memory["top"] else {}
+        where = f"; grew most at {top['path']}:{top['line']} (+{top['bytes']} B in {top['count']} blocks)" \
+            if top else ""
+        unit = "step" if target.loop == STEP else "epoch"
+        out.append(_finding("host_memory_growth", FAIL,
+                            f"host memory grows {memory['bytes_per_call']:.0f} B per {unit} over {memory['calls']} "
+                            f"{unit}s (r={memory['r']:.2f}; {memory['growth_bytes']} B in all): unbounded growth"
+                            f"{where}", path=top.get("path"), line=top.get("line"),
+                            bytes_per_call=round(memory["bytes_per_call"], 1)))
+    evaluation = evidence.evaluation
+    if evaluation is not None and any(evaluation["compiles_per_evaluation"][1:]):
+        later = evaluation["compiles_per_evaluation"][1:]
+        texts = evaluation["cache_miss_explanations"]
+        defined = next((m for m in (_DEFINED_AT.search(t) for t in texts) if m), None)
+        gist = explanations_gist(texts) or "no cache-miss explanation from JAX"
+        out.append(_finding("evaluation_recompile", FAIL,
+                            f"evaluate() compiles on every evaluation: {sum(later)} compiles in the {len(later)} "
+                            f"evaluations after the first ({', '.join(evaluation['names'])}) — {gist}",
+                            path=display_path(defined.group(1)) if defined else None,
+                            line=int(defined.group(2)) if defined else None, function=", ".join(evaluation["names"])))
+    out += [_finding("probe_failed", "note", text) for text in evidence.failures]
     return out

@@ -2,7 +2,8 @@
 ``updates_per_epoch`` updates in one jitted ``scan``/``fori_loop``) and the targets built for our own trainers.
 
 Users profile their own loop with ``--target pkg.mod:factory``, where ``factory()`` (no arguments) returns either a
-:class:`JaxTarget` or any object with this protocol::
+:class:`JaxTarget` or any object with this protocol (documented in ``examples/README.md``, "Profiling your JAX
+trainer")::
 
     obj.step() -> Any            # one update; return something that depends on it (loss, state) so the timer can
                                  # wait for it; None makes the profiler wait on every jax.Array attribute of obj
@@ -10,6 +11,10 @@ Users profile their own loop with ``--target pkg.mod:factory``, where ``factory(
     obj.updates_per_epoch: int   # required with epoch()
     obj.step_fn                  # optional: the function step() runs, to check that it is jax.jit-compiled
     obj.loop: "step" | "epoch"   # optional: which path is the training loop (default: epoch if present)
+    obj.scan_roots: dict         # optional: {"step"/"epoch": callable} the static scan starts from
+    obj.evaluate() -> Any        # optional: one evaluation (profiled for recompiles and syncs per evaluation)
+    obj.pure_step() -> (fn, args)  # optional: fn(*args) is one update as a pure function (jit-gain estimate)
+    obj.batch_size: int          # optional: batch size of one update (the reference comparison's batch size)
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ class JaxTarget:
     step_fn: Callable[..., Any] | None = None
     scan_roots: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     state: Callable[[], Any] | None = None
+    evaluate: Callable[[], Any] | None = None
+    pure_step: Callable[[], tuple[Callable[..., Any], tuple[Any, ...]]] | None = None
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.loop is None:
@@ -69,14 +77,25 @@ def as_target(obj: Any, name: str) -> JaxTarget:
     step = getattr(obj, "step", None)
     if not callable(step):
         raise UsageError(f"{name}: expected a JaxTarget or an object with step(), got {type(obj).__name__}")
-    epoch = getattr(obj, "epoch", None)
-    epoch = epoch if callable(epoch) else None
+    epoch, evaluate, pure_step = (getattr(obj, n, None) for n in ("epoch", "evaluate", "pure_step"))
     updates = getattr(obj, "updates_per_epoch", None)
+    if epoch is not None and not callable(epoch):
+        epoch = None
     if epoch is not None and not isinstance(updates, int):
         raise UsageError(f"{name}: an object with epoch() must have an int updates_per_epoch")
+    for field_name, value in (("evaluate", evaluate), ("pure_step", pure_step)):
+        if value is not None and not callable(value):
+            raise UsageError(f"{name}: {field_name} must be callable, got {type(value).__name__}")
+    batch_size = getattr(obj, "batch_size", None)
+    if batch_size is not None and not (isinstance(batch_size, int) and batch_size > 0):
+        raise UsageError(f"{name}: batch_size must be a positive int, got {batch_size!r}")
+    roots = getattr(obj, "scan_roots", None)
+    if roots is not None and not (isinstance(roots, Mapping) and all(callable(v) for v in roots.values())):
+        raise UsageError(f"{name}: scan_roots must be a dict of callables")
     return JaxTarget(name=name, step=step, epoch=epoch, updates_per_epoch=updates or 1,
                      loop=getattr(obj, "loop", None), step_fn=getattr(obj, "step_fn", None),
-                     state=lambda: getattr(obj, "__dict__", None))
+                     scan_roots=dict(roots or {}), state=lambda: getattr(obj, "__dict__", None),
+                     evaluate=evaluate, pure_step=pure_step, batch_size=batch_size)
 
 
 def load_target(spec: str, option: str = "--target") -> JaxTarget:

@@ -17,10 +17,8 @@ from typing import Any
 
 import jax
 
-from checks.jax_profile.files import display_path, is_project_file
+from checks.jax_profile.files import PROFILER_DIR, display_path, is_project_file
 
-#: frames of this package (the target wrappers around the user's step) are not the culprit of a transfer
-_PROFILER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 @dataclass
@@ -79,7 +77,7 @@ def probe_host_to_device(call: Callable[[], Any]) -> dict[str, Any] | None:
         if "host-to-device" not in text:
             raise
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_project_file(f.filename)
-                  and not os.path.abspath(f.filename).startswith(_PROFILER_DIR)]
+                  and not os.path.abspath(f.filename).startswith(PROFILER_DIR)]
         where = frames[-1] if frames else None
         message = re.sub(r"^\w+: ", "", text.split("\n")[0]).split(", dst_sharding")[0]
         return {"message": message[:300], "path": display_path(where.filename) if where else None,

@@ -15,7 +15,8 @@ from checks.jax_profile.targets import as_target
 from pogo_audit.render import jax_profile_tables
 
 STEPS = 4
-FAST = dict(steps=STEPS, epochs=2, warmup=1, unjitted_steps=1, repeats=1, timing_steps=5, fresh_caches=False)
+FAST = dict(steps=STEPS, epochs=2, warmup=1, unjitted_steps=1, repeats=1, timing_steps=5, fresh_caches=False,
+            memory_steps=8, jit_gain=False)
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,13 @@ class Func:
         names = [p.arg for p in (*a.posonlyargs, *a.args)]
         return names[1:] if self.self_name is not None and names and names[0] == self.self_name else names
 
+    def flag_params(self) -> set[str]:
+        """Parameters annotated ``bool`` or ``str``: Python flags (a traced one could not drive an ``if``)."""
+        a = self.node.args
+        return {p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs)
+                if (isinstance(p.annotation, ast.Name) and p.annotation.id in ("bool", "str")) or
+                (isinstance(p.annotation, ast.Constant) and p.annotation.value in ("bool", "str"))}
+
     def all_params(self) -> set[str]:
         a = self.node.args
         names = {p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs)}

@@ -19,6 +19,8 @@ TRANSFORMS = frozenset({"grad", "value_and_grad", "vmap", "jacfwd", "jacrev", "h
 #: transforms that return a function (calling them does not produce an array)
 FUNCTION_TRANSFORMS = frozenset({"jit", "grad", "value_and_grad", "vmap", "jacfwd", "jacrev", "hessian", "checkpoint",
                                  "remat", "custom_jvp", "custom_vjp", "pmap", "shard_map"})
+#: function transforms that differentiate their ``argnums`` (default 0): those arguments are traced whatever is passed
+DIFFERENTIATING = frozenset({"grad", "value_and_grad", "jacfwd", "jacrev", "hessian"})
 #: array attributes known at trace time (reading them is no sync)
 STATIC_ATTRS = frozenset({"shape", "ndim", "dtype", "size", "sharding", "weak_type"})
 #: builtins whose result is a host value whatever their arguments

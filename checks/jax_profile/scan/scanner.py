@@ -21,7 +21,9 @@ from checks.jax_profile.contexts import EPOCH, HOST, JIT, SEVERITY_ORDER, STEP, 
 from checks.jax_profile.files import display_path
 from checks.jax_profile.scan.code import CodeIndex, Func
 from checks.jax_profile.scan.live import (
+    DIFFERENTIATING,
     FORMATTERS,
+    FUNCTION_TRANSFORMS,
     MISSING,
     NUMPY_CONVERT,
     SCALARS,
@@ -30,7 +32,7 @@ from checks.jax_profile.scan.live import (
     live_jitted,
     member,
 )
-from checks.jax_profile.scan.syntax import own_nodes, walk_own
+from checks.jax_profile.scan.syntax import argnums_of_call, own_nodes, walk_own
 from checks.jax_profile.scan.taint import TaintAnalysis
 
 
@@ -55,6 +57,7 @@ class SyncScanner:
         self.reaches_jit: dict[str, bool] = {}
         self.visited: set[tuple[Any, ...]] = set()
         self._reach_memo: dict[int, bool] = {}
+        self._applied: set[int] = set()
 
     def reaches_jit_call(self, func: Func, depth: int = 0) -> bool:
         """Whether ``func`` calls jitted code, directly or through project functions (bounded depth)."""
@@ -106,7 +109,32 @@ class SyncScanner:
         return callee is not None and (callee.kind == "jit" or (
             callee.func is not None and self.reaches_jit_call(callee.func)))
 
+    def _applied_transform(self, func: Func, call: ast.Call, ctx: str, root: str, tainted: set[str]) -> bool:
+        """``jax.grad(f)(a, b, flag)`` and the like: visit ``f`` traced with only the parameters that receive a
+        device value at this call (and the differentiated ones) tainted, so a plain Python flag passed along stays a
+        Python value; True when handled (the inner transform call is then not followed on its own)."""
+        inner = call.func
+        if not (isinstance(inner, ast.Call) and inner.args):
+            return False
+        maker = self.code.live_value(func, inner.func)
+        name = getattr(maker, "__name__", "")
+        if maker is MISSING or not is_jax_object(maker) or name not in FUNCTION_TRANSFORMS or name == "jit":
+            return False
+        passed = self.code.resolve(func, inner.args[0])
+        if passed is None or passed.func is None or passed.kind != "py":
+            return False
+        params = set(self.taint.bind(passed, call, func, tainted))
+        if name in DIFFERENTIATING:
+            positional = passed.func.params()[passed.bound_positional:]
+            params |= {positional[i] for i in argnums_of_call(inner) if i < len(positional)}
+        self._applied.add(id(inner))
+        self.visit(passed.func, JIT if ctx == JIT else TRACED, frozenset(params) - passed.static, root,
+                   self._closure_taint(func, passed.func, tainted))
+        return True
+
     def _follow_call(self, func: Func, call: ast.Call, ctx: str, root: str, tainted: set[str]) -> None:
+        if id(call) in self._applied or self._applied_transform(func, call, ctx, root, tainted):
+            return
         callee = self.code.resolve(func, call.func)
         target = self.code.live_value(func, call.func)
         if callee is not None:

@@ -68,3 +68,12 @@ def static_argnums_of_jit_call(call: ast.Call) -> tuple[int, ...]:
             return tuple(n.value for n in ast.walk(kw.value)
                          if isinstance(n, ast.Constant) and isinstance(n.value, int))
     return ()
+
+
+def argnums_of_call(call: ast.Call) -> tuple[int, ...]:
+    """``argnums`` of a ``jax.grad(f, argnums=...)``-like call (positional second argument too; default 0)."""
+    positional = call.args[1] if len(call.args) > 1 else None
+    value = next((kw.value for kw in call.keywords if kw.arg == "argnums"), positional)
+    if value is None:
+        return (0,)
+    return tuple(n.value for n in ast.walk(value) if isinstance(n, ast.Constant) and isinstance(n.value, int))

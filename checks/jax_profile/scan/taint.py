@@ -37,6 +37,8 @@ class TaintAnalysis:
         if expr is None:
             return False
         if isinstance(expr, ast.Name):
+            if expr.id in func.flag_params():
+                return False
             if expr.id in tainted:
                 return True
             if expr.id in func.all_params() or expr.id == func.self_name:

@@ -249,3 +249,15 @@ def test_compare_review_puts_each_claim_next_to_the_evidence(tmp_path, capsys):
     assert main(["report", "--from", str(path), "-o", str(out), "--compare-review", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--compare-review" in err and "bad.md" in err
+
+
+def test_jax_findings_each_cost_their_rubric_line():
+    details = [{"kind": k, "severity": "fail", "message": f"{k} at t.py:1"} for k in
+               ("not_jitted", "recompile", "host_sync", "host_sync", "host_to_device", "host_memory_growth",
+                "evaluation_recompile")] + [{"kind": "probe_failed", "severity": "note", "message": "n"}]
+    results = RunResults(checks=[CheckResult("jax_profile", "target", "fail", details=details)])
+    (jax,) = [s for s in score_sections(results) if s.key == "jax_performance"]
+    assert {a.rule_id: a.count for a in jax.applied} == {"not_jitted": 1, "recompiles": 1, "host_sync": 2,
+                                                         "host_memory_growth": 1, "evaluation_recompile": 1,
+                                                         "h2d_transfer": 1}
+    assert jax.score == 1

@@ -46,7 +46,7 @@ from pogo_audit.harness import IsolatedTrainer, torch_determinism
 from pogo_audit.results import FAIL, INCONCLUSIVE, PASS, CheckResult, Divergence, environment_info
 
 GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "rng", "grad leak",
-          "chain (W2 oracle)")
+          "chain (W2 oracle)", "batch")
 
 
 def group_of(observable: str) -> str:
@@ -65,10 +65,39 @@ def group_of(observable: str) -> str:
         return "grad leak"
     if observable.startswith("chain/"):
         return "chain (W2 oracle)"
+    if observable.startswith("batch/"):
+        return "batch"
     return "other"
 
 
 COMPARED_PARAM_ROLES = ("critic/", "actor0/", "target/")
+
+#: whether a trainer's ``step`` left the batch it was given as it was (each trainer gets its own copy, so an in-place
+#: edit cannot reach the other trainers; the candidate's copy is checked after its step)
+BATCH_OBSERVABLE = "batch/unchanged_by_step"
+UNCHANGED = "unchanged"
+MUTATED = "mutated in place by step"
+
+
+def own_copy(batch: Any) -> Any:
+    """A copy of ``batch`` (a list/tuple of tensors or arrays, or a mapping of them) that shares no storage."""
+    def copy_of(x: Any) -> Any:
+        return x.clone() if hasattr(x, "clone") else np.array(x, copy=True)
+
+    if isinstance(batch, Mapping):
+        return {k: copy_of(v) for k, v in batch.items()}
+    return type(batch)(copy_of(x) for x in batch) if isinstance(batch, (list, tuple)) else copy_of(batch)
+
+
+def batch_digest(batch: Any) -> str:
+    """A hash of every tensor of ``batch`` (values, shapes and dtypes)."""
+    h = hashlib.sha256()
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else [batch]
+    for x in items:
+        a = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -97,13 +126,33 @@ def _hash(arr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]
 
 
+def _numbers(value: Any) -> np.ndarray | None:
+    """``value`` as a float64 array, or None when it is not numeric (None, a string, an object...)."""
+    try:
+        out = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return out if np.asarray(value).dtype.kind in "biuf" else None
+
+
+def _not_numeric(value: Any) -> str:
+    """The observable of a value that should be numeric and is not (compared as a digest: always differs)."""
+    return f"not numeric: {type(value).__name__}"
+
+
 def param_observables(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """``params/<name>/{sum,l2,hash}`` for the compared roles (critic, target, actor0)."""
+    """``params/<name>/{sum,l2,hash}`` for the compared roles (critic, target, actor0); a value that is not a
+    numeric array gets a "not numeric" marker instead, which never equals the reference's number."""
     out: dict[str, Any] = {}
     for name, arr in params.items():
         if not name.startswith(COMPARED_PARAM_ROLES):
             continue
-        x = np.asarray(arr, dtype=np.float64).ravel()
+        numbers = _numbers(arr)
+        if numbers is None:
+            for part in ("sum", "l2", "hash"):
+                out[f"params/{name}/{part}"] = _not_numeric(arr)
+            continue
+        x = numbers.ravel()
         out[f"params/{name}/sum"] = float(x.sum())
         out[f"params/{name}/l2"] = float(np.sqrt((x * x).sum()))
         out[f"params/{name}/hash"] = _hash(np.asarray(arr))
@@ -113,7 +162,11 @@ def param_observables(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
 def grad_observables(grads: Mapping[str, np.ndarray]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, g in grads.items():
-        out[f"grad_leak/{name}/l2"] = float(np.sqrt((np.asarray(g, dtype=np.float64) ** 2).sum()))
+        numbers = _numbers(g)
+        if numbers is None:
+            out[f"grad_leak/{name}/l2"] = out[f"grad_leak/{name}/hash"] = _not_numeric(g)
+            continue
+        out[f"grad_leak/{name}/l2"] = float(np.sqrt((numbers ** 2).sum()))
         out[f"grad_leak/{name}/hash"] = _hash(np.asarray(g))
     return out
 
@@ -190,21 +243,29 @@ class Comparator:
         g.steps.add(step)
         rtol, atol = self._tol(name, tolerance)
         index, kind = None, None
-        if isinstance(expected, str) or isinstance(actual, str):
+        numeric = (_numbers(expected), _numbers(actual))
+        if isinstance(expected, str) and isinstance(actual, str):
             if self.mode != "bitwise" and name.endswith("/hash"):
                 return True
             if expected == actual:
                 return True
             # a digest carries no magnitude: NaN marks "differs" without polluting the group's numeric maxima
-            ok, max_abs, max_rel, kind = False, float("nan"), float("nan"), "digest differs"
+            ok, max_abs, max_rel = False, float("nan"), float("nan")
+            kind = actual if actual.startswith("not numeric") or name == BATCH_OBSERVABLE else "digest differs"
+        elif numeric[0] is None or numeric[1] is None:  # a string, None, an object where a number belongs
+            ok, max_abs, max_rel = False, float("nan"), float("nan")
+            kind = actual if isinstance(actual, str) and actual.startswith("not numeric") else \
+                f"not numeric: {type(actual).__name__}" if numeric[1] is None else "digest differs"
         elif isinstance(expected, np.ndarray) and expected.ndim > 0:
             mm = compare_arrays(expected, np.asarray(actual), rtol, atol)
             ok, max_abs, max_rel = mm.close, mm.max_abs, mm.max_rel
             index = list(mm.max_abs_index)
             if mm.shape_mismatch:
                 ok, max_abs, max_rel, kind, index = False, float("nan"), float("nan"), "shape differs", None
+        elif numeric[1].size != 1:
+            ok, max_abs, max_rel, kind = False, float("nan"), float("nan"), f"shape differs: {list(numeric[1].shape)}"
         else:
-            mm = compare_scalar(float(expected), float(actual), rtol, atol)
+            mm = compare_scalar(float(numeric[0].reshape(())), float(numeric[1].reshape(())), rtol, atol)
             ok, max_abs, max_rel = mm.close, mm.max_abs, mm.max_rel
         if not np.isnan(max_abs):
             g.max_abs = max(g.max_abs, max_abs)
@@ -518,11 +579,15 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
             with cand.guard("policies"):
                 pre_policies = oracle.snapshot()
         full = step % options.full_every == 0 or step == options.steps
-        obs_ref = ref.observe(_compared_losses(ref.call("step", batch)), full)
-        cand_out = cand.call("step", batch)
+        given = batch_digest(batch)
+        obs_ref = ref.observe(_compared_losses(ref.call("step", own_copy(batch))), full)
+        cand_batch = own_copy(batch)
+        cand_out = cand.call("step", cand_batch)
         obs_cand = cand.observe(cand_out, full)
+        obs_ref[BATCH_OBSERVABLE] = UNCHANGED
+        obs_cand[BATCH_OBSERVABLE] = UNCHANGED if batch_digest(cand_batch) == given else MUTATED
         if twin is not None:
-            obs_twin = twin.observe(_compared_losses(twin.call("step", batch)), full)
+            obs_twin = twin.observe(_compared_losses(twin.call("step", own_copy(batch))), full)
             if self_check(step, obs_ref, obs_twin):
                 run.inconclusive_step = step
         tolerances = {}

@@ -169,7 +169,9 @@ def _mutants_options(p: argparse.ArgumentParser) -> None:
 def _fuzz_options(p: argparse.ArgumentParser) -> None:
     from checks.fuzz.targets import TARGETS
 
-    p.add_argument("--target", default="all", choices=TARGETS, help="configs, logging, data or all (default all)")
+    p.add_argument("--target", default="all", choices=TARGETS,
+                   help="configs, logging, data, all (those three; default) or candidates (the equivalence harness "
+                        "against generated broken trainers)")
     p.add_argument("--examples", type=positive_int, default=200, metavar="N",
                    help="examples per property (default 200)")
     p.add_argument("--seed", type=int, default=0,

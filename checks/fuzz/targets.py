@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-TARGETS = ("configs", "logging", "data", "all")
+TARGETS = ("configs", "logging", "data", "candidates", "all")

@@ -42,7 +42,7 @@ from pogo_audit.harness import IsolatedTrainer, torch_determinism
 from pogo_audit.results import FAIL, INCONCLUSIVE, PASS, CheckResult, Divergence, environment_info
 
 GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "rng", "grad leak",
-          "chain (W2 oracle)")
+          "chain (W2 oracle)", "optimizer", "gradients used", "evaluation")
 
 
 def group_of(observable: str) -> str:
@@ -61,7 +61,8 @@ def group_of(observable: str) -> str:
         return "grad leak"
     if observable.startswith("chain/"):
         return "chain (W2 oracle)"
-    return "other"
+    return {"optim": "optimizer", "grad_used": "gradients used", "eval": "evaluation"}.get(
+        observable.split("/", 1)[0], "other")
 
 
 COMPARED_PARAM_ROLES = ("critic/", "actor0/", "target/")
@@ -85,6 +86,9 @@ class EquivalenceOptions:
     tolerance_fallback: bool | None = None
     #: tolerance mode: (rtol, atol) per observable group instead of ``rtol``/``atol`` (cross-device audits)
     group_tolerances: dict[str, tuple[float, float]] | None = None
+    #: call both trainers' ``evaluate(seed, episodes)`` every K steps (0: never), see :mod:`checks.evaluation_audit`
+    eval_every: int = 0
+    eval_episodes: int = 1
 
 
 def _hash(arr: np.ndarray) -> str:
@@ -215,6 +219,10 @@ class _Side:
 
     iso: IsolatedTrainer
     params: dict[str, np.ndarray] = field(default_factory=dict)
+    #: optimizer observables (:class:`checks.optimizer_observables.OptimizerProbe`) when every side supports them;
+    #: the ``grad_leak/*`` digests then go to ``leak`` (a hygiene warning) instead of the compared observables
+    probe: Any = None
+    leak: dict[str, Any] = field(default_factory=dict)
 
     def observe(self, losses: Mapping[str, Any], full: bool, jax: bool = False) -> dict[str, Any]:
         self.params = self.iso.call("parameters")
@@ -228,7 +236,13 @@ class _Side:
         if hasattr(trainer, "rng_digests"):
             obs.update(self.iso.call("rng_digests"))
         if hasattr(trainer, "gradients"):
-            obs.update(grad_observables(self.iso.call("gradients")))
+            grads = grad_observables(self.iso.call("gradients"))
+            if self.probe is None:
+                obs.update(grads)
+            else:
+                self.leak = grads
+        if self.probe is not None:
+            obs.update(self.probe.observe())
         return obs
 
 
@@ -276,6 +290,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
                    progress: Callable[[int], None] | None, labels: tuple[str, str], batch_size: int,
                    chain_oracle: Callable[[Any, Any], Any] | None, device: str) -> CheckResult:
     from checks.chain_oracle import ChainOracle
+    from checks.lockstep_extras import LockStepExtras
 
     t0 = time.perf_counter()
     seed = options.seed
@@ -291,6 +306,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         cand.iso.call("load_parameters", start)
         cand.iso.rng = copy.deepcopy(ref.iso.rng)
     oracle = (chain_oracle or ChainOracle.for_trainer)(cand.iso.trainer, config) if options.chain_oracle else None
+    extras = LockStepExtras(options, ref, twin, cand)
 
     judges = [_Judge(options.mode, Comparator(options.mode, options.rtol, options.atol, options.group_tolerances))]
     self_comp = Comparator("bitwise", 0.0, 0.0)
@@ -350,6 +366,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
             chain_ref, chain_cand, tolerances = oracle.check(pre_policies, batch, cand_out)
             obs_ref.update(chain_ref)
             obs_cand.update(chain_cand)
+        extras.after_step(step, obs_ref, obs_cand)
         diverged_by = [judge.comp.compare(step, obs_ref, obs_cand, tolerances) for judge in judges]
         remember(step, obs_ref, obs_cand)
         for judge, diverged in zip(judges, diverged_by):
@@ -397,7 +414,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         self_check_state = "nondeterministic"
     else:
         self_check_state = "pass (within tolerance, not bitwise)" if nondeterministic else "pass"
-    return CheckResult(
+    return extras.finish(CheckResult(
         check="equivalence",
         subject=algo,
         verdict=verdict,
@@ -419,7 +436,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         },
         details=rows,
         seconds=time.perf_counter() - t0,
-    )
+    ))
 
 
 # ------------------------------------------------------------------------------------------------ cross-device
@@ -649,7 +666,8 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
     options = EquivalenceOptions(steps=args.steps, seed=args.seed if args.seed is not None else 0, mode=args.mode,
                                  rtol=args.rtol, atol=args.atol, full_every=args.full_every,
                                  self_check=not args.no_self_check, bundle_dir=args.bundle_dir,
-                                 sync_init=args.sync_init)
+                                 sync_init=args.sync_init, eval_every=args.eval_every,
+                                 eval_episodes=args.eval_episodes)
     for algo in algos:
         yield equivalence(algo, configs[algo], options, reference, candidate,
                           progress=lambda t, algo=algo: progress(f"equivalence {algo}", t, args.steps),

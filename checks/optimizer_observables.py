@@ -19,11 +19,13 @@ The temperature of SAC-N/EDAC/CQL (``log_alpha``) is a parameter with its own op
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from checks.equivalence import Comparator
+from checks.equivalence import _hash as _digest
 
 #: canonical roles whose optimizers are observed (targets are not optimized)
 OPTIMIZED_ROLES = ("critic/", "actor0/")
@@ -32,10 +34,6 @@ OPTIMIZED_ROLES = ("critic/", "actor0/")
 def supports_optimizers(trainer: Any) -> bool:
     """True when ``trainer`` implements both optional methods the observables need."""
     return callable(getattr(trainer, "named_tensors", None)) and callable(getattr(trainer, "optimizers", None))
-
-
-def _digest(arr: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]
 
 
 def _numpy(t: Any) -> np.ndarray:
@@ -73,16 +71,11 @@ class OptimizerProbe:
             return out
         for optimizer in self.optimizers.values():
             for name, p, group in self._params(optimizer):
-                key = f"optim/{name}"
-                out[f"{key}/lr"] = float(group["lr"])
                 state = optimizer.state.get(p, {})
                 step = state.get("step", 0)
-                out[f"{key}/step"] = float(step.item() if hasattr(step, "item") else step)
-                for k, v in sorted(state.items()):
-                    if k != "step" and hasattr(v, "detach") and v.dim() > 0:
-                        arr = _numpy(v)
-                        out[f"{key}/{k}/sum"] = float(np.asarray(arr, dtype=np.float64).sum())
-                        out[f"{key}/{k}/hash"] = _digest(arr)
+                tensors = {k: _numpy(v) for k, v in state.items() if k != "step" and hasattr(v, "detach")}
+                out.update(state_observables(name, float(step.item() if hasattr(step, "item") else step), tensors,
+                                             float(group["lr"])))
         for name, grads in self.used.items():
             flat = np.concatenate([g.ravel() for g in grads])
             wide = flat.astype(np.float64)
@@ -92,15 +85,57 @@ class OptimizerProbe:
         return out
 
 
+def state_observables(name: str, step: float, tensors: Mapping[str, np.ndarray],
+                      lr: float | None = None) -> dict[str, Any]:
+    """``optim/<name>/{lr,step}`` and ``optim/<name>/<state>/{sum,hash}`` of one parameter's optimizer state."""
+    key = f"optim/{name}"
+    out: dict[str, Any] = {} if lr is None else {f"{key}/lr": lr}
+    out[f"{key}/step"] = float(step)
+    for k, arr in sorted(tensors.items()):
+        out[f"{key}/{k}/sum"] = float(np.asarray(arr, dtype=np.float64).sum())
+        out[f"{key}/{k}/hash"] = _digest(np.asarray(arr))
+    return out
+
+
+class StateProbe:
+    """Optimizer observables of a trainer that reports its optimizer state itself: ``optimizer_state()`` ->
+    ``{canonical param: {"step": int, "<state>": array, ...}}`` (the JAX trainers: optax Adam's count, ``mu`` as
+    ``exp_avg`` and ``nu`` as ``exp_avg_sq``). Jitted updates cannot be hooked, so no ``grad_used/*`` here; optax's
+    constant learning rate is not part of its state."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+        self.observed = 0
+
+    def observe(self) -> dict[str, Any]:
+        self.observed += 1
+        out: dict[str, Any] = {}
+        if self.observed == 1:  # step 0, as OptimizerProbe
+            return out
+        for name, state in self.trainer.optimizer_state().items():
+            out.update(state_observables(name, state["step"], {k: v for k, v in state.items() if k != "step"}))
+        return out
+
+
+def make_probe(trainer: Any) -> OptimizerProbe | StateProbe | None:
+    """The probe a trainer supports (``named_tensors`` + ``optimizers``, or ``optimizer_state``), None otherwise."""
+    if supports_optimizers(trainer):
+        return OptimizerProbe(trainer)
+    if callable(getattr(trainer, "optimizer_state", None)):
+        return StateProbe(trainer)
+    return None
+
+
 def attach_probes(sides: list[Any]) -> bool:
-    """Give every side (``_Side`` of the equivalence harness, None skipped) an :class:`OptimizerProbe` when all of
-    their trainers support the optional methods; True when they were attached. One side without them would make
-    every optimizer observable look absent, so then none is measured."""
+    """Give every side (``_Side`` of the equivalence harness, None skipped) its probe when all of their trainers
+    support one, of the same kind; True when they were attached. One side without would make every optimizer
+    observable look absent, so then none is measured."""
     present = [s for s in sides if s is not None]
-    if not all(supports_optimizers(s.iso.trainer) for s in present):
+    probes = [make_probe(s.iso.trainer) for s in present]
+    if any(p is None for p in probes) or len({type(p) for p in probes}) != 1:
         return False
-    for s in present:
-        s.probe = OptimizerProbe(s.iso.trainer)
+    for side, probe in zip(present, probes):
+        side.probe = probe
     return True
 
 
@@ -109,8 +144,6 @@ class Hygiene:
     or the ``gradients used`` group fails on its own)."""
 
     def __init__(self) -> None:
-        from checks.equivalence import Comparator
-
         self.comp = Comparator("bitwise", 0.0, 0.0)
 
     def compare(self, step: int, ref: Mapping[str, Any], cand: Mapping[str, Any]) -> None:

@@ -4,6 +4,7 @@ harmless .grad leak is a warning and a harmful one fails in "gradients used"."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from checks.equivalence import EquivalenceOptions, equivalence_for_algo, load_factory
@@ -32,6 +33,17 @@ def optimized_tensors(algo):
     cfg = build_config(None, [], algo=algo, num_actors=3)
     names = reference_factory(cfg, prepare_data(cfg).spec, 0).named_tensors()
     return len([k for k in names if k.startswith(("critic/", "actor0/"))])
+
+
+def disabled(owner, method):
+    """Our multi-actor trainer with ``owner(trainer.base).<method>`` replaced by a no-op."""
+
+    def factory(config, spec, seed):
+        trainer = multi_actor_factory(config, spec, seed)
+        setattr(owner(trainer.base), method, lambda *args, **kwargs: None)
+        return trainer
+
+    return factory
 
 
 def test_our_trainers_match_per_parameter_optimizer_state_bitwise(embedded_dataset):
@@ -74,12 +86,7 @@ def test_one_adam_over_both_critics_compares_with_two(embedded_dataset):
 
 
 def test_a_schedule_never_stepped_fails_at_step_1_in_the_learning_rate(embedded_dataset):
-    def frozen_schedule(config, spec, seed):
-        trainer = multi_actor_factory(config, spec, seed)
-        trainer.base.actor_lr_schedule.step = lambda *args, **kwargs: None
-        return trainer
-
-    res = run("iql", frozen_schedule)
+    res = run("iql", disabled(lambda base: base.actor_lr_schedule, "step"))
     assert res.verdict == "fail"
     first = res.first_divergence
     assert (first.step, first.observable) == (1, "optim/actor0/actor/log_std/lr"), first
@@ -119,15 +126,35 @@ def test_a_harmless_gradient_leak_is_a_warning_not_a_failure(embedded_dataset):
 
 
 def test_a_gradient_leak_the_optimizer_consumes_fails_in_gradients_used(embedded_dataset):
-    def accumulating(config, spec, seed):
-        trainer = multi_actor_factory(config, spec, seed)
-        trainer.base.critic_1_optimizer.zero_grad = lambda *args, **kwargs: None
-        return trainer
-
-    res = run("td3_bc", accumulating)
+    res = run("td3_bc", disabled(lambda base: base.critic_1_optimizer, "zero_grad"))
     assert res.verdict == "fail"
     groups = groups_of(res)
     used = groups["gradients used"]
     assert (used["verdict"], used["first_divergence_step"]) == ("fail", 2)
     assert used["observable"] == "grad_used/critic/critic_1/net.0.weight/l2"
     assert res.metrics["warnings"] == []  # the failure is the finding, not a hygiene note
+
+
+def test_jax_rebrac_reports_its_optax_adam_state_per_parameter():
+    pytest.importorskip("jax")
+    import numpy as np
+
+    from checks.optimizer_observables import StateProbe
+    from multi_actor.jax_trainer import rebrac_reference_factory
+    from pogo_audit.data import DatasetSpec
+
+    cfg = build_config(None, ["base.hidden_dim=16", "base.batch_size=8"], algo="rebrac", num_actors=1)
+    trainer = rebrac_reference_factory(cfg, DatasetSpec("synthetic", "", 11, 3, 1.0), 0)
+    probe = StateProbe(trainer)
+    assert probe.observe() == {}
+    rng = np.random.default_rng(0)
+    batch = {"states": rng.normal(size=(8, 11)), "actions": rng.uniform(-1, 1, (8, 3)), "rewards": rng.normal(size=8),
+             "next_states": rng.normal(size=(8, 11)), "next_actions": rng.uniform(-1, 1, (8, 3)),
+             "dones": np.zeros(8)}
+    trainer.step({k: v.astype(np.float32) for k, v in batch.items()})
+    obs = probe.observe()
+    params = {k for k in trainer.parameters() if k.startswith(("critic/", "actor0/"))}
+    assert {k.rsplit("/", 1)[0] for k in obs if k.endswith("/step")} == {f"optim/{p}" for p in params}
+    assert len(obs) == 5 * len(params)  # step, exp_avg/{sum,hash}, exp_avg_sq/{sum,hash}
+    critic = next(k for k in obs if k.startswith("optim/critic/") and k.endswith("/step"))
+    assert obs[critic] == 1.0  # one critic update; ReBRAC's actor updates every policy_freq steps

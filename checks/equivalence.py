@@ -444,7 +444,8 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
 #: the cross-device tolerance of a group is this many times the largest float32 drift measured for it
 DRIFT_FACTOR = 10.0
 #: observable groups whose cross-device tolerance is derived from the measured drift (digests stay exact)
-DRIFT_GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "grad leak")
+DRIFT_GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "grad leak",
+                "optimizer", "gradients used")
 _MEASURE_ONLY = 1e300
 
 

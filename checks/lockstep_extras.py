@@ -25,7 +25,7 @@ class LockStepExtras:
         from pogo_audit.errors import UsageError
 
         self.ref, self.twin, self.cand = ref, twin, cand
-        self.hygiene = Hygiene() if attach_probes([ref, twin, cand]) else None
+        self.hygiene = Hygiene(options) if attach_probes([ref, twin, cand]) else None
         self.evaluation: EvaluationAudit | None = None
         if getattr(options, "eval_every", 0):
             lacking = [label for label, side in (("reference", ref), ("candidate", cand))

@@ -143,8 +143,9 @@ class Hygiene:
     """``grad_leak/*`` compared on the side: a difference is a warning (the optimizers consumed the same gradients,
     or the ``gradients used`` group fails on its own)."""
 
-    def __init__(self) -> None:
-        self.comp = Comparator("bitwise", 0.0, 0.0)
+    def __init__(self, options: Any) -> None:
+        """``options``: the run's :class:`~checks.equivalence.EquivalenceOptions` (its mode and tolerances)."""
+        self.comp = Comparator(options.mode, options.rtol, options.atol, options.group_tolerances)
 
     def compare(self, step: int, ref: Mapping[str, Any], cand: Mapping[str, Any]) -> None:
         self.comp.compare(step, ref, cand)

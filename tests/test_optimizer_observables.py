@@ -158,3 +158,12 @@ def test_jax_rebrac_reports_its_optax_adam_state_per_parameter():
     assert len(obs) == 5 * len(params)  # step, exp_avg/{sum,hash}, exp_avg_sq/{sum,hash}
     critic = next(k for k in obs if k.startswith("optim/critic/") and k.endswith("/step"))
     assert obs[critic] == 1.0  # one critic update; ReBRAC's actor updates every policy_freq steps
+
+
+def test_a_warning_row_is_not_a_failed_test_case(embedded_dataset):
+    from pogo_audit.exporters import _equivalence_rows
+
+    res = run("td3_bc", _leaking, steps=1)
+    assert groups_of(res)["grad leak"]["verdict"] == "warning" and len(res.metrics["warnings"]) == 1
+    rows = {r["group"]: r["verdict"] for r in _equivalence_rows(res)}
+    assert rows["grad leak"] == "pass" and set(rows.values()) == {"pass"}

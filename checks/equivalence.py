@@ -46,7 +46,7 @@ from pogo_audit.harness import IsolatedTrainer, torch_determinism
 from pogo_audit.results import FAIL, INCONCLUSIVE, PASS, CheckResult, Divergence, environment_info
 
 GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "rng", "grad leak",
-          "chain (W2 oracle)", "batch")
+          "chain (W2 oracle)", "optimizer", "gradients used", "evaluation", "batch")
 
 
 def group_of(observable: str) -> str:
@@ -67,7 +67,8 @@ def group_of(observable: str) -> str:
         return "chain (W2 oracle)"
     if observable.startswith("batch/"):
         return "batch"
-    return "other"
+    return {"optim": "optimizer", "grad_used": "gradients used", "eval": "evaluation"}.get(
+        observable.split("/", 1)[0], "other")
 
 
 COMPARED_PARAM_ROLES = ("critic/", "actor0/", "target/")
@@ -120,6 +121,9 @@ class EquivalenceOptions:
     group_tolerances: dict[str, tuple[float, float]] | None = None
     #: fnmatch globs of observables not compared (what a candidate does not log); listed in the result as ignored
     ignore: tuple[str, ...] = ()
+    #: call both trainers' ``evaluate(seed, episodes)`` every K steps (0: never), see :mod:`checks.evaluation_audit`
+    eval_every: int = 0
+    eval_episodes: int = 1
 
 
 def _hash(arr: np.ndarray) -> str:
@@ -379,6 +383,10 @@ class _Side:
     side: str
     params: dict[str, np.ndarray] = field(default_factory=dict)
     step: int | None = None
+    #: optimizer observables (:class:`checks.optimizer_observables.OptimizerProbe`) when every side supports them;
+    #: the ``grad_leak/*`` digests then go to ``leak`` (a hygiene warning) instead of the compared observables
+    probe: Any = None
+    leak: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, side: str, factory: Callable[..., Any], config: Any, dataset_spec: Any, seed: int) -> _Side:
@@ -404,7 +412,13 @@ class _Side:
         if hasattr(trainer, "rng_digests"):
             obs.update(self.call("rng_digests"))
         if hasattr(trainer, "gradients"):
-            obs.update(grad_observables(self.call("gradients")))
+            grads = grad_observables(self.call("gradients"))
+            if self.probe is None:
+                obs.update(grads)
+            else:
+                self.leak = grads
+        if self.probe is not None:
+            obs.update(self.probe.observe())
         return obs
 
 
@@ -492,6 +506,8 @@ class _RunState:
     candidate_actors: int | None = None
     bundle_path: Path | None = None
     crash: Crash | None = None
+    #: optimizer probes, gradient hygiene and the evaluation audit (:class:`checks.lockstep_extras.LockStepExtras`)
+    extras: Any = None
 
     def judge(self) -> _Judge:
         """Bitwise unless the device was shown not to be bitwise reproducible for this run."""
@@ -507,6 +523,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
                    progress: Callable[[int], None] | None, batch_size: int,
                    chain_oracle: Callable[[Any, Any], Any] | None, device: str, run: _RunState) -> None:
     from checks.chain_oracle import ChainOracle
+    from checks.lockstep_extras import LockStepExtras
 
     seed = options.seed
     fallback = options.tolerance_fallback
@@ -538,6 +555,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
     if options.chain_oracle:
         with cand.guard("policies"):
             oracle = (chain_oracle or ChainOracle.for_trainer)(cand.iso.trainer, config)
+    run.extras = extras = LockStepExtras(options, ref, twin, cand)
 
     def remember(step: int, obs_ref: Mapping[str, Any], obs_cand: Mapping[str, Any]) -> None:
         steps_done.append(step)
@@ -596,6 +614,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
                 chain_ref, chain_cand, tolerances = oracle.check(pre_policies, batch, cand_out)
             obs_ref.update(chain_ref)
             obs_cand.update(chain_cand)
+        extras.after_step(step, obs_ref, obs_cand)
         diverged_by = [judge.comp.compare(step, obs_ref, obs_cand, tolerances) for judge in judges]
         remember(step, obs_ref, obs_cand)
         for judge, diverged in zip(judges, diverged_by):
@@ -704,7 +723,7 @@ def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[s
     }
     if run.crash is not None:
         metrics["crash"] = run.crash.to_dict()
-    return CheckResult(
+    result = CheckResult(
         check="equivalence",
         subject=algo,
         verdict=verdict,
@@ -715,6 +734,7 @@ def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[s
         details=rows,
         seconds=time.perf_counter() - run.t0,
     )
+    return run.extras.finish(result) if run.extras is not None else result
 
 
 # ------------------------------------------------------------------------------------------------ cross-device
@@ -722,7 +742,8 @@ def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[s
 #: the cross-device tolerance of a group is this many times the largest float32 drift measured for it
 DRIFT_FACTOR = 10.0
 #: observable groups whose cross-device tolerance is derived from the measured drift (digests stay exact)
-DRIFT_GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "grad leak")
+DRIFT_GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "grad leak",
+                "optimizer", "gradients used")
 _MEASURE_ONLY = 1e300
 
 
@@ -951,7 +972,8 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
     options = EquivalenceOptions(steps=args.steps, seed=args.seed if args.seed is not None else 0, mode=args.mode,
                                  rtol=args.rtol, atol=args.atol, full_every=args.full_every,
                                  self_check=not args.no_self_check, bundle_dir=args.bundle_dir,
-                                 sync_init=args.sync_init, ignore=tuple(args.ignore))
+                                 sync_init=args.sync_init, ignore=tuple(args.ignore), eval_every=args.eval_every,
+                                 eval_episodes=args.eval_episodes)
     for algo in algos:
         yield equivalence(algo, configs[algo], options, reference, candidate,
                           progress=lambda t, algo=algo: progress(f"equivalence {algo}", t, args.steps),

@@ -89,7 +89,8 @@ class Mutant:
     """One catalogued bug: ``patch`` (the one-line edit, or a :class:`Behaviour`), reached through ``via`` and
     installed on the candidate by ``install`` (or on a subclass, ``at_construction``); ``expected`` is the
     observable group that must catch it within ``steps`` steps of the config ``overrides``; ``quiet`` is a regex of
-    a warning message the bug itself raises (silenced while the mutant runs)."""
+    a warning message the bug itself raises (silenced while the mutant runs). A bug harmless to training (a ``.grad``
+    left behind but zeroed before any optimizer consumes it) is caught by a hygiene warning of its expected group."""
 
     name: str
     algo: str
@@ -104,6 +105,8 @@ class Mutant:
     framework: str = "torch"
     base_factory: Callable[..., Any] | None = None
     quiet: str | None = None
+    #: run the evaluation audit every K steps (``equivalence --eval-every K``; 0: off) for a bug in ``evaluate``
+    eval_every: int = 0
 
     def resolve(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
         """``(original, replacement)``: the function the candidate runs and what replaces it. Raises
@@ -169,7 +172,7 @@ def _catalog() -> list[Mutant]:
                "critic losses", SourcePatch(IQL._update_v, "self.q_target(observations", "self.qf(observations")),
         Mutant("iql_q_loss_sum", "iql", "twin-Q loss summed instead of averaged", "critic losses",
                SourcePatch(iql.twin_q_loss, " / len(qs)", ""), via=(IQL._update_q,)),
-        Mutant("iql_lr_schedule_not_stepped", "iql", "actor LR cosine schedule not stepped", "actor0 params",
+        Mutant("iql_lr_schedule_not_stepped", "iql", "actor LR cosine schedule not stepped", "optimizer",
                SourcePatch(IQL._update_policy, "self.actor_lr_schedule.step()", "pass"),
                overrides=("base.max_timesteps=100",)),
         # --------------------------------------------------------------------------------------------- TD3+BC
@@ -239,6 +242,15 @@ def _catalog() -> list[Mutant]:
                SourcePatch(MultiActorTrainer._evaluate, "return self.evaluator.evaluate(",
                            "np.random.seed(self.config.eval_seed); return self.evaluator.evaluate("),
                install=on_trainer, overrides=("eval_freq=3", "eval_episodes=1")),
+        Mutant("evaluate_reseeds_global_numpy", "iql", "evaluate() reseeds the global numpy RNG", "evaluation",
+               SourcePatch(MultiActorTrainer.evaluate, "return self.evaluator.evaluate([self.actor0], seed, episodes)",
+                           "np.random.seed(seed); return self.evaluator.evaluate([self.actor0], seed, episodes)"),
+               install=on_trainer, eval_every=2, steps=3),
+        Mutant("evaluate_crashes", "iql", "evaluate() passes actor0 where a list of actors is expected (TypeError)",
+               "evaluation",
+               SourcePatch(MultiActorTrainer.evaluate, "return self.evaluator.evaluate([self.actor0], seed, episodes)",
+                           "return self.evaluator.evaluate(self.actor0, seed, episodes)"),
+               install=on_trainer, eval_every=2, steps=3),
         Mutant("w2_std_term_dropped", "iql", "closed-form W2 without the std term", "chain (W2 oracle)",
                SourcePatch(w2.w2_gaussian, " + (std_p - std_q).square().sum(-1)", ""), via=(w2.policy_w2,),
                install=attribute("w2_fn"), overrides=gauss),
@@ -290,7 +302,8 @@ def run_mutant(mutant: Mutant, bundle_dir: str | None = None, seed: int = 0, act
         return _unbuildable(mutant, exc, time.perf_counter() - t0)
     cfg = build_config(None, list(mutant.overrides), algo=mutant.algo, num_actors=actors, seed=seed)
     options = EquivalenceOptions(steps=mutant.steps, seed=seed, self_check=False, full_every=mutant.steps,
-                                 bundle_dir=str(Path(bundle_dir) / mutant.name) if bundle_dir else None)
+                                 bundle_dir=str(Path(bundle_dir) / mutant.name) if bundle_dir else None,
+                                 eval_every=mutant.eval_every)
     with warnings.catch_warnings():
         if mutant.quiet:
             warnings.filterwarnings("ignore", message=mutant.quiet)
@@ -303,15 +316,17 @@ def run_mutant(mutant: Mutant, bundle_dir: str | None = None, seed: int = 0, act
                                        candidate=(f"mutant:{mutant.name}", mutant.factory))
     row = {r["group"]: r["first_divergence_step"] for r in res.details}
     matrix = [{"group": g, "step": row.get(g)} for g in GROUPS if g in row]
-    killed = res.verdict == FAIL
-    first = res.first_divergence if killed else None
+    warned = [w for w in res.metrics.get("warnings", []) if w["group"] == mutant.expected]
+    killed = res.verdict == FAIL or bool(warned)
+    first = res.first_divergence if res.verdict == FAIL else None
     expected_step = row.get(mutant.expected)
     return CheckResult(
         check="mutants",
         subject=mutant.name,
         verdict=PASS if killed else FAIL,
         steps_compared=res.steps_compared,
-        summary=(f"killed at step {first.step} by {first.observable}" if killed else
+        summary=(f"killed at step {first.step} by {first.observable}" if first else
+                 f"caught at step {warned[0]['step']} by a warning on {warned[0]['observable']}" if warned else
                  f"survived {res.steps_compared} steps: no observable diverged ({res.summary})"),
         first_divergence=first,
         metrics={
@@ -319,11 +334,11 @@ def run_mutant(mutant: Mutant, bundle_dir: str | None = None, seed: int = 0, act
             "description": mutant.description,
             "expected": mutant.expected,
             "killed": killed,
-            "caught_by": first.observable if first else None,
-            "caught_group": None if first is None else group_of(first.observable),
+            "caught_by": first.observable if first else warned[0]["observable"] if warned else None,
+            "caught_group": group_of(first.observable) if first else mutant.expected if warned else None,
             "expected_caught": expected_step is not None,
             "expected_step": expected_step,
-            "step": first.step if first else None,
+            "step": first.step if first else warned[0]["step"] if warned else None,
             "location": location,
             "bundle": res.metrics.get("bundle"),
             "equivalence_verdict": res.verdict,

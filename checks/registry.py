@@ -146,6 +146,11 @@ def _equivalence_options(p: argparse.ArgumentParser) -> None:
                         "e.g. 'actor0/entropy'); repeatable, listed in the output as ignored")
     p.add_argument("--bundle-dir", default=".pogo-audit/bundles", metavar="DIR",
                    help="where first-divergence bundles go (default .pogo-audit/bundles)")
+    p.add_argument("--eval-every", type=positive_int, default=0, metavar="K",
+                   help="call both trainers' evaluate(seed, episodes) every K steps: no crash, global RNG streams "
+                        "untouched, same numbers for the same seed, training still equivalent (default: never)")
+    p.add_argument("--eval-episodes", type=positive_int, default=1, metavar="N",
+                   help="episodes per --eval-every evaluation (default 1)")
     p.add_argument("--reference", default=None, metavar="MOD:FACTORY", help="external reference trainer factory")
     p.add_argument("--candidate", default=None, metavar="MOD:FACTORY", help="external candidate trainer factory")
     add_device(p)

@@ -9,14 +9,20 @@ The trainer itself is left untouched; this file only translates names:
   names (``actor``, ``critic_1``, ...) and its layer naming (``net.*`` where the user wrote ``layers.*``);
 * log keys: ``loss/critic`` -> ``critic/critic_loss``, ``loss/actor`` -> ``actor0/loss``, ``chain/<i>/*`` ->
   ``actor<i>/*`` (recorded; ``actor<i>/w2`` is also checked by the W2 oracle through ``policies()``).
+
+Optional methods: ``named_tensors()`` and ``optimizers()`` (optimizer, learning-rate and consumed-gradient
+observables: the user's single Adam over both critics compares per parameter with CORL's two), ``evaluate(seed,
+episodes)`` (``pogo-audit equivalence --eval-every K``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from examples.tensor_table import TensorTable
 from examples.user_pogo_td3bc import POGOTD3BC
+from pogo_audit.data import recover_env
 
 # user attribute -> canonical "<role>/<module>" (role: critic, actor0 or target; module: the reference's name)
 MODULES = {
@@ -51,8 +57,10 @@ class DeterministicView:
 
 
 class ProtocolTrainer(TensorTable):
-    def __init__(self, user: POGOTD3BC):
+    def __init__(self, user: POGOTD3BC, dataset_spec):
         self.user = user
+        self.spec = dataset_spec
+        self.env = None
 
     def step(self, batch) -> dict[str, float]:
         out = {}
@@ -64,11 +72,36 @@ class ProtocolTrainer(TensorTable):
         return out
 
     def named_tensors(self) -> dict[str, torch.Tensor]:
+        """Canonical name -> the user's live tensor (what the optimizer observables map optimizer params with)."""
         named = {canonical(m, k): t for m in MODULES
                  for k, t in getattr(self.user, m).state_dict(keep_vars=True).items()}
         for i, actor in enumerate(self.user.chain, start=1):
             named.update({f"actor{i}/{k}": t for k, t in actor.state_dict(keep_vars=True).items()})
         return named
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers of actor0 and of both critics (one Adam for the two)."""
+        return {"pi_opt": self.user.pi_opt, "q_opt": self.user.q_opt}
+
+    def evaluate(self, seed: int, episodes: int) -> dict[str, float]:
+        """Mean return of actor0 over ``episodes`` episodes of the dataset's env reset from ``seed + k``; states are
+        normalized as in training. Uses no global random stream (the env has its own generator)."""
+        if self.env is None:
+            self.env = recover_env(self.spec.dataset_id)
+        mean = np.asarray(self.spec.state_mean, dtype=np.float32)
+        std = np.asarray(self.spec.state_std, dtype=np.float32)
+        returns = []
+        with torch.no_grad():
+            for k in range(episodes):
+                obs, _ = self.env.reset(seed=seed + k)
+                total, done = 0.0, False
+                while not done:
+                    state = torch.as_tensor((np.asarray(obs, dtype=np.float32) - mean) / std)
+                    obs, reward, terminated, truncated, _ = self.env.step(self.user.pi(state[None])[0].numpy())
+                    total += float(reward)
+                    done = bool(terminated or truncated)
+                returns.append(total)
+        return {"eval/actor0/return_mean": float(np.mean(returns))}
 
     def policies(self) -> list[DeterministicView]:
         return [DeterministicView(actor) for actor in self.user.actors()]
@@ -77,7 +110,7 @@ class ProtocolTrainer(TensorTable):
 def _build(trainer_cls: type[POGOTD3BC], config, dataset_spec, seed: int) -> ProtocolTrainer:
     hparams = {k: v for k, v in config.base.items() if k in HPARAMS}
     return ProtocolTrainer(trainer_cls(dataset_spec.state_dim, dataset_spec.action_dim, dataset_spec.max_action,
-                                       seed=seed, chain_weights=config.w2_weights, **hparams))
+                                       seed=seed, chain_weights=config.w2_weights, **hparams), dataset_spec)
 
 
 def factory(config, dataset_spec, seed: int) -> ProtocolTrainer:

@@ -46,11 +46,11 @@ class Evaluator:
             return None
         return (returns - self.ref_min) / (self.ref_max - self.ref_min) * 100.0
 
-    def _episode_returns(self, policy: Policy, deterministic: bool) -> np.ndarray:
-        generator = torch.Generator().manual_seed(self.seed)
+    def _episode_returns(self, policy: Policy, deterministic: bool, seed: int, episodes: int) -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed)
         returns = []
-        for ep in range(self.episodes):
-            obs, _ = self.env.reset(seed=self.seed + ep)
+        for ep in range(episodes):
+            obs, _ = self.env.reset(seed=seed + ep)
             total, done = 0.0, False
             while not done:
                 norm_obs = (np.asarray(obs, dtype=np.float32) - self.state_mean) / self.state_std
@@ -61,8 +61,12 @@ class Evaluator:
             returns.append(total)
         return np.asarray(returns, dtype=np.float64)
 
-    def evaluate(self, policies: Sequence[Policy]) -> dict[str, float]:
-        """``eval/actor<i>/<mode>/return_mean|return_std|normalized_score_mean`` for every actor and mode."""
+    def evaluate(self, policies: Sequence[Policy], seed: int | None = None,
+                 episodes: int | None = None) -> dict[str, float]:
+        """``eval/actor<i>/<mode>/return_mean|return_std|normalized_score_mean`` for every actor and mode, over
+        ``episodes`` episodes from ``seed`` (default: the evaluator's own)."""
+        seed = self.seed if seed is None else int(seed)
+        episodes = self.episodes if episodes is None else int(episodes)
         out: dict[str, float] = {}
         for i, policy in enumerate(policies):
             policy = on_cpu(policy)
@@ -76,7 +80,7 @@ class Evaluator:
                     for mode, det in modes:
                         key = f"eval/actor{i}/{mode}"
                         try:
-                            returns = self._episode_returns(policy, det)
+                            returns = self._episode_returns(policy, det, seed, episodes)
                         except Exception as exc:  # an env or policy failure must be reported, not end training
                             out[f"{key}/failed"] = 1.0
                             self.errors.append(f"actor{i} {mode}: {type(exc).__name__}: {exc}")

@@ -104,6 +104,22 @@ def canonical_base_parameters(base: rebrac.ReBRAC) -> dict[str, np.ndarray]:
     return {f"{ROLES[k.split('/', 1)[0]]}/{k}": v for k, v in base.export_parameters().items()}
 
 
+def adam_state(base: rebrac.ReBRAC) -> dict[str, dict[str, Any]]:
+    """Canonical parameter -> its optax Adam state (``step``: the count, ``exp_avg``: ``mu``, ``exp_avg_sq``:
+    ``nu``) for actor0 and the critic ensemble: what the harness digests per parameter (``optim/*``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for module, ts in (("actor", base.actor), ("critic", base.critic)):
+        adam = next(s for s in jax.tree_util.tree_leaves(jax.device_get(ts.opt_state),
+                                                          is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+                    if isinstance(s, optax.ScaleByAdamState))
+        mu = traverse_util.flatten_dict(adam.mu, sep="/")
+        nu = traverse_util.flatten_dict(adam.nu, sep="/")
+        for k in mu:
+            out[f"{ROLES[module]}/{module}/{k}"] = {"step": int(np.asarray(adam.count)), "exp_avg": np.asarray(mu[k]),
+                                                    "exp_avg_sq": np.asarray(nu[k])}
+    return out
+
+
 def golden_from_canonical(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Canonical base names back to the reference's golden names (other roles dropped)."""
     out = {}
@@ -608,6 +624,10 @@ class MultiActorReBRAC:
         """Digest of the reference key chain (the extra actors' chain is private and not compared)."""
         return {"rng/key": key_digest(self.state.key)}
 
+    def optimizer_state(self) -> dict[str, dict[str, Any]]:
+        """actor0's and the critic's optax Adam state per canonical parameter (:func:`adam_state`)."""
+        return adam_state(self._sync_base())
+
     def chain_spec(self) -> list[dict[str, Any]]:
         """What an independent W2 oracle needs to rebuild every actor from :meth:`parameters`."""
         spec = [{"type": "deterministic", "prefix": "actor0/actor/params/", "layernorm": self.rebrac_cfg.actor_ln,
@@ -683,6 +703,10 @@ class ReBRACReference:
 
     def rng_digests(self) -> dict[str, str]:
         return {"rng/key": key_digest(self.base.key)}
+
+    def optimizer_state(self) -> dict[str, dict[str, Any]]:
+        """actor0's and the critic's optax Adam state per canonical parameter (:func:`adam_state`)."""
+        return adam_state(self.base)
 
 
 def rebrac_reference_factory(config: MultiActorConfig, dataset_spec: DatasetSpec, seed: int) -> ReBRACReference:

@@ -56,11 +56,15 @@ def base_parameters(base: Any) -> dict[str, np.ndarray]:
     return {_canonical_name(base, k): v for k, v in base.export_parameters().items()}
 
 
+def base_tensors(base: Any) -> dict[str, torch.Tensor]:
+    """The base trainer's live tensors under canonical names (``critic/…``, ``actor0/…``, ``target/…``)."""
+    return {_canonical_name(base, k): t for k, t in base.named_tensors().items()}
+
+
 def base_gradients(base: Any) -> dict[str, np.ndarray]:
     """``.grad`` of every critic/actor0 parameter (zeros where no gradient was ever written)."""
     out = {}
-    for name, t in base.named_tensors().items():
-        canonical = _canonical_name(base, name)
+    for canonical, t in base_tensors(base).items():
         if canonical.startswith("target/"):
             continue
         g = t.grad
@@ -111,7 +115,34 @@ def frozen(tensors: Sequence[torch.Tensor]) -> Iterator[None]:
             t.requires_grad_(True)
 
 
-class ReferenceProtocolTrainer:
+class _OptionalProtocol:
+    """The optional Trainer-protocol methods both trainers share: ``named_tensors``, ``optimizers`` (the base
+    algorithm's own, which train critic and actor0) and ``evaluate`` (actor0 in the dataset's env)."""
+
+    base: Any
+    actor0: Policy
+    evaluator_factory: Callable[[], Any] | None
+    evaluator: Any
+
+    def named_tensors(self) -> dict[str, torch.Tensor]:
+        """Canonical name -> live tensor (the names of ``parameters()``)."""
+        return base_tensors(self.base)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimizer of critic, actor0 and the temperature, under the reference algorithm's labels."""
+        return dict(self.base.optimizers())
+
+    def evaluate(self, seed: int, episodes: int) -> dict[str, float]:
+        """``eval/actor0/<mode>/…`` over ``episodes`` episodes reset from ``seed`` (the evaluator, and its env, are
+        created on first use); no global RNG stream is used."""
+        if self.evaluator_factory is None:
+            raise ValueError("evaluate: the dataset spec carries no state normalization statistics")
+        if self.evaluator is None:
+            self.evaluator = self.evaluator_factory()
+        return self.evaluator.evaluate([self.actor0], seed, episodes)
+
+
+class ReferenceProtocolTrainer(_OptionalProtocol):
     """A single-actor reference trainer seen through the Trainer protocol (canonical observables and names)."""
 
     def __init__(self, config: MultiActorConfig, spec: DatasetSpec, seed: int):
@@ -119,9 +150,12 @@ class ReferenceProtocolTrainer:
         self.algorithm = get_algorithm(config.algo)
         self.device = torch.device(getattr(config, "device", "cpu"))
         base_cfg = self.algorithm.base_config(config.base)
+        max_action = self.algorithm.max_action(base_cfg, spec.max_action)
         seed_everything(seed)
-        self.base = self.algorithm.build_base(base_cfg, spec.state_dim, spec.action_dim,
-                                              self.algorithm.max_action(base_cfg, spec.max_action), str(self.device))
+        self.base = self.algorithm.build_base(base_cfg, spec.state_dim, spec.action_dim, max_action, str(self.device))
+        self.actor0 = self.algorithm.actor0_view(self.base, spec.action_dim, max_action)
+        self.evaluator_factory = evaluator_factory_for(config, spec)
+        self.evaluator: Any = None
 
     def step(self, batch: Sequence[torch.Tensor]) -> dict[str, float]:
         log = self.base.train_step(batch_to(batch, self.device))
@@ -137,7 +171,7 @@ class ReferenceProtocolTrainer:
         return base_gradients(self.base)
 
 
-class MultiActorTrainer:
+class MultiActorTrainer(_OptionalProtocol):
     """POGO: the reference algorithm (critic + actor0) plus a chain of actors 1..N-1 pulled by W2 to their
     predecessor. See the module docstring for the step semantics."""
 
@@ -152,7 +186,7 @@ class MultiActorTrainer:
         max_action = self.algorithm.max_action(base_cfg, spec.max_action)
         self._construct(base_cfg, max_action, seed)
         default_lr = self.algorithm.actor_lr(base_cfg)
-        self.optimizers = [
+        self.actor_optimizers = [
             torch.optim.Adam(p.parameters(), lr=a.lr if a.lr is not None else default_lr)
             for p, a in zip(self.actors, cfg.actor_configs[1:])
         ]
@@ -228,6 +262,13 @@ class MultiActorTrainer:
     def gradients(self) -> dict[str, np.ndarray]:
         return base_gradients(self.base)
 
+    def named_tensors(self) -> dict[str, torch.Tensor]:
+        """Canonical name -> live tensor, the extra actors' (``actor<i>/<key>``) included."""
+        out = base_tensors(self.base)
+        for i, actor in enumerate(self.actors, start=1):
+            out.update({f"actor{i}/{k}": v for k, v in actor.state_dict(keep_vars=True).items()})
+        return out
+
     # internals -----------------------------------------------------------------------------------------------
     def _take_snapshots(self) -> None:
         for snap, live in zip(self._snapshots, self.policies()):
@@ -238,7 +279,7 @@ class MultiActorTrainer:
         cfg = self.config
         log: dict[str, float] = {}
         with self._freeze_base():
-            for i, (actor, opt) in enumerate(zip(self.actors, self.optimizers), start=1):
+            for i, (actor, opt) in enumerate(zip(self.actors, self.actor_optimizers), start=1):
                 actor_cfg = cfg.actor_configs[i]
                 energy = self.algorithm.energy(actor_cfg.energy, self.base, actor, obs, actions, self.generator)
                 w2 = self.w2_fn(actor, self._snapshots[i - 1], obs, cfg.w2_method, cfg.w2_samples,
@@ -259,7 +300,7 @@ class MultiActorTrainer:
         return to_cpu({
             "base": self.base.training_state(),
             "actors": [copy.deepcopy(a.state_dict()) for a in self.actors],
-            "optimizers": [copy.deepcopy(o.state_dict()) for o in self.optimizers],
+            "optimizers": [copy.deepcopy(o.state_dict()) for o in self.actor_optimizers],
             "generator": self.generator.get_state(),
             "generator_device": self.generator.device.type,
             "steps_done": self.steps_done,
@@ -269,7 +310,7 @@ class MultiActorTrainer:
         self.base.load_training_state(state["base"])
         for actor, sd in zip(self.actors, state["actors"]):
             actor.load_state_dict(sd)
-        for opt, sd in zip(self.optimizers, state["optimizers"]):
+        for opt, sd in zip(self.actor_optimizers, state["optimizers"]):
             opt.load_state_dict(sd)
         self.steps_done = int(state["steps_done"])
         if state.get("generator_device", self.generator.device.type) == self.generator.device.type:

@@ -156,7 +156,9 @@ def _equivalence_rows(res: CheckResult) -> list[dict[str, Any]]:
         if not isinstance(raw, dict):
             continue
         verdict = raw.get("verdict")
-        if verdict not in (PASS, FAIL, INCONCLUSIVE, ERROR):
+        if verdict == "warning":  # a hygiene note (metrics["warnings"]), not a failed test
+            verdict = PASS
+        elif verdict not in (PASS, FAIL, INCONCLUSIVE, ERROR):
             verdict = FAIL if raw.get("first_divergence_step") is not None else PASS
         rows.append({**raw, "group": str(raw.get("group", "?")), "verdict": verdict})
     reflected = any(r["verdict"] != PASS for r in rows) if res.verdict == FAIL else res.verdict == PASS

@@ -13,7 +13,8 @@ from rich.table import Table
 from pogo_audit.findings import Crash
 from pogo_audit.results import ERROR, FAIL, CheckResult
 
-_VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "bold yellow", "error": "bold red"}
+_VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "bold yellow", "error": "bold red",
+                 "warning": "bold yellow"}
 
 
 def verdict_text(verdict: str) -> str:
@@ -111,8 +112,10 @@ def equivalence_table(res: CheckResult, config: object | None = None) -> Table:
     for row in res.details:
         table.add_row(row["group"], str(row["observables"]), str(row["steps_compared"]), _row_verdict(row),
                       escape(_row_first(row)), _row_gap(row, "max_abs"), _row_gap(row, "max_rel"))
-    if res.verdict not in ("pass", "fail"):
-        table.caption = escape(res.summary)
+    notes = [res.summary] if res.verdict not in ("pass", "fail") else []
+    notes += [f"warning: {w['message']}" for w in m.get("warnings") or []]
+    if notes:
+        table.caption = escape("\n".join(notes))
     return table
 
 
@@ -168,7 +171,8 @@ def equivalence_view(res: CheckResult) -> list[Any]:
 
 _GROUP_ABBREV = {"critic losses": "crit loss", "actor0 losses": "a0 loss", "critic params": "crit par",
                  "target params": "tgt par", "actor0 params": "a0 par", "rng": "rng", "grad leak": "grad",
-                 "chain (W2 oracle)": "W2"}
+                 "chain (W2 oracle)": "W2", "optimizer": "optim", "gradients used": "grad used",
+                 "evaluation": "eval"}
 
 
 def kill_matrix_table(results: list[CheckResult]) -> Table:

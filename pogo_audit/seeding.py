@@ -18,6 +18,7 @@ import numpy as np
 ACTOR_INIT_OFFSET = 1_000_003
 ACTOR_SAMPLING_OFFSET = 2_000_003
 BUFFER_OFFSET = 3_000_017
+EVAL_OFFSET = 4_000_037
 
 
 def seed_everything(seed: int) -> None:
@@ -101,6 +102,23 @@ def numpy_rng_digest(state: Any | None = None) -> str:
     h = hashlib.sha256(np.asarray(keys).tobytes())
     h.update(f"{kind}:{pos}:{has_gauss}:{cached!r}".encode())
     return h.hexdigest()[:16]
+
+
+def python_rng_digest(state: Any | None = None) -> str:
+    """sha256 (hex, first 16 chars) of a Python ``random`` state; the current one by default."""
+    version, internal, gauss = random.getstate() if state is None else state
+    h = hashlib.sha256(np.asarray(internal, dtype=np.uint64).tobytes())
+    h.update(f"{version}:{gauss!r}".encode())
+    return h.hexdigest()[:16]
+
+
+def state_digests(state: GlobalRNGState) -> dict[str, str]:
+    """``{"torch", "numpy", "random"[, "cuda"]}`` digests of every stream of a :class:`GlobalRNGState`."""
+    out = {"torch": torch_rng_digest(state.torch_state), "numpy": numpy_rng_digest(state.numpy_state),
+           "random": python_rng_digest(state.python_state)}
+    if state.cuda_states is not None:
+        out["cuda"] = torch_rng_digest(state.cuda_states)
+    return out
 
 
 def digest_as_float(hexdigest: str) -> float:

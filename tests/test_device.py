@@ -103,7 +103,7 @@ def tensor_devices(trainer: MultiActorTrainer) -> dict[str, torch.device]:
     """Where every tensor of the trainer lives: base networks and scalars, every optimizer's state, extra actors,
     their snapshots and the extra actors' generator."""
     out = {f"base/{k}": t.device for k, t in trainer.base.named_tensors().items()}
-    optimizers = {**trainer.base.optimizers(), **{f"actor{i}": o for i, o in enumerate(trainer.optimizers, 1)}}
+    optimizers = {**trainer.base.optimizers(), **{f"actor{i}": o for i, o in enumerate(trainer.actor_optimizers, 1)}}
     for name, opt in optimizers.items():
         for p, state in opt.state.items():
             out[f"{name}/param"] = p.device

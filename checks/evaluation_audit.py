@@ -1,0 +1,108 @@
+"""Evaluation audit: the trainers' own ``evaluate(seed, episodes)`` run between lock-step training steps.
+
+Every ``eval_every`` steps :class:`EvaluationAudit` calls ``evaluate`` twice with the same seed on each side, inside
+that side's private global-RNG state, and records, as observables of group ``evaluation``:
+
+* ``eval/ok``: 1 when both calls returned, 0 when one raised (a crash is also a finding, phase ``evaluate``, and that
+  side's evaluation is not called again; training goes on);
+* ``eval/rng_untouched/{torch,numpy,random}``: 1 when the global stream's state after the two calls equals the
+  state before them (an evaluation that reseeds or draws from a global stream corrupts the next batches and noises);
+* ``eval/deterministic``: 1 when the two calls returned the same numbers.
+
+The reference's evaluation is clean, so any candidate defect differs from it; whether training stays equivalent
+afterwards is what the following steps of the lock-step compare. The returned numbers themselves are kept in
+``metrics["evaluation"]`` (the two sides may evaluate differently, so they are not compared).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pogo_audit.seeding import EVAL_OFFSET, derived_seed, state_digests
+
+#: global streams an evaluation must leave untouched
+STREAMS = ("torch", "numpy", "random")
+
+
+def supports_evaluate(trainer: Any) -> bool:
+    return callable(getattr(trainer, "evaluate", None))
+
+
+def _outside_trainer(filename: str) -> bool:
+    """Frames of pogo-audit's harness, the standard library and installed packages are not the trainer's code."""
+    path = Path(filename).resolve()
+    root = Path(__file__).resolve().parents[1]
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    ours = (root / "checks", root / "pogo_audit")
+    return (filename.startswith("<") or "site-packages" in path.parts
+            or any(path.is_relative_to(p) for p in (*prefixes, *ours)))
+
+
+def trainer_frame(exc: BaseException) -> dict[str, Any] | None:
+    """The innermost traceback frame of ``exc`` in the trainer's own code (file, line, function, source line)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not _outside_trainer(f.filename)]
+    if not frames:
+        return None
+    f = frames[-1]
+    return {"file": f.filename, "line": f.lineno, "function": f.name, "code": (f.line or "").strip()}
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal keys and values (NaN equal to NaN)."""
+    if set(a) != set(b):
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+            continue
+        if x != y:
+            return False
+    return True
+
+
+class EvaluationAudit:
+    """Calls ``evaluate`` on every side every ``every`` steps; keeps the crashes and the returned numbers."""
+
+    def __init__(self, every: int, episodes: int, run_seed: int):
+        #: the evaluation seed is derived from the run's: evaluation never shares a stream with training
+        self.every, self.episodes = int(every), int(episodes)
+        self.seed = derived_seed(run_seed, EVAL_OFFSET) % 2**31
+        self.crashes: list[dict[str, Any]] = []
+        self.results: dict[str, list[dict[str, Any]]] = {"reference": [], "candidate": []}
+        self._broken: set[str] = set()
+
+    def due(self, step: int) -> bool:
+        return self.every > 0 and step % self.every == 0
+
+    def run(self, label: str, side: Any, step: int) -> dict[str, float]:
+        """Audit one side's evaluation (``side.iso`` an :class:`~pogo_audit.harness.IsolatedTrainer`)."""
+        before = state_digests(side.iso.rng)
+        first: Mapping[str, Any] | None = None
+        second: Mapping[str, Any] | None = None
+        ok = label not in self._broken
+        if ok:
+            try:
+                first = dict(side.iso.call("evaluate", self.seed, self.episodes))
+                second = dict(side.iso.call("evaluate", self.seed, self.episodes))
+            except Exception as exc:  # the trainer's evaluation: a finding, not the end of the audit
+                ok = False
+                self._broken.add(label)
+                self.crashes.append({"side": label, "phase": "evaluate", "step": step, "type": type(exc).__name__,
+                                     "message": (str(exc).splitlines() or [""])[0], "frame": trainer_frame(exc)})
+        after = state_digests(side.iso.rng)
+        out = {"eval/ok": float(ok),
+               "eval/deterministic": float(first is not None and second is not None and _same(first, second))}
+        out.update({f"eval/rng_untouched/{s}": float(before[s] == after[s]) for s in STREAMS})
+        if label in self.results:
+            self.results[label].append({"step": step, "ok": ok, "returned": first,
+                                        "rng_changed": [s for s in STREAMS if before[s] != after[s]]})
+        return out
+
+    def metrics(self) -> dict[str, Any]:
+        return {"every": self.every, "episodes": self.episodes, "seed": self.seed, "crashes": self.crashes,
+                "calls": self.results}

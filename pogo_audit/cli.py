@@ -72,10 +72,12 @@ class PogoAuditParser(argparse.ArgumentParser):
 
 
 def _console() -> Console:
-    """stdout console; when output is not a terminal (CI logs, pipes) tables get 140 columns instead of 80."""
+    """stdout console; when output is not a terminal (CI logs, pipes) at least 140 columns, wider when ``COLUMNS``
+    says so (a ``COLUMNS=80`` may come from GNU readline, which exports the size of a terminal we do not write to)."""
     console = Console(highlight=False, soft_wrap=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, soft_wrap=False, width=140)
+    if not console.is_terminal:
+        columns = os.environ.get("COLUMNS", "")
+        console = Console(highlight=False, soft_wrap=False, width=max(140, int(columns) if columns.isdigit() else 0))
     return console
 
 

@@ -279,7 +279,10 @@ def test_report_audits_each_algorithm_with_its_own_candidate(_repo_root, embedde
     out = tmp_path / "r.json"
     assert main(["report", "--candidate", "td3_bc=examples.pogo_adapter:factory", "--candidate",
                  "iql=examples.broken_adapter:fixed_factory", "--steps", "2", "--format", "json", "-o", str(out)]) == 0
-    checks = json.loads(out.with_suffix(".results.json").read_text())["checks"]
+    every = json.loads(out.with_suffix(".results.json").read_text())["checks"]
+    checks = [c for c in every if c["check"] == "equivalence"]
+    assert {c["metrics"]["candidate"] for c in every} == {"examples.pogo_adapter:factory",
+                                                          "examples.broken_adapter:fixed_factory"}
     assert [(c["subject"], c["metrics"]["candidate"]) for c in checks] == [
         ("td3_bc", "examples.pogo_adapter:factory"), ("iql", "examples.broken_adapter:fixed_factory")]
     assert checks[0]["verdict"] == "pass"

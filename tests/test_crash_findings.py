@@ -264,7 +264,7 @@ def test_cli_crash_is_exit_1_with_every_output(embedded_dataset, candidates, cap
     assert data["verdict"] == "fail" and data["metrics"]["crash"]["step"] == 2
     assert data["metrics"]["crash"]["frame"] == {"file": "bad_candidates.py", "line": 11, "function": "step",
                                                  "code": "return (1, 2) + batch[0]"}
-    assert data["steps_compared"] == 1 and len(data["details"]) == 7  # every group compared at steps 0-1 is kept
+    assert data["steps_compared"] == 1 and len(data["details"]) == 8  # every group compared at steps 0-1 is kept
     sarif = json.loads((out / "r.sarif").read_text())["runs"][0]["results"]
     assert [(r["ruleId"], r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
              r["locations"][0]["physicalLocation"]["region"]["startLine"]) for r in sarif] == \

@@ -25,7 +25,7 @@ def test_our_trainer_is_equivalent_and_every_group_is_compared(embedded_dataset)
     assert res.verdict == "pass", res.summary
     groups = {row["group"]: row for row in res.details}
     assert set(groups) == {"critic losses", "actor0 losses", "critic params", "target params", "actor0 params",
-                           "rng", "grad leak", "chain (W2 oracle)", "optimizer", "gradients used"}
+                           "rng", "grad leak", "chain (W2 oracle)", "optimizer", "gradients used", "batch"}
     assert all(row["verdict"] == "pass" for row in res.details)
     assert groups["critic params"]["steps_compared"] == 13  # step 0 (initial parameters) + 12 steps
     assert res.metrics["self_check"] == "pass"

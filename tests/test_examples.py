@@ -52,7 +52,7 @@ def test_hand_written_trainer_is_equivalent(embedded_dataset, tmp_path):
     groups = {row["group"]: row for row in res.details}
     # every group was really compared, including the W2 oracle on the chain (policies() + actor<i>/w2)
     assert set(groups) == {"critic losses", "actor0 losses", "critic params", "target params", "actor0 params",
-                           "rng", "grad leak", "chain (W2 oracle)", "optimizer", "gradients used"}
+                           "rng", "grad leak", "chain (W2 oracle)", "optimizer", "gradients used", "batch"}
     assert groups["critic losses"]["steps_compared"] == 20 and groups["actor0 losses"]["steps_compared"] == 10
     assert groups["critic params"]["observables"] == 4 * 12  # 2 critics x 6 tensors x (sum, l2, hash, full)
     assert groups["chain (W2 oracle)"]["observables"] == 2

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import difflib
 import linecache
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,10 @@ def localise_step(reference: Any, candidate: Any, batch: Any) -> Localisation:
     """Localise the first difference between one step of ``reference`` and of ``candidate``
     (:class:`pogo_audit.harness.IsolatedTrainer` objects in the state just before the step; neither is touched:
     deep copies are replayed, each on its own copy of ``batch``)."""
-    ref_trace, _, ref_error = record_step(copy.deepcopy(reference), copy.deepcopy(batch))
-    cand_trace, _, cand_error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch))
+    with warnings.catch_warnings():  # the replays are diagnostics: what they warn was already seen in the real run
+        warnings.simplefilter("ignore")
+        ref_trace, _, ref_error = record_step(copy.deepcopy(reference), copy.deepcopy(batch))
+        cand_trace, _, cand_error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch))
     result = compare_traces(ref_trace, cand_trace)
     for side, error in (("reference", ref_error), ("candidate", cand_error)):
         if error is not None:

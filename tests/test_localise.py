@@ -37,6 +37,8 @@ def by_name(name: str):
     ("td3_bc_scaled_by_alpha", "numeric"),           # an extra factor in the actor loss
     ("sac_n_actor_critic_order_swapped", "order"),   # the actor and critic updates swapped
     ("td3_actor_target_updated_twice", "order"),     # a second soft update from the same line
+    ("td3_total_it_incremented_twice", "order"),     # a counter the policy-delay condition reads
+    ("cql_policy_loss_after_critic_step", "order"),  # a 9-line block reordered; zero_grad runs no operation
     ("awac_missing_detach_advantage", "gradient"),   # no_grad -> enable_grad around the advantage weights
     ("iql_v_loss_online_q", "gradient"),             # the online Q (which requires grad) for the target Q
 ])
@@ -66,6 +68,8 @@ def test_messages_name_the_draw_the_module_and_the_order(embedded_dataset):
     assert "candidate calls `SACN._update_critic` where the reference calls `SACN._update_actor`" in order.message
     assert order.frames[0]["function"].endswith("train_step")
     assert order.events["reference"] and order.events["candidate"]
+    counter = localise_mutant(by_name("td3_total_it_incremented_twice"), batch_size=BATCH).localisation
+    assert "reads `self.total_it` = 2, the reference's 1; last assigned" in counter.message
 
 
 def _pair(algo: str, candidate=multi_actor_factory, overrides=()):

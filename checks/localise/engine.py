@@ -15,7 +15,8 @@ place where they part is one of: an operation only the candidate runs (*insert*)
 4. only the autograd mode differs -> the line that switches it (its place among the lines run since the last agreeing
    operation, as in the reference);
 5. extra operations -> the outermost frame where they part from the last agreeing operation (a second call of a
-   function from one line names that line; a block entered through a condition names the condition);
+   function from one line names that line; a block entered through a condition names the condition, or the line
+   that last assigned a ``self.<attr>`` the condition read with another value than in the reference);
 6. missing operations -> the candidate line, after the last agreeing operation, where the reference's missing
    operations sit;
 7. otherwise the module call (differing inputs) or the operation itself.
@@ -29,19 +30,19 @@ from __future__ import annotations
 import copy
 import difflib
 import linecache
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from checks.equivalence import COMPARED_PARAM_ROLES
-from checks.localise.frames import REPO_ROOT, Frame
+from checks.localise.frames import BRANCH, REPO_ROOT, Frame
 from checks.localise.trace import ModuleCall, Op, Trace, record_step
 
 KINDS = ("rng", "numeric", "order", "gradient", "none")
 #: aten operations that read a tensor without building a graph through it (``state_dict()``'s detach)
 _NOT_DIFFERENTIATING = frozenset({"detach", "alias", "lift_fresh", "_to_copy", "clone"})
-_BRANCH = ("if ", "elif ", "while ", "for ", "else:")
 #: operations shown on each side of the divergence in the excerpts
 EXCERPT = 3
 
@@ -214,12 +215,13 @@ def _source(frame: Frame) -> str:
     return linecache.getline(str(path), frame.line).strip()
 
 
-def _inserted_at(cand: Trace, d: _Difference) -> Frame | None:
-    """Rule 5: where extra candidate operations start, relative to the last agreeing operation."""
+def _inserted_at(ref: Trace, cand: Trace, d: _Difference) -> tuple[Frame | None, str]:
+    """Rule 5: where extra candidate operations start, relative to the last agreeing operation (and why, when a
+    condition decided it)."""
     c, prev = d.cand, d.prev_cand
     assert c is not None
     if prev is None or not c.stack:
-        return c.frame()
+        return c.frame(), ""
     located = None
     for level in range(min(len(c.stack), len(prev.stack))):
         here, there = c.stack[level], prev.stack[level]
@@ -230,23 +232,45 @@ def _inserted_at(cand: Trace, d: _Difference) -> Frame | None:
             located = here
             break
     if located is None:  # one stack extends the other: the extra operation is on the shorter one's last line
-        located = c.stack[min(len(c.stack), len(prev.stack)) - 1] if len(c.stack) > len(prev.stack) else c.frame()
+        located = c.stack[len(prev.stack) - 1] if len(c.stack) > len(prev.stack) else c.frame()
     assert located is not None
     reference_runs_it = d.ref is not None and any((f.file, f.line) == (located.file, located.line)
                                                   for f in d.ref.stack)
     if not reference_runs_it:  # a block the reference does not enter: name the condition that let it run
-        same_call = [f for f, _ in _gap_lines(cand, prev, c) if f.call == located.call]
-        before = [f for f in same_call if f.line < located.line]
-        if before and _source(before[-1]).startswith(_BRANCH):
-            return before[-1]
-    return located
+        start = max(prev.line_index - 1, 0)
+        before = [i for i in range(start, c.line_index) if cand.lines[i][0].call == located.call
+                  and cand.lines[i][0].line < located.line]
+        if before and _source(cand.lines[before[-1]][0]).startswith(BRANCH):
+            cause = _condition_cause(ref, cand, before[-1], d.ref)
+            return cause or (cand.lines[before[-1]][0], " (the block entered by this condition)")
+    return located, ""
+
+
+def _condition_cause(ref: Trace, cand: Trace, index: int, r: Op | None) -> tuple[Frame, str] | None:
+    """When the candidate's branch condition (line ``index``) read a ``self.<attr>`` value other than the same
+    condition in the reference, the candidate's last line before it that assigned that attribute."""
+    here = cand.lines[index][0]
+    values = cand.conditions.get(index, {})
+    end = r.line_index if r is not None else len(ref.lines)
+    theirs = next((ref.conditions.get(i, {}) for i in range(end - 1, -1, -1)
+                   if ref.lines[i][0].name == here.name and ref.lines[i][0].code == here.code), {})
+    differing = [n for n in values if n in theirs and values[n] != theirs[n]]
+    for name in differing:
+        assigns = re.compile(rf"\bself\.{name}\s*(?:[-+*/%@&|^]|//|\*\*)?=(?!=)")
+        for i in range(index - 1, -1, -1):
+            if assigns.search(cand.lines[i][0].code):
+                return cand.lines[i][0], (f" (the condition `{here.code}` at line {here.line} reads `self.{name}` = "
+                                          f"{values[name]!r}, the reference's {theirs[name]!r}; last assigned)")
+    return None
 
 
 def _deleted_at(cand: Trace, d: _Difference) -> Frame | None:
     """Rule 6: where the reference's missing operations belong in the candidate. The reference's last agreeing
     operation and its first missing one share some calls; at the innermost shared call (whose function the candidate
-    also runs at that depth): on the same line -> the candidate's line at its last agreeing operation; on a later
-    line -> the first candidate line run in that call after its last agreeing operation."""
+    also runs at that depth): on the same line -> the candidate's line at its last agreeing operation. Otherwise, when
+    the missing operations ran inside a call made from a function the candidate's next operation also runs in (a
+    call replaced by something else) -> the candidate's line there; else the first candidate line run in the shared
+    call after its last agreeing operation."""
     pr, gone, pc = d.prev_ref, (d.deleted[0] if d.deleted else d.ref), d.prev_cand
     if pr is None or pc is None or gone is None:
         return d.cand.frame() if d.cand is not None else None
@@ -260,6 +284,13 @@ def _deleted_at(cand: Trace, d: _Difference) -> Frame | None:
     level = shared - 1
     if pr.stack[level].line == gone.stack[level].line:
         return pc.stack[level]
+    nc = d.cand
+    if nc is not None:  # the missing operations ran inside a call the candidate replaced by its next operation
+        common = 0
+        while common < min(len(gone.stack), len(nc.stack)) and gone.stack[common].name == nc.stack[common].name:
+            common += 1
+        if common > shared and len(gone.stack) > common:
+            return nc.stack[common - 1]
     call = pc.stack[level].call
     later = [f for f, _ in cand.lines[pc.line_index:] if f.call == call]
     return later[0] if later else pc.stack[level]
@@ -316,7 +347,8 @@ def _locate(ref: Trace, cand: Trace, d: _Difference) -> tuple[Frame | None, str,
         return c.frame(), "rng", f"the draw `{_shape(c)}` gives other numbers than the reference's"
     if d.tag == "insert":
         assert c is not None
-        return _inserted_at(cand, d), "extra operations", f"candidate runs `{_shape(c)}` and more the reference does not"
+        frame, why = _inserted_at(ref, cand, d)
+        return frame, "extra operations", f"candidate runs `{_shape(c)}` and more the reference does not{why}"
     if d.tag == "delete":
         gone = d.deleted[0]
         return _deleted_at(cand, d), "missing operations", f"candidate skips the reference's `{_shape(gone)}`" + (

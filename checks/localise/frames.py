@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import linecache
+import re
 import sys
 import sysconfig
 from collections.abc import Callable
@@ -31,6 +32,9 @@ _SYSTEM_DIRS = tuple(sorted({str(Path(p).resolve()) + "/" for key in ("stdlib", 
                              if (p := sysconfig.get_paths().get(key))} |
                             {str(Path(p).resolve()) + "/" for p in sys.path if "site-packages" in p}))
 _USER: dict[str, bool] = {}
+#: source lines that decide which code runs next
+BRANCH = ("if ", "elif ", "while ", "for ", "else:")
+_SELF_ATTR = re.compile(r"\bself\.(\w+)")
 
 
 def is_user_file(filename: str) -> bool:
@@ -96,6 +100,8 @@ class LineTracer:
         self.serials: dict[int, int] = {}
         #: (frame, grad mode when the line started) for every user line, in execution order
         self.lines: list[tuple[Frame, bool]] = []
+        #: line index -> scalar ``self.<attr>`` values read by the branch condition starting there
+        self.conditions: dict[int, dict[str, Any]] = {}
         self._previous: Any = None
 
     def stack(self) -> tuple[Frame, ...]:
@@ -111,10 +117,24 @@ class LineTracer:
 
     def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
         if event == "line":
-            self.lines.append((_frame(frame, self.serials), self._grad_enabled()))
+            here = _frame(frame, self.serials)
+            if here.code.startswith(BRANCH):
+                self._remember_condition(frame, here.code)
+            self.lines.append((here, self._grad_enabled()))
         elif event == "return":
             self.serials.pop(id(frame), None)
         return self._local
+
+    def _remember_condition(self, frame: FrameType, code: str) -> None:
+        """The scalar ``self.<attr>`` values a branch condition reads, as the line starts."""
+        owner = frame.f_locals.get("self")
+        values = {}
+        for name in dict.fromkeys(_SELF_ATTR.findall(code)):
+            value = getattr(owner, name, None)
+            if isinstance(value, (int, float, bool, str)):
+                values[name] = value
+        if values:
+            self.conditions[len(self.lines)] = values
 
     def _global(self, frame: FrameType, event: str, arg: Any) -> Any:
         if event != "call" or not is_user_file(frame.f_code.co_filename):

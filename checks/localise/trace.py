@@ -135,6 +135,7 @@ class Trace:
     optimizer_steps: list[OptimizerStep] = field(default_factory=list)
     target_updates: list[TargetUpdate] = field(default_factory=list)
     lines: list[tuple[Frame, bool]] = field(default_factory=list)
+    conditions: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def schedule(self) -> list[tuple[str, int]]:
         """Optimizer steps and target updates in execution order: ``(label, first op index)``."""
@@ -281,7 +282,7 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if self.paused:  # the recorder's own hooks digesting tensors
+        if self.paused or func.namespace == "profiler":  # the hooks' own digests; profiler markers compute nothing
             return func(*args, **kwargs)
         leaves, _ = tree_flatten((args, kwargs))
         tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
@@ -421,7 +422,7 @@ def recording(trainer: Any) -> Iterator[Trace]:
             setattr(mod, name, original)
         for h in handles:
             h.remove()
-        trace.lines = tracer.lines
+        trace.lines, trace.conditions = tracer.lines, tracer.conditions
 
 
 def record_step(iso: Any, batch: Any) -> tuple[Trace, Any, BaseException | None]:

@@ -150,3 +150,26 @@ def test_user_code_excludes_the_tool_and_the_libraries():
     assert not is_user_file(localise_step.__code__.co_filename)
     assert is_user_file(reference_factory.__code__.co_filename)
     assert is_user_file(__file__)
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("jax_extra_key_split", "rng"),           # an extra jax.random.split in the ReBRAC loop body
+    ("jax_actor_target_post_step", "numeric"),  # the target soft-updated toward the post-step actor
+])
+def test_jax_mutant_is_located_by_its_traced_update(embedded_dataset, name, kind):
+    pytest.importorskip("jax")
+    from checks.equivalence_jax import DictBatchSampler, prepare_rebrac_data
+    from checks.localise.jax_trace import localise_jax_update, rebrac_loop_body_args
+
+    mutant = by_name(name)
+    original, _ = mutant.resolve()
+    cfg = build_config(None, list(mutant.overrides), algo="rebrac", num_actors=3, seed=0)
+    data, spec = prepare_rebrac_data(cfg)
+    trainer = mutant.factory(cfg, spec, 0)
+    wrap, args = rebrac_loop_body_args(trainer, DictBatchSampler(data, 1).sample(16))
+    found = localise_jax_update(wrap(original), wrap(trainer.loop_body_fn), *args)
+    truth = mutant.location()
+    assert found.kind == kind, found.message
+    assert (found.location["path"], found.location["line"]) == (truth["path"], truth["line"]), found.message
+    unchanged = localise_jax_update(wrap(original), wrap(original), *args)
+    assert unchanged.kind == "none" and unchanged.location is None

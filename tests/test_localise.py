@@ -40,7 +40,7 @@ def by_name(name: str):
     ("td3_total_it_incremented_twice", "order"),     # a counter the policy-delay condition reads
     ("cql_policy_loss_after_critic_step", "order"),  # a 9-line block reordered; zero_grad runs no operation
     ("awac_missing_detach_advantage", "gradient"),   # no_grad -> enable_grad around the advantage weights
-    ("iql_v_loss_online_q", "gradient"),             # the online Q (which requires grad) for the target Q
+    ("iql_v_loss_online_q", "numeric"),              # the online Q module called where the target Q was
 ])
 def test_mutant_is_located_at_the_mutated_line(embedded_dataset, name, kind):
     mutant = by_name(name)

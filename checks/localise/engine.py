@@ -2,10 +2,12 @@
 operation with its source line in the candidate.
 
 The two traces (:mod:`checks.localise.trace`) are aligned operation by operation (``difflib.SequenceMatcher`` on the
-operation keys: aten name, argument shapes/dtypes/``requires_grad``/scalars, autograd mode, random stream). The first
-place where they part is one of: an operation only the candidate runs (*insert*), one only the reference runs
-(*delete*), a different operation (*replace*), or an aligned operation whose input or output digests differ
-(*value*). Which candidate line caused it is decided by a short ladder of rules, each explained where it is applied:
+operation keys — aten name, argument shapes/dtypes/``requires_grad``/scalars, autograd mode, random stream — and the
+digests of the inputs, so only operations computing the same thing from the same values align). The first place
+where they part is one of: an operation only the candidate runs (*insert*), one only the reference runs (*delete*), a
+different operation or the same one on other values (*replace*), or an aligned operation whose outputs differ
+(*value*). Candidate-only operations that touch nothing compared (a multi-actor trainer's snapshots and extra actors)
+are skipped. Which candidate line caused it is decided by a short ladder of rules, each explained where it is applied:
 
 1. a random draw involved -> the draw's own line (an extra/changed draw) or the line where the skipped draw belonged;
 2. the operation runs inside a module that is not the one the reference runs there (canonical names) -> the line that
@@ -453,6 +455,19 @@ def schedule_finding(ref: Trace, cand: Trace) -> dict[str, Any] | None:
     return {"reference": a, "candidate": b, "index": i, "message": text}
 
 
+def _requires_grad_only(d: _Difference) -> bool:
+    """The same operation on the same values, only the inputs' ``requires_grad`` differ (a detach or a frozen
+    parameter more or less)."""
+    if d.cand is None or d.ref is None or d.tag not in ("replace", "value"):
+        return False
+
+    def plain(op: Op) -> tuple[Any, ...]:
+        args = tuple(a[:3] if isinstance(a, tuple) and a and a[0] == "T" else a for a in op.key[1])
+        return op.key[0], args, op.key[2], op.key[3], tuple(op.inputs)
+
+    return d.cand.key != d.ref.key and plain(d.cand) == plain(d.ref)
+
+
 def _in_backward(op: Op | None) -> bool:
     return op is not None and any("backward" in f.code for f in op.stack[-1:])
 
@@ -481,8 +496,7 @@ def compare_traces(ref: Trace, cand: Trace) -> Localisation:
         kind = "rng"
     elif schedule is not None:
         kind = "order"
-    elif rule == "grad mode" or (extension or "").startswith("uses") or (d.tag == "replace" and d.cand is not None and d.ref is not None
-                                 and d.cand.key[0] == d.ref.key[0] and d.cand.key[2:] == d.ref.key[2:]) \
+    elif rule == "grad mode" or (extension or "").startswith("uses") or _requires_grad_only(d) \
             or _in_backward(d.cand):
         kind = "gradient"
     else:

@@ -1,0 +1,519 @@
+"""Localise a divergent step: replay it on copies of both trainers under tracing and name the first differing
+operation with its source line in the candidate.
+
+The two traces (:mod:`checks.localise.trace`) are aligned operation by operation (``difflib.SequenceMatcher`` on the
+operation keys — aten name, argument shapes/dtypes/``requires_grad``/scalars, autograd mode, random stream — and the
+digests of the inputs, so only operations computing the same thing from the same values align). The first place
+where they part is one of: an operation only the candidate runs (*insert*), one only the reference runs (*delete*), a
+different operation or the same one on other values (*replace*), or an aligned operation whose outputs differ
+(*value*). Candidate-only operations that touch nothing compared (a multi-actor trainer's snapshots and extra actors)
+are skipped. Which candidate line caused it is decided by a short ladder of rules, each explained where it is applied:
+
+1. a random draw involved -> the draw's own line (an extra/changed draw) or the line where the skipped draw belonged;
+2. the operation runs inside a module that is not the one the reference runs there (canonical names) -> the line that
+   called that module;
+3. the call paths of the two sides part (same code base: same outermost function) -> the line that called the other
+   function;
+4. only the autograd mode differs -> the line that switches it (its place among the lines run since the last agreeing
+   operation, as in the reference);
+5. extra operations -> the outermost frame where they part from the last agreeing operation (a second call of a
+   function from one line names that line; a block entered through a condition names the condition, or the line
+   that last assigned a ``self.<attr>`` the condition read with another value than in the reference);
+6. missing operations -> the candidate line, after the last agreeing operation, where the reference's missing
+   operations sit;
+7. otherwise the module call (differing inputs) or the operation itself.
+
+The result is a :class:`Localisation`: its kind (``rng``, ``numeric``, ``order``, ``gradient``, ``none``), a message,
+the located frames (candidate first), and excerpts of both traces around the divergence.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import linecache
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from checks.equivalence import COMPARED_PARAM_ROLES
+from checks.localise.frames import BRANCH, REPO_ROOT, Frame
+from checks.localise.trace import ModuleCall, Op, Trace, record_step
+
+KINDS = ("rng", "numeric", "order", "gradient", "none")
+#: aten operations that read a tensor without building a graph through it (``state_dict()``'s detach)
+_NOT_DIFFERENTIATING = frozenset({"detach", "alias", "lift_fresh", "_to_copy", "clone"})
+#: operations shown on each side of the divergence in the excerpts
+EXCERPT = 3
+
+
+@dataclass
+class Localisation:
+    """Where the candidate's step first differs from the reference's, JSON-serialisable via :meth:`as_dict`.
+
+    ``frames``: the located candidate frame first, then its callers (innermost to outermost), each
+    ``{file, line, function, code}``; ``reference_frames``: the reference's aligned operation, same shape;
+    ``events``: a few described operations of each side around the divergence; ``module`` / ``gradient`` /
+    ``schedule``: the module-level, optimizer-level and step-order findings that support the message (or None)."""
+
+    kind: str
+    message: str
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    reference_frames: list[dict[str, Any]] = field(default_factory=list)
+    events: dict[str, list[str]] = field(default_factory=dict)
+    rule: str = ""
+    module: dict[str, Any] | None = None
+    gradient: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "frames": self.frames,
+                "reference_frames": self.reference_frames, "events": self.events, "rule": self.rule,
+                "module": self.module, "gradient": self.gradient, "schedule": self.schedule, "errors": self.errors}
+
+    @property
+    def location(self) -> dict[str, Any] | None:
+        """The candidate's located line as ``{path, line, function, code}`` (the shape of a CheckResult's
+        ``metrics["candidate_location"]``, which the SARIF exporter points at), or None."""
+        if not self.frames:
+            return None
+        f = self.frames[0]
+        return {"path": f["file"], "line": f["line"], "function": f["function"], "code": f["code"]}
+
+
+def localise_step(reference: Any, candidate: Any, batch: Any) -> Localisation:
+    """Localise the first difference between one step of ``reference`` and of ``candidate``
+    (:class:`pogo_audit.harness.IsolatedTrainer` objects in the state just before the step; neither is touched:
+    deep copies are replayed, each on its own copy of ``batch``)."""
+    with warnings.catch_warnings():  # the replays are diagnostics: what they warn was already seen in the real run
+        warnings.simplefilter("ignore")
+        ref_trace, _, ref_error = record_step(copy.deepcopy(reference), copy.deepcopy(batch))
+        cand_trace, _, cand_error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch))
+    result = compare_traces(ref_trace, cand_trace)
+    for side, error in (("reference", ref_error), ("candidate", cand_error)):
+        if error is not None:
+            result.errors[side] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            result.message += f"; the {side}'s replay raised {result.errors[side]}"
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- alignment
+
+
+@dataclass
+class _Difference:
+    tag: str  # insert | delete | replace | value
+    ref: Op | None  # the reference's operation at the divergence (the next one, for an insert)
+    cand: Op | None  # the candidate's operation at the divergence (the next one, for a delete)
+    prev_ref: Op | None
+    prev_cand: Op | None
+    deleted: list[Op] = field(default_factory=list)
+    inserted: list[Op] = field(default_factory=list)
+
+
+def first_difference(ref: Trace, cand: Trace) -> _Difference | None:
+    """The first place, in execution order, where the aligned operation sequences differ (None: identical).
+
+    Operations only the candidate runs are skipped when they cannot affect what is compared (a multi-actor trainer's
+    snapshots and extra actors): no global-stream draw, no write to or gradient-requiring use of a compared parameter
+    (:func:`_relevant_extension`), and no later aligned operation reads what they produced."""
+    matcher = difflib.SequenceMatcher(None, [(o.key, tuple(o.inputs)) for o in ref.ops],
+                                      [(o.key, tuple(o.inputs)) for o in cand.ops], autojunk=False)
+    opcodes = matcher.get_opcodes()
+    aligned_reads: list[frozenset[int]] = []  # per opcode: storages read by aligned candidate ops from there on
+    later: frozenset[int] = frozenset()
+    for tag, _, _, j1, j2 in reversed(opcodes):
+        if tag == "equal":
+            later = later.union(*(cand.ops[j].reads for j in range(j1, j2)))
+        aligned_reads.append(later)
+    aligned_reads.reverse()
+    for n, (tag, i1, i2, j1, j2) in enumerate(opcodes):
+        if tag == "insert" and _relevant_extension(cand.ops[j1:j2]) is None and \
+                not frozenset().union(*(o.made for o in cand.ops[j1:j2])) & aligned_reads[n]:
+            continue
+        prev_r = ref.ops[i1 - 1] if i1 else None
+        prev_c = cand.ops[j1 - 1] if j1 else None
+        if tag == "equal":
+            for k in range(i2 - i1):
+                r, c = ref.ops[i1 + k], cand.ops[j1 + k]
+                if r.inputs != c.inputs or r.outputs != c.outputs:
+                    return _Difference("value", r, c, ref.ops[i1 + k - 1] if i1 + k else None,
+                                       cand.ops[j1 + k - 1] if j1 + k else None)
+            continue
+        if tag == "replace":
+            tag = _replace_kind(ref.ops[i1:i2], cand.ops[j1:j2])
+            if tag == "delete":  # the candidate resumes at a later reference operation: that one's predecessors
+                j2 = j1
+            elif tag == "insert":
+                i2 = i1
+        r = ref.ops[i1] if i1 < len(ref.ops) else None
+        c = cand.ops[j1] if j1 < len(cand.ops) else None
+        return _Difference(tag, r, c, prev_r, prev_c, ref.ops[i1:i2], cand.ops[j1:j2])
+    return None
+
+
+def _replace_kind(ref_ops: list[Op], cand_ops: list[Op]) -> str:
+    """A replaced block that starts with missing (or extra) operations: the candidate's first operation is one the
+    reference runs later in the block (a *delete*), or the reference's first one is one the candidate runs later
+    (an *insert*); otherwise a true *replace*. Only the operation signature is compared (values already differ)."""
+    c, r = cand_ops[0], ref_ops[0]
+    if c.key == r.key or c.key[0] == r.key[0]:
+        return "replace"
+    if any(o.key == c.key for o in ref_ops[1:]):
+        return "delete"
+    if any(o.key == r.key for o in cand_ops[1:]):
+        return "insert"
+    return "replace"
+
+
+# ------------------------------------------------------------------------------------------------- the ladder
+
+
+def _module(trace: Trace, op: Op | None) -> ModuleCall | None:
+    return None if op is None or op.module_call is None else trace.modules[op.module_call]
+
+
+def _shape(op: Op) -> str:
+    return f"{op.name.split('.')[1] if op.name.startswith('aten.') else op.name}({op.shapes[0] if op.shapes else []})"
+
+
+def _caller_of_path_change(c: Op, r: Op) -> tuple[Frame, str] | None:
+    """Rule 3: with the same outermost function (a fork of the reference's code), the candidate frame whose callee
+    differs from the reference's at the same depth, and what it calls instead."""
+    if not c.stack or not r.stack or c.stack[0].name != r.stack[0].name:
+        return None
+    for level in range(1, min(len(c.stack), len(r.stack))):
+        if c.stack[level].name != r.stack[level].name:
+            return c.stack[level - 1], (f"candidate calls `{c.stack[level].function}` where the reference calls "
+                                        f"`{r.stack[level].function}`")
+    return None
+
+
+def _gap_lines(trace: Trace, after: Op | None, before: Op | None) -> list[tuple[Frame, bool]]:
+    start = after.line_index - 1 if after is not None else 0
+    end = before.line_index if before is not None else len(trace.lines)
+    return trace.lines[max(start, 0):end]
+
+
+def _grad_switch(ref: Trace, cand: Trace, d: _Difference) -> Frame | None:
+    """Rule 4: the line where the reference switches the autograd mode since its last agreeing operation, mapped to
+    the candidate line at the same position since the candidate's last agreeing operation."""
+    assert d.ref is not None and d.cand is not None
+    ref_gap, cand_gap = _gap_lines(ref, d.prev_ref, d.ref), _gap_lines(cand, d.prev_cand, d.cand)
+    modes = [m for _, m in ref_gap] + [d.ref.grad_enabled]
+    switches = [i for i in range(len(ref_gap)) if modes[i] != modes[i + 1]]
+    if switches and len(cand_gap) == len(ref_gap):
+        return cand_gap[switches[-1]][0]
+    cand_modes = [m for _, m in cand_gap] + [d.cand.grad_enabled]
+    switches = [i for i in range(len(cand_gap)) if cand_modes[i] != cand_modes[i + 1]]
+    return cand_gap[switches[-1]][0] if switches else None
+
+
+def _source(frame: Frame) -> str:
+    path = Path(frame.file) if Path(frame.file).is_absolute() else REPO_ROOT / frame.file
+    return linecache.getline(str(path), frame.line).strip()
+
+
+def _inserted_at(ref: Trace, cand: Trace, d: _Difference) -> tuple[Frame | None, str]:
+    """Rule 5: where extra candidate operations start, relative to the last agreeing operation (and why, when a
+    condition decided it)."""
+    c, prev = d.cand, d.prev_cand
+    assert c is not None
+    if prev is None or not c.stack:
+        return c.frame(), ""
+    located = None
+    for level in range(min(len(c.stack), len(prev.stack))):
+        here, there = c.stack[level], prev.stack[level]
+        if here.call != there.call:  # another call of the same function from one line: the calling line
+            located = c.stack[level - 1] if level else here
+            break
+        if here.line != there.line:
+            located = here
+            break
+    if located is None:  # one stack extends the other: the extra operation is on the shorter one's last line
+        located = c.stack[len(prev.stack) - 1] if len(c.stack) > len(prev.stack) else c.frame()
+    assert located is not None
+    reference_runs_it = d.ref is not None and any((f.file, f.line) == (located.file, located.line)
+                                                  for f in d.ref.stack)
+    if not reference_runs_it:  # a block the reference does not enter: name the condition that let it run
+        start = max(prev.line_index - 1, 0)
+        before = [i for i in range(start, c.line_index) if cand.lines[i][0].call == located.call
+                  and cand.lines[i][0].line < located.line]
+        if before and _source(cand.lines[before[-1]][0]).startswith(BRANCH):
+            cause = _condition_cause(ref, cand, before[-1], d.ref)
+            return cause or (cand.lines[before[-1]][0], " (the block entered by this condition)")
+    return located, ""
+
+
+def _condition_cause(ref: Trace, cand: Trace, index: int, r: Op | None) -> tuple[Frame, str] | None:
+    """When the candidate's branch condition (line ``index``) read a ``self.<attr>`` value other than the same
+    condition in the reference, the candidate's last line before it that assigned that attribute."""
+    here = cand.lines[index][0]
+    values = cand.conditions.get(index, {})
+    end = r.line_index if r is not None else len(ref.lines)
+    theirs = next((ref.conditions.get(i, {}) for i in range(end - 1, -1, -1)
+                   if ref.lines[i][0].name == here.name and ref.lines[i][0].code == here.code), {})
+    differing = [n for n in values if n in theirs and values[n] != theirs[n]]
+    for name in differing:
+        assigns = re.compile(rf"\bself\.{name}\s*(?:[-+*/%@&|^]|//|\*\*)?=(?!=)")
+        for i in range(index - 1, -1, -1):
+            if assigns.search(cand.lines[i][0].code):
+                return cand.lines[i][0], (f" (the condition `{here.code}` at line {here.line} reads `self.{name}` = "
+                                          f"{values[name]!r}, the reference's {theirs[name]!r}; last assigned)")
+    return None
+
+
+def _deleted_at(cand: Trace, d: _Difference) -> Frame | None:
+    """Rule 6: where the reference's missing operations belong in the candidate. The reference's last agreeing
+    operation and its first missing one share some calls; at the innermost shared call (whose function the candidate
+    also runs at that depth): on the same line -> the candidate's line at its last agreeing operation. Otherwise, when
+    the missing operations ran inside a call made from a function the candidate's next operation also runs in (a
+    call replaced by something else) -> the candidate's line there; else the first candidate line run in the shared
+    call after its last agreeing operation."""
+    pr, gone, pc = d.prev_ref, (d.deleted[0] if d.deleted else d.ref), d.prev_cand
+    if pr is None or pc is None or gone is None:
+        return d.cand.frame() if d.cand is not None else None
+    shared = 0
+    while (shared < min(len(pr.stack), len(gone.stack), len(pc.stack))
+           and pr.stack[shared].call == gone.stack[shared].call
+           and pc.stack[shared].name == pr.stack[shared].name):
+        shared += 1
+    if not shared:
+        return d.cand.frame() if d.cand is not None else pc.frame()
+    level = shared - 1
+    if pr.stack[level].line == gone.stack[level].line:
+        return pc.stack[level]
+    nc = d.cand
+    if nc is not None:  # the missing operations ran inside a call the candidate replaced by its next operation
+        common = 0
+        while common < min(len(gone.stack), len(nc.stack)) and gone.stack[common].name == nc.stack[common].name:
+            common += 1
+        if common > shared and len(gone.stack) > common:
+            return nc.stack[common - 1]
+    call = pc.stack[level].call
+    later = [f for f, _ in cand.lines[pc.line_index:] if f.call == call]
+    return later[0] if later else pc.stack[level]
+
+
+def _module_change(ref: Trace, cand: Trace, d: _Difference) -> tuple[Frame, str] | None:
+    """Rule 2: the candidate op runs inside a module other than the reference's at this point."""
+    mc, mr = _module(cand, d.cand), _module(ref, d.ref)
+    if mc is None or not mc.stack or (mr is not None and mr.name == mc.name):
+        return None
+    other = f"`{mr.name}`" if mr is not None else "no module"
+    return mc.stack[-1], f"candidate calls `{mc.name}` (call {mc.count}) where the reference runs {other}"
+
+
+def _first_draw(ops: list[Op]) -> Op | None:
+    """The first draw from a global stream (what the reference's RNG digests see), else the first draw."""
+    draws = [o for o in ops if o.random]
+    return next((o for o in draws if o.stream != "explicit generator"), draws[0] if draws else None)
+
+
+def _relevant_extension(ops: list[Op]) -> tuple[int, str] | None:
+    """Among candidate operations after the reference's whole step (a multi-actor trainer's extra actors): the first
+    one that matters for the compared state, and why — a draw from a global stream, an in-place write to a compared
+    parameter, or a compared parameter used with ``requires_grad`` under autograd (a gradient can leak into it)."""
+    for i, op in enumerate(ops):
+        if op.random and op.stream != "explicit generator":
+            return i, "draw"
+        if op.writes is not None and op.writes.startswith(COMPARED_PARAM_ROLES) and op.optimizer_step is None:
+            return i, f"writes `{op.writes}`"
+        leaking = [n for n, grad in op.params if grad and n.startswith(COMPARED_PARAM_ROLES)]
+        if leaking and op.grad_enabled and op.name.split(".")[1] not in _NOT_DIFFERENTIATING:
+            return i, f"uses `{leaking[0]}` with requires_grad under autograd"
+    return None
+
+
+def _locate(ref: Trace, cand: Trace, d: _Difference) -> tuple[Frame | None, str, str]:
+    """``(frame, rule, what)`` for a difference."""
+    c, r = d.cand, d.ref
+    extra_draw = _first_draw(d.inserted) if d.tag in ("insert", "replace") else None
+    missing_draw = _first_draw(d.deleted) if d.tag in ("delete", "replace") else None
+    if d.tag == "replace" and c is not None and r is not None and (c.key[:2], c.key[3]) == (r.key[:2], r.key[3]):
+        extra_draw = missing_draw = None  # the same draw, only the autograd mode or the inputs differ
+    if extra_draw is not None:
+        if missing_draw is not None and d.tag == "replace":
+            return extra_draw.frame(), "rng", (f"candidate draws `{_shape(extra_draw)}` ({extra_draw.stream}) where "
+                                               f"the reference draws `{_shape(missing_draw)}` ({missing_draw.stream})")
+        return extra_draw.frame(), "rng", f"candidate draws an extra `{_shape(extra_draw)}` ({extra_draw.stream})"
+    if missing_draw is not None:
+        where = missing_draw.frame()
+        return _deleted_at(cand, d), "rng", (f"candidate skips the draw `{_shape(missing_draw)}` "
+                                             f"({missing_draw.stream}) the reference makes"
+                                             + (f" at {where.where()}" if where else ""))
+    if d.tag == "value" and c is not None and c.random:
+        return c.frame(), "rng", f"the draw `{_shape(c)}` gives other numbers than the reference's"
+    if d.tag == "insert":
+        assert c is not None
+        frame, why = _inserted_at(ref, cand, d)
+        return frame, "extra operations", f"candidate runs `{_shape(c)}` and more the reference does not{why}"
+    if d.tag == "delete":
+        gone = d.deleted[0]
+        return _deleted_at(cand, d), "missing operations", f"candidate skips the reference's `{_shape(gone)}`" + (
+            f" ({gone.frame().where()})" if gone.frame() else "")
+    assert c is not None and r is not None
+    changed = _module_change(ref, cand, d)
+    if changed is not None:
+        return changed[0], "module", changed[1]
+    caller = _caller_of_path_change(c, r)
+    if caller is not None:
+        return caller[0], "call path", caller[1]
+    if c.key == r.key and c.inputs != r.inputs:
+        d.tag = "value"
+    if d.tag == "replace" and c.key[:2] == r.key[:2] and c.key[2] != r.key[2]:
+        switch = _grad_switch(ref, cand, d)
+        mode = "enabled" if c.grad_enabled else "disabled"
+        return switch or c.frame(), "grad mode", f"candidate runs `{_shape(c)}` with autograd {mode}, the reference not"
+    if d.tag == "replace":
+        return c.frame(), "other operation", f"candidate runs `{_shape(c)}` where the reference runs `{_shape(r)}`"
+    mc, mr = _module(cand, c), _module(ref, r)
+    if mc is not None and mr is not None and mc.inputs != mr.inputs and mc.stack:
+        return mc.stack[-1], "module input", f"forward of `{mc.name}` (call {mc.count}) gets other inputs"
+    inputs = "its inputs differ" if c.inputs != r.inputs else "same inputs, other result"
+    return c.frame(), "value", f"`{_shape(c)}` gives other numbers ({inputs})"
+
+
+# ------------------------------------------------------------------------------------------- supporting findings
+
+
+def _describe(op: Op) -> str:
+    where = op.frame()
+    return f"#{op.index} {_shape(op)}" + (f" {op.stream}" if op.random else "") + (
+        f" @ {where.file}:{where.line}" if where else "")
+
+
+def _excerpt(trace: Trace, at: Op | None, fallback: int) -> list[str]:
+    centre = at.index if at is not None else fallback
+    return [_describe(o) for o in trace.ops[max(centre - EXCERPT, 0):centre + EXCERPT + 1]]
+
+
+def module_finding(ref: Trace, cand: Trace) -> dict[str, Any] | None:
+    """The first candidate module call (in execution order) whose inputs or outputs differ from the reference's
+    call of the same canonical name and call index (None when every shared call agrees)."""
+    by_key = {(m.name, m.count): m for m in ref.modules}
+    for m in cand.modules:
+        other = by_key.get((m.name, m.count))
+        if other is None:
+            continue
+        for side, mine, theirs in (("input", m.inputs, other.inputs), ("output", m.outputs, other.outputs)):
+            for i, (a, b) in enumerate(zip(mine, theirs)):
+                if a != b:
+                    where = m.stack[-1] if m.stack else None
+                    text = (f"first differing value: forward of `{m.name}` (call {m.count}): {side} {i} "
+                            f"(shape {a[1]}) differs" + (f"; called at {where.where()}" if where else ""))
+                    return {"module": m.name, "call": m.count, "side": side, "index": i, "shape": a[1],
+                            "frame": where.as_dict() if where else None, "message": text}
+    return None
+
+
+def gradient_finding(ref: Trace, cand: Trace) -> dict[str, Any] | None:
+    """The first candidate optimizer step whose consumed gradients differ from the reference's step of the same
+    parameters (same label and occurrence), with the parameters concerned."""
+    seen: dict[str, int] = {}
+    ref_steps: dict[tuple[str, int], Any] = {}
+    for s in ref.optimizer_steps:
+        ref_steps[(s.label, seen.get(s.label, 0))] = s
+        seen[s.label] = seen.get(s.label, 0) + 1
+    seen = {}
+    for s in cand.optimizer_steps:
+        n = seen.get(s.label, 0)
+        seen[s.label] = n + 1
+        other = ref_steps.get((s.label, n))
+        if other is None:
+            continue
+        differing = sorted(k for k in s.grads if other.grads.get(k, s.grads[k]) != s.grads[k])
+        if differing:
+            where = s.stack[-1] if s.stack else None
+            text = (f"gradient consumed by the optimizer of `{s.label}` differs ({len(differing)} parameter(s), "
+                    f"first `{differing[0]}`)" + (f"; stepped at {where.where()}" if where else ""))
+            return {"optimizer": s.label, "occurrence": n, "parameters": differing,
+                    "frame": where.as_dict() if where else None, "message": text}
+    return None
+
+
+def schedule_finding(ref: Trace, cand: Trace) -> dict[str, Any] | None:
+    """The first difference between the two sides' sequences of optimizer steps and target updates."""
+    def compared(trace: Trace) -> list[str]:
+        return [e for e, _ in trace.schedule() if e.split(" of ", 1)[1].startswith(COMPARED_PARAM_ROLES)]
+
+    a, b = compared(ref), compared(cand)
+    if a == b:
+        return None
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    mine = b[i] if i < len(b) else None
+    theirs = a[i] if i < len(a) else None
+    if mine is None:
+        text = f"candidate stops after {i} optimizer steps/target updates; the reference then runs `{theirs}`"
+    elif theirs is None:
+        text = f"candidate runs an extra `{mine}` after the reference's {i} optimizer steps/target updates"
+    else:
+        text = f"candidate runs `{mine}` where the reference runs `{theirs}` (event {i + 1})"
+    return {"reference": a, "candidate": b, "index": i, "message": text}
+
+
+def _requires_grad_only(d: _Difference) -> bool:
+    """The same operation on the same values, only the inputs' ``requires_grad`` differ (a detach or a frozen
+    parameter more or less)."""
+    if d.cand is None or d.ref is None or d.tag not in ("replace", "value"):
+        return False
+
+    def plain(op: Op) -> tuple[Any, ...]:
+        args = tuple(a[:3] if isinstance(a, tuple) and a and a[0] == "T" else a for a in op.key[1])
+        return op.key[0], args, op.key[2], op.key[3], tuple(op.inputs)
+
+    return d.cand.key != d.ref.key and plain(d.cand) == plain(d.ref)
+
+
+def _in_backward(op: Op | None) -> bool:
+    return op is not None and any("backward" in f.code for f in op.stack[-1:])
+
+
+def compare_traces(ref: Trace, cand: Trace) -> Localisation:
+    """The :class:`Localisation` of two recorded steps (reference first)."""
+    d = first_difference(ref, cand)
+    module, gradient, schedule = module_finding(ref, cand), gradient_finding(ref, cand), schedule_finding(ref, cand)
+    if d is None:
+        return Localisation("none", "the step replays identically on both sides: every operation, random draw, "
+                                    "module call and optimizer step agrees, apart from candidate-only operations that "
+                                    "touch nothing compared (the divergence comes from state carried into this step)",
+                            module=module, gradient=gradient, schedule=schedule)
+    extension = None
+    relevant = _relevant_extension(d.inserted) if d.tag == "insert" and d.ref is None else None
+    if relevant is not None:  # after the reference's whole step: start at the operation that matters
+        d.inserted = d.inserted[relevant[0]:]
+        d.cand = d.inserted[0]
+        extension = relevant[1]
+    if extension is not None and extension != "draw":
+        frame, rule = d.cand.frame(), "extension"
+        what = f"after the reference's step, candidate operation `{_shape(d.cand)}` {extension}"
+    else:
+        frame, rule, what = _locate(ref, cand, d)
+    if rule == "rng":
+        kind = "rng"
+    elif schedule is not None:
+        kind = "order"
+    elif rule == "grad mode" or (extension or "").startswith("uses") or _requires_grad_only(d) \
+            or _in_backward(d.cand):
+        kind = "gradient"
+    else:
+        kind = "numeric"
+    frames: list[Frame] = []
+    if frame is not None:
+        stack = d.cand.stack if d.cand is not None and frame in d.cand.stack else ()
+        outer = list(reversed(stack[:stack.index(frame)])) if stack else []
+        frames = [frame, *outer]
+    message = what + (f" at {frame.where()}: `{frame.code}`" if frame is not None else "")
+    support = {"order": schedule, "gradient": gradient, "numeric": module}.get(kind)
+    if support is not None:
+        message += f"; {support['message']}"
+    ref_op = d.ref if d.tag != "insert" else d.prev_ref
+    return Localisation(
+        kind, message, [f.as_dict() for f in frames],
+        [f.as_dict() for f in reversed(ref_op.stack)] if ref_op is not None else [],
+        {"reference": _excerpt(ref, d.deleted[0] if d.deleted else d.ref, len(ref.ops)),
+         "candidate": _excerpt(cand, d.inserted[0] if d.inserted else d.cand, len(cand.ops))},
+        rule, module, gradient, schedule)

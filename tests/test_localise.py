@@ -1,0 +1,175 @@
+"""Localisation names the mutated line: mutants are one-line patches of the real code, so each kind of defect (an
+extra draw, a changed formula, a swapped update order, a leaking gradient) must be located at exactly that line."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from checks.localise import Localisation, localise_step
+from checks.localise.frames import is_user_file
+from checks.localise.measure import first_divergent_step, localisation_accuracy, localise_mutant
+from checks.mutants import catalog
+from multi_actor.algorithms import get_algorithm
+from multi_actor.config import build_config
+from multi_actor.loop import prepare_data
+from multi_actor.trainer import multi_actor_factory, reference_factory
+from pogo_audit.data import ReplayBuffer
+from pogo_audit.harness import IsolatedTrainer
+
+BATCH = 32
+
+
+def by_name(name: str):
+    return next(m for m in catalog() if m.name == name)
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("actor1_extra_global_draw", "rng"),             # actor 1 samples from the global torch stream
+    ("eval_reseeds_global_numpy", "rng"),            # np.random.seed inside the evaluation
+    ("td3_target_without_min", "numeric"),           # target_q = target_q1 (a skipped operation)
+    ("iql_q_loss_sum", "numeric"),                   # "/ len(qs)" dropped inside a loss helper
+    ("td3_bc_scaled_by_alpha", "numeric"),           # an extra factor in the actor loss
+    ("sac_n_actor_critic_order_swapped", "order"),   # the actor and critic updates swapped
+    ("td3_actor_target_updated_twice", "order"),     # a second soft update from the same line
+    ("td3_total_it_incremented_twice", "order"),     # a counter the policy-delay condition reads
+    ("cql_policy_loss_after_critic_step", "order"),  # a 9-line block reordered; zero_grad runs no operation
+    ("awac_missing_detach_advantage", "gradient"),   # no_grad -> enable_grad around the advantage weights
+    ("iql_v_loss_online_q", "numeric"),              # the online Q module called where the target Q was
+])
+def test_mutant_is_located_at_the_mutated_line(embedded_dataset, name, kind):
+    mutant = by_name(name)
+    result = localise_mutant(mutant, batch_size=BATCH)
+    truth = mutant.location()
+    assert result.step is not None, f"{name} never diverged"
+    found = result.localisation
+    assert found is not None and found.kind == kind, found and found.message
+    assert found.location is not None
+    assert (found.location["path"], found.location["line"]) == (truth["path"], truth["line"]), found.message
+    assert found.location["code"] == truth["original"]
+    assert result.exact
+    json.dumps(result.as_dict())  # goes into a CheckResult's metrics as it is
+
+
+def test_messages_name_the_draw_the_module_and_the_order(embedded_dataset):
+    draw = localise_mutant(by_name("actor1_extra_global_draw"), batch_size=BATCH).localisation
+    assert "candidate draws an extra `randn_like([32, 3])` (global)" in draw.message
+    module = localise_mutant(by_name("iql_v_loss_online_q"), batch_size=BATCH).localisation
+    assert "candidate calls `critic/qf` (call 0) where the reference runs `target/q_target`" in module.message
+    assert module.gradient is not None and module.gradient["optimizer"] == "critic/vf"
+    order = localise_mutant(by_name("sac_n_actor_critic_order_swapped"), batch_size=BATCH).localisation
+    assert order.schedule is not None
+    assert order.schedule["reference"][:2] != order.schedule["candidate"][:2]
+    assert "candidate calls `SACN._update_critic` where the reference calls `SACN._update_actor`" in order.message
+    assert order.frames[0]["function"].endswith("train_step")
+    assert order.events["reference"] and order.events["candidate"]
+    counter = localise_mutant(by_name("td3_total_it_incremented_twice"), batch_size=BATCH).localisation
+    assert "reads `self.total_it` = 2, the reference's 1; last assigned" in counter.message
+
+
+def _pair(algo: str, candidate=multi_actor_factory, overrides=()):
+    cfg = build_config(None, list(overrides), algo=algo, num_actors=3, seed=0)
+    algorithm = get_algorithm(algo)
+    data = prepare_data(cfg, algorithm)
+    buffer = ReplayBuffer(data.processed, 1)
+    return (IsolatedTrainer(reference_factory, cfg, data.spec, 0), IsolatedTrainer(candidate, cfg, data.spec, 0),
+            buffer)
+
+
+def test_a_faithful_trainer_localises_to_none_and_nothing_is_disturbed(embedded_dataset):
+    ref, cand, buffer = _pair("td3_bc")
+    batch = buffer.sample(BATCH)
+    before = copy.deepcopy(ref), copy.deepcopy(cand)
+    found = localise_step(ref, cand, batch)
+    assert found.kind == "none" and found.location is None, found.message
+    for iso, untouched in zip((ref, cand), before):  # the originals were neither stepped nor reseeded
+        assert iso.rng_digests() == untouched.rng_digests()
+        for key, value in iso.call("parameters").items():
+            np.testing.assert_array_equal(value, untouched.call("parameters")[key])
+        assert iso.call("step", batch) == untouched.call("step", batch)
+
+
+class _NumpyDrawingTrainer:
+    """The reference plus one draw from the global numpy stream per step (a third-party style defect)."""
+
+    def __init__(self, config, spec, seed):
+        self.inner = reference_factory(config, spec, seed)
+
+    def step(self, batch):
+        out = self.inner.step(batch)
+        out["noise"] = float(np.random.normal(size=3).sum())
+        return out
+
+    def parameters(self):
+        return self.inner.parameters()
+
+    def load_parameters(self, params):
+        self.inner.load_parameters(params)
+
+
+def test_a_global_numpy_draw_of_a_user_trainer_is_located(embedded_dataset):
+    ref, cand, buffer = _pair("td3_bc", candidate=_NumpyDrawingTrainer)
+    found = localise_step(ref, cand, buffer.sample(BATCH))
+    lines, start = inspect.getsourcelines(_NumpyDrawingTrainer.step)
+    line = start + next(i for i, text in enumerate(lines) if "np.random.normal" in text)
+    assert found.kind == "rng"
+    assert found.location["path"] == "tests/test_localise.py" and found.location["line"] == line
+    assert "numpy.random.normal([3])" in found.message and "numpy global" in found.message
+
+
+def test_lock_step_finds_the_first_divergent_step_and_keeps_the_state_before_it(embedded_dataset):
+    mutant = by_name("td3_bc_scaled_by_alpha")  # the actor (and its loss) is first updated at step 2
+    cfg = build_config(None, [], algo="td3_bc", num_actors=3, seed=0)
+    data = prepare_data(cfg, get_algorithm("td3_bc"))
+    step, diverged, ref, cand, batch = first_divergent_step(reference_factory, mutant.factory, cfg, data.spec,
+                                                            ReplayBuffer(data.processed, 1), BATCH, 4)
+    assert step == 2 and any(d.startswith("actor0/") for d in diverged)
+    assert ref.rng_digests() == cand.rng_digests()  # both as they were before step 2: equal so far
+    assert isinstance(localise_step(ref, cand, batch), Localisation)
+
+
+def test_accuracy_counts_exact_lines_and_leaves_oracle_mutants_out(embedded_dataset):
+    mutants = [by_name("td3_target_without_min"), by_name("w2_std_term_dropped"), by_name("td3_bc_scaled_by_alpha")]
+    report = localisation_accuracy(mutants, batch_size=BATCH)
+    assert report["mutants"] == 3 and report["counted"] == 2
+    assert report["exact"] == 2 and report["accuracy"] == 1.0
+    oracle = next(r for r in report["rows"] if r["mutant"] == "w2_std_term_dropped")
+    assert oracle["exact"] is False
+    json.dumps(report)
+
+
+def test_user_code_excludes_the_tool_and_the_libraries():
+    assert not is_user_file(torch.__file__)
+    assert not is_user_file(np.__file__)
+    assert not is_user_file(inspect.__file__)
+    assert not is_user_file(localise_step.__code__.co_filename)
+    assert is_user_file(reference_factory.__code__.co_filename)
+    assert is_user_file(__file__)
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("jax_extra_key_split", "rng"),           # an extra jax.random.split in the ReBRAC loop body
+    ("jax_actor_target_post_step", "numeric"),  # the target soft-updated toward the post-step actor
+])
+def test_jax_mutant_is_located_by_its_traced_update(embedded_dataset, name, kind):
+    pytest.importorskip("jax")
+    from checks.equivalence_jax import DictBatchSampler, prepare_rebrac_data
+    from checks.localise.jax_trace import localise_jax_update, rebrac_loop_body_args
+
+    mutant = by_name(name)
+    original, _ = mutant.resolve()
+    cfg = build_config(None, list(mutant.overrides), algo="rebrac", num_actors=3, seed=0)
+    data, spec = prepare_rebrac_data(cfg)
+    trainer = mutant.factory(cfg, spec, 0)
+    wrap, args = rebrac_loop_body_args(trainer, DictBatchSampler(data, 1).sample(16))
+    found = localise_jax_update(wrap(original), wrap(trainer.loop_body_fn), *args)
+    truth = mutant.location()
+    assert found.kind == kind, found.message
+    assert (found.location["path"], found.location["line"]) == (truth["path"], truth["line"]), found.message
+    unchanged = localise_jax_update(wrap(original), wrap(original), *args)
+    assert unchanged.kind == "none" and unchanged.location is None

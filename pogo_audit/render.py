@@ -102,7 +102,10 @@ def equivalence_table(res: CheckResult, config: object | None = None) -> Table:
     types = ""
     if config is not None and getattr(config, "actor_configs", None):
         types = escape(" [" + ", ".join(a.type for a in config.actor_configs) + "]")
-    crashed = f" then crashed {Crash(**m['crash']).where()}" if m.get("crash") else ""
+    crash = Crash(**m["crash"]) if m.get("crash") else None
+    # an evaluation crash does not stop training: the run went on to its last step
+    crashed = "" if crash is None else (f"; {crash.side} evaluate crashed at step {crash.step}"
+                                        if crash.phase == "evaluate" else f" then crashed {crash.where()}")
     title = (f"equivalence {res.subject}: {verdict_text(res.verdict)} — {res.steps_compared} steps{crashed}, "
              f"{m.get('mode', '?')}, {actors_text(m)}{types}, self-check {m.get('self_check', '?')}")
     table = Table(title=title, title_justify="left")

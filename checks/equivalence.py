@@ -42,6 +42,7 @@ import numpy as np
 from pogo_audit.bundle import Bundle, write_bundle
 from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_arrays, compare_scalar
 from pogo_audit.findings import Crash, TrainerCrash, guarded, parameter_check_text
+from checks.isolate import isolate
 from pogo_audit.harness import IsolatedTrainer, torch_determinism
 from pogo_audit.results import FAIL, INCONCLUSIVE, PASS, CheckResult, Divergence, environment_info
 
@@ -124,6 +125,11 @@ class EquivalenceOptions:
     #: call both trainers' ``evaluate(seed, episodes)`` every K steps (0: never), see :mod:`checks.evaluation_audit`
     eval_every: int = 0
     eval_episodes: int = 1
+    #: set the candidate to the reference's state before every step (:mod:`checks.isolate`)
+    isolate: bool = False
+    #: replay the step where a distinct finding first shows under tracing and name its line (:mod:`checks.localise`);
+    #: None: on with ``isolate``
+    localise: bool | None = None
 
 
 def _hash(arr: np.ndarray) -> str:
@@ -187,6 +193,20 @@ LOSS_PREFIXES = ("critic/", "actor0/")
 _DIGESTS = ("sum", "l2", "hash", "full")
 
 
+def finding_subject(name: str) -> str:
+    """What a distinct finding is about: the loss key, the RNG stream, or the module for per-tensor observables
+    (``params/critic/critic_1`` for ``params/critic/critic_1/net.0.weight/sum``)."""
+    parts = name.split("/")
+    if parts[0] in ("params", "grad_used", "grad_leak", "optim") and len(parts) >= 4:
+        return "/".join(parts[:3])
+    return observed_entity(name)
+
+
+def finding_kind(kind: str | None) -> str:
+    """A value or digest difference is one kind ("differs"); absences, shapes and non-numbers keep theirs."""
+    return "differs" if kind in (None, "digest differs") else kind
+
+
 def observed_entity(name: str) -> str:
     """What an observable measures: ``params/actor0/w`` for ``params/actor0/w/sum`` (one absence per tensor)."""
     head, _, last = name.rpartition("/")
@@ -229,16 +249,31 @@ class Comparator:
         self.absent: dict[str, Divergence] = {}
         self._seen: dict[str, set[str]] = {"reference": set(), "candidate": set()}
         self._missing: list[tuple[int, str, str]] = []  # (step, observable, side lacking it)
+        #: (group, observed entity, kind) -> first step and the steps it diverged at
+        self.findings: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def _tol(self, name: str, tolerance: tuple[float, float] | None) -> tuple[float, float]:
         return tolerance or self.group_tolerances.get(group_of(name)) or (self.rtol, self.atol)
 
     def _note(self, g: _GroupStats, div: Divergence) -> None:
-        """Make ``div`` the group's / run's first divergence when it is earlier than theirs."""
+        """Make ``div`` the group's / run's first divergence when it is earlier than theirs; count it as a distinct
+        finding of its (group, observed entity, kind)."""
         if g.first is None or div.step < g.first.step:
             g.first = div
         if self.first is None or div.step < self.first.step:
             self.first = div
+        key = (group_of(div.observable), finding_subject(div.observable), finding_kind(div.kind))
+        found = self.findings.setdefault(key, {"group": key[0], "observable": key[1], "kind": key[2],
+                                               "first_step": div.step, "steps": set()})
+        found["first_step"] = min(found["first_step"], div.step)
+        found["steps"].add(div.step)
+
+    def distinct(self) -> list[dict[str, Any]]:
+        """Every distinct finding — (group, observed entity, kind) — with its first step and the number of steps it
+        was seen at, in order of first step."""
+        self.settle()
+        return [{**{k: v for k, v in f.items() if k != "steps"}, "steps": len(f["steps"])}
+                for f in sorted(self.findings.values(), key=lambda f: (f["first_step"], f["group"], f["observable"]))]
 
     def _record(self, step: int, name: str, expected: Any, actual: Any,
                 tolerance: tuple[float, float] | None = None) -> bool:
@@ -508,6 +543,8 @@ class _RunState:
     crash: Crash | None = None
     #: optimizer probes, gradient hygiene and the evaluation audit (:class:`checks.lockstep_extras.LockStepExtras`)
     extras: Any = None
+    #: (group, observed entity, kind) -> the localisation of the step where that finding first showed
+    located: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
     def judge(self) -> _Judge:
         """Bitwise unless the device was shown not to be bitwise reproducible for this run."""
@@ -516,6 +553,34 @@ class _RunState:
     @property
     def nondeterministic(self) -> bool:
         return self.fallback and self.self_comp is not None and self.self_comp.first is not None
+
+
+#: at most this many steps are replayed under tracing in one run (each a few seconds)
+MAX_LOCALISED = 8
+
+
+def _snapshot(ref: _Side, cand: _Side) -> tuple[Any, Any] | None:
+    """Copies of both trainers before a step (None when a trainer cannot be copied, e.g. it holds an open env)."""
+    try:
+        return copy.deepcopy(ref.iso), copy.deepcopy(cand.iso)
+    except Exception:  # noqa: BLE001 - a trainer that cannot be deep-copied is simply not localised
+        return None
+
+
+def _localise_new(run: _RunState, comp: Comparator, step: int, snapshot: tuple[Any, Any], batch: Any) -> None:
+    """Replay ``step`` from ``snapshot`` under tracing when a finding showed for the first time at it, and attach the
+    located line to every finding new at this step."""
+    from checks.localise import localise_step
+
+    new = [k for k, f in comp.findings.items() if f["first_step"] == step and k not in run.located]
+    if not new:
+        return
+    try:
+        found = localise_step(snapshot[0], snapshot[1], own_copy(batch)).as_dict()
+    except Exception as exc:  # noqa: BLE001 - tracing failing must not cost the run its verdict
+        found = {"kind": "none", "message": f"localisation failed: {type(exc).__name__}: {exc}", "frames": []}
+    for key in new:
+        run.located[key] = found
 
 
 def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, reference_factory: Callable[..., Any],
@@ -584,12 +649,17 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
                                  "diverged": diverged}
     remember(0, obs_ref, obs_cand)
 
+    localise = options.isolate if options.localise is None else options.localise
     for step in range(1, options.steps + 1):
         if run.inconclusive_step is not None:
             break
         for side in (ref, cand, twin):
             if side is not None:
                 side.step = step
+        if options.isolate:
+            isolate(ref, cand)
+            cand.params = dict(ref.params)
+        snapshot = _snapshot(ref, cand) if localise and len(run.located) < MAX_LOCALISED else None
         batch = buffer.sample(batch_size)
         before = (dict(ref.params), dict(cand.params))
         pre_policies = None
@@ -617,6 +687,8 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         extras.after_step(step, obs_ref, obs_cand)
         diverged_by = [judge.comp.compare(step, obs_ref, obs_cand, tolerances) for judge in judges]
         remember(step, obs_ref, obs_cand)
+        if snapshot is not None and diverged_by[0]:
+            _localise_new(run, judges[0].comp, step, snapshot, batch)
         for judge, diverged in zip(judges, diverged_by):
             if diverged and judge.bundle_info is None:
                 judge.bundle_info = {
@@ -654,6 +726,24 @@ def _findings_text(comp: Comparator, check: Mapping[str, Any] | None) -> str:
     if check and check["issues"]:
         parts.append(f"parameter check: {parameter_check_text(check)}")
     return "; ".join(parts)
+
+
+def located_findings(comp: Comparator, located: Mapping[tuple[str, str, str], dict[str, Any]]
+                     ) -> list[dict[str, Any]]:
+    """Every distinct finding with, where its first step was replayed under tracing, the located candidate line."""
+    out = []
+    for f in comp.distinct():
+        loc = located.get((f["group"], f["observable"], f["kind"]))
+        row = dict(f)
+        if loc is not None:
+            frames = loc.get("frames") or []
+            row["location"] = ({"path": frames[0]["file"], "line": frames[0]["line"],
+                                "function": frames[0]["function"], "code": frames[0]["code"]} if frames else None)
+            row["localisation"] = {"kind": loc.get("kind"), "message": loc.get("message")}
+            row["also"] = [{"path": m["frame"]["file"], "line": m["frame"]["line"], "function": m["frame"]["function"],
+                            "code": m["frame"]["code"], "message": m["message"]} for m in loc.get("more") or []]
+        out.append(row)
+    return out
 
 
 def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[str, str], device: str,
@@ -723,6 +813,17 @@ def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[s
     }
     if run.crash is not None:
         metrics["crash"] = run.crash.to_dict()
+    if options.isolate or run.located:
+        distinct = located_findings(comp, run.located)
+        metrics["isolate"] = options.isolate
+        metrics["findings"] = distinct
+        located = [f for f in distinct if f.get("location")]
+        if located:
+            metrics["candidate_location"] = located[0]["location"]
+        if verdict == FAIL and distinct:
+            lines = sorted({f"{loc['path']}:{loc['line']}" for f in located for loc in [f["location"], *f["also"]]})
+            summary += (f"; {len(distinct)} distinct finding(s)" +
+                        (f", located at {', '.join(lines[:6])}" if lines else ""))
     result = CheckResult(
         check="equivalence",
         subject=algo,
@@ -973,7 +1074,7 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
                                  rtol=args.rtol, atol=args.atol, full_every=args.full_every,
                                  self_check=not args.no_self_check, bundle_dir=args.bundle_dir,
                                  sync_init=args.sync_init, ignore=tuple(args.ignore), eval_every=args.eval_every,
-                                 eval_episodes=args.eval_episodes)
+                                 eval_episodes=args.eval_episodes, isolate=args.isolate)
     for algo in algos:
         yield equivalence(algo, configs[algo], options, reference, candidate,
                           progress=lambda t, algo=algo: progress(f"equivalence {algo}", t, args.steps),

@@ -374,6 +374,11 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
     """``pogo-audit mutants``: each selected mutant through the harness (on ``--device`` when given)."""
     from pogo_audit.errors import UsageError
 
+    if getattr(args, "localise", False):
+        from checks.localise.measure import localise_command
+
+        yield from localise_command(args, progress)
+        return
     mutants = _selected(args)
     if not mutants:
         raise UsageError(f"--algo: no mutants for {args.algo!r}")

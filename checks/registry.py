@@ -141,6 +141,10 @@ def _equivalence_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-self-check", action="store_true", help="skip running the reference twice")
     p.add_argument("--sync-init", action="store_true",
                    help="start the candidate from the reference's initial parameters and RNG state")
+    p.add_argument("--isolate", action="store_true",
+                   help="set the candidate to the reference's state (critic/actor0/target tensors, optimizer state, "
+                        "RNG) before every step, list every distinct finding, and locate each in the candidate's code "
+                        "by replaying its first step under tracing")
     p.add_argument("--ignore", action="append", default=[], metavar="OBSERVABLE_GLOB",
                    help="do not compare observables matching this fnmatch glob (what the candidate does not log, "
                         "e.g. 'actor0/entropy'); repeatable, listed in the output as ignored")
@@ -165,6 +169,13 @@ def _mutants_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", default="all", metavar="ALGO", help="only mutants of this algorithm (default all)")
     p.add_argument("--only", default=None, metavar="NAME,...", help="only these mutants")
     p.add_argument("--list", action="store_true", help="list the catalog and exit")
+    p.add_argument("--localise", action="store_true",
+                   help="measure the localisation instead: share of mutants located at their mutated line, share of "
+                        "random mutant triples fully named by one --isolate run, and --isolate's cost")
+    p.add_argument("--combinations", type=positive_int, default=30, metavar="N",
+                   help="--localise: mutant triples injected together (default 30)")
+    p.add_argument("--cost-steps", type=positive_int, default=300, metavar="N",
+                   help="--localise: steps of the --isolate cost measurement (default 300)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--bundle-dir", default=".pogo-audit/mutant-bundles", metavar="DIR",
                    help="first-divergence bundles of killed mutants (default .pogo-audit/mutant-bundles)")
@@ -245,6 +256,10 @@ def _matrix_options(p: argparse.ArgumentParser) -> None:
                    help="first-divergence bundles, one folder per cell (default .pogo-audit/matrix-bundles)")
 
 
+def _not_localise(results: list[CheckResult]) -> bool:
+    return not any(r.check == "localisation" for r in results)
+
+
 def _subjects(results: list[CheckResult]) -> str:
     return ", ".join(r.subject for r in results)
 
@@ -288,8 +303,10 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "Inject each catalogued bug into our own multi-actor trainer at run time (no file is edited), run the "
         "equivalence harness, and print the kill matrix. A mutant that no observable catches fails the command.",
         _mutants_options, "checks.mutants:run_command",
-        passed=lambda rs: f"all {len(rs)} mutants killed",
-        failed=lambda rs: f"surviving mutants: {_failed(rs)}",
+        passed=lambda rs: f"all {len(rs)} mutants killed" if _not_localise(rs) else
+        "localisation: accuracy and separation meet their goals",
+        failed=lambda rs: f"surviving mutants: {_failed(rs)}" if _not_localise(rs) else
+        f"localisation below its goal: {_failed(rs)}",
         listing="checks.mutants:listing",
         report=ReportStage("checks.mutants:suite_stage", ("mutants",))),
     CheckSpec(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -582,6 +583,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("pogo-audit: interrupted", markup=False)
         return 130
+    except Exception as exc:  # pogo-audit's own defect: one line naming where, never a traceback
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        err.print(f"pogo-audit: internal error: {type(exc).__name__}: {text} at {frame.filename}:{frame.lineno} "
+                  "(a defect of pogo-audit itself; please report it with this line)", markup=False)
+        return EXIT_CHECK_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -372,6 +372,29 @@ def _equivalence_finding(res: CheckResult, repo_root: Path | None) -> dict[str, 
                          None, props)
 
 
+def _located_findings(res: CheckResult, repo_root: Path | None) -> list[dict[str, Any]]:
+    """One POGO-EQ001 result per candidate line an ``--isolate`` run located (``metrics.findings``), with the
+    findings it explains."""
+    by_line: dict[tuple[str, int], dict[str, Any]] = {}
+    for f in res.metrics.get("findings") or []:
+        message = (f.get("localisation") or {}).get("message", "")
+        for loc, text in ([(f["location"], message)] if f.get("location") else []) + \
+                [(a, a.get("message", "")) for a in f.get("also") or []]:
+            entry = by_line.setdefault((loc["path"], loc["line"]), {"loc": loc, "text": text, "findings": []})
+            entry["findings"].append(f"{f['observable']} ({f['kind']}) from step {f['first_step']}")
+    out = []
+    for (path, line), entry in by_line.items():
+        uri = _repo_uri(path, repo_root)
+        if uri is None:
+            continue
+        text = (f"{res.subject}: {entry['text'] or 'the candidate differs here'}; explains "
+                f"{', '.join(entry['findings'][:4])}" + (" ..." if len(entry["findings"]) > 4 else ""))
+        out.append(_sarif_result("POGO-EQ001", text, uri, line, _fingerprint("POGO-EQ001", res.subject, uri, line),
+                                 entry["loc"].get("function"), {"check": res.check, "subject": res.subject,
+                                                                "findings": entry["findings"]}))
+    return out
+
+
 def _crash_finding(res: CheckResult, repo_root: Path | None) -> dict[str, Any] | None:
     """POGO-EQ002 at the crash's frame in the trainer's code (None without a frame inside the repository)."""
     crash = res.metrics.get("crash")
@@ -421,6 +444,11 @@ def to_sarif(results: RunResults, repo_root: str | os.PathLike | None = None) ->
     for res in results.checks:
         if res.verdict != FAIL:
             continue
+        if res.check == "equivalence" and res.metrics.get("findings") and not res.metrics.get("crash"):
+            located = _located_findings(res, root)
+            if located:
+                findings.extend(located)
+                continue
         if res.check == "mutants":
             finding = _mutant_finding(res, root)
         elif res.check == "equivalence":

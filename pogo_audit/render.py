@@ -303,6 +303,13 @@ def fuzz_findings(res: CheckResult) -> list[str]:
 def equivalence_failure(res: CheckResult) -> list[str]:
     """The failing algorithm's summary and, when one was written, its bundle with the command that explains it."""
     out = [f"[bold red]{escape(res.subject)}[/]: {escape(res.summary)}"]
+    for f in res.metrics.get("findings") or []:
+        loc = f.get("location")
+        where = f" — {loc['path']}:{loc['line']} `{loc['code']}`" if loc else ""
+        out.append(f"  • {escape(f['observable'])} ({escape(f['kind'])}) from step {f['first_step']}, "
+                   f"{f['steps']} step(s){escape(where)}")
+        if f.get("localisation") and loc:
+            out.append(f"    {escape(f['localisation']['message'])}")
     if res.metrics.get("bundle"):
         out.append(f"  bundle: {res.metrics['bundle']} (pogo-audit inspect {res.metrics['bundle']})")
     return out
@@ -352,7 +359,8 @@ class View:
 VIEWS: dict[str, View] = {
     "conformance": View(each=lambda r: [conformance_table(r)]),
     "equivalence": View(each=equivalence_view, failure=equivalence_failure),
-    "mutants": View(summary=lambda rs: [kill_matrix_table(rs)]),
+    "mutants": View(summary=lambda rs: [kill_matrix_table(rs)] if all(r.check == "mutants" for r in rs)
+                    else [results_table(rs)], failure=first_line_failure),
     "fuzz": View(summary=lambda rs: [fuzz_table(rs)], failure=fuzz_findings),
     "jax-profile": View(each=jax_profile_tables, failure=first_line_failure),
     "matrix": View(summary=lambda rs: [matrix_table(rs)], failure=first_line_failure),

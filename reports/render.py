@@ -77,7 +77,8 @@ def report_model(results: RunResults, sources: list[str], target: str,
         "recommendations": recommendations(sections),
         "checks": results.checks,
         "by_check": {name: results.by_check(name) for name in
-                     ("docs", "equivalence", "conformance", "mutants", "fuzz", "logging", "jax_profile", "benchmark")},
+                     ("docs", "equivalence", "conformance", "mutants", "fuzz", "logging", "jax_profile", "benchmark",
+                      "localisation")},
         "equivalence_groups": equivalence_group_table(results),
         "equivalence_rows": [equivalence_row(r) for r in results.by_check("equivalence")],
     }

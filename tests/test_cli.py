@@ -155,3 +155,16 @@ def test_traces_pack_refuses_a_directory_that_is_not_a_trace_set(capsys, tmp_pat
                            "--out", str(tmp_path / "out"))
     assert_one_line_error(code, err, "--float32", "is not a golden trace set")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_internal_error_is_one_line_not_a_traceback(monkeypatch, capsys):
+    """pogo-audit's own defect (here a planted TypeError in a check) ends with one line naming it, exit 1."""
+    import checks.fuzz.runner as runner
+
+    def broken(args, progress):
+        raise TypeError("planted")
+
+    monkeypatch.setattr(runner, "run_command", broken)
+    assert main(["fuzz", "--target", "data", "--examples", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: TypeError: planted at" in err and "Traceback" not in err

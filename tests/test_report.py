@@ -261,3 +261,13 @@ def test_jax_findings_each_cost_their_rubric_line():
                                                          "host_memory_growth": 1, "evaluation_recompile": 1,
                                                          "h2d_transfer": 1}
     assert jax.score == 1
+
+
+def test_localisation_measurements_are_cited_in_the_equivalence_section(tmp_path):
+    results = healthy()
+    results.checks.append(CheckResult("localisation", "accuracy", "fail",
+                                      summary="21/24 mutants located at their mutated line (87.5 %, goal 90 %)"))
+    text = render_markdown(results, ["r.json"], "t", {}, "assets")
+    assert "### Localisation (`pogo-audit mutants --localise`)" in text
+    assert "| accuracy | 21/24 mutants located at their mutated line (87.5 %, goal 90 %) | fail |" in text
+    assert score_sections(results)[1].score == 5  # cited, not scored

@@ -68,11 +68,15 @@ class Localisation:
     gradient: dict[str, Any] | None = None
     schedule: dict[str, Any] | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    #: further structural differences later in the same step (extra, missing or changed operations after the first
+    #: one), each ``{"message", "frame"}``: a second defect in the same step is named too, not hidden by the first
+    more: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "message": self.message, "frames": self.frames,
                 "reference_frames": self.reference_frames, "events": self.events, "rule": self.rule,
-                "module": self.module, "gradient": self.gradient, "schedule": self.schedule, "errors": self.errors}
+                "module": self.module, "gradient": self.gradient, "schedule": self.schedule, "errors": self.errors,
+                "more": self.more}
 
     @property
     def location(self) -> dict[str, Any] | None:
@@ -153,6 +157,45 @@ def first_difference(ref: Trace, cand: Trace) -> _Difference | None:
         c = cand.ops[j1] if j1 < len(cand.ops) else None
         return _Difference(tag, r, c, prev_r, prev_c, ref.ops[i1:i2], cand.ops[j1:j2])
     return None
+
+
+def further_differences(ref: Trace, cand: Trace, first: _Difference, limit: int = 6) -> list[dict[str, Any]]:
+    """Structural differences after ``first``: the operation sequences aligned by signature alone (values differ
+    anyway after a numeric difference), every extra, missing or changed block that matters located like the first.
+    A defect that only changes values after the first difference stays hidden (values already differ there)."""
+    matcher = difflib.SequenceMatcher(None, [o.key for o in ref.ops], [o.key for o in cand.ops], autojunk=False)
+    anchor = next((k for k, o in enumerate(cand.ops) if o is (first.cand or first.prev_cand)), -1)
+    later_reads: list[frozenset[int]] = [frozenset()] * (len(cand.ops) + 1)  # storages read by ops from j on
+    for j in range(len(cand.ops) - 1, -1, -1):
+        later_reads[j] = later_reads[j + 1] | cand.ops[j].reads
+    seen = set()
+    out: list[dict[str, Any]] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal" or j1 <= anchor:
+            continue
+        if tag == "insert" and _relevant_extension(cand.ops[j1:j2]) is None and \
+                not frozenset().union(*(o.made for o in cand.ops[j1:j2])) & later_reads[j2]:
+            continue
+        if tag == "replace":
+            tag = _replace_kind(ref.ops[i1:i2], cand.ops[j1:j2])
+            if tag == "delete":
+                j2 = j1
+            elif tag == "insert":
+                i2 = i1
+        d = _Difference(tag, ref.ops[i1] if i1 < len(ref.ops) else None, cand.ops[j1] if j1 < len(cand.ops) else None,
+                        ref.ops[i1 - 1] if i1 else None, cand.ops[j1 - 1] if j1 else None, ref.ops[i1:i2],
+                        cand.ops[j1:j2])
+        try:
+            frame, _rule, what = _locate(ref, cand, d)
+        except (IndexError, ValueError, AttributeError):  # an odd block: keep the others
+            continue
+        if frame is None or (frame.file, frame.line) in seen:
+            continue
+        seen.add((frame.file, frame.line))
+        out.append({"message": f"{what} at {frame.where()}: `{frame.code}`", "frame": frame.as_dict()})
+        if len(out) >= limit:
+            break
+    return out
 
 
 def _replace_kind(ref_ops: list[Op], cand_ops: list[Op]) -> str:
@@ -511,9 +554,11 @@ def compare_traces(ref: Trace, cand: Trace) -> Localisation:
     if support is not None:
         message += f"; {support['message']}"
     ref_op = d.ref if d.tag != "insert" else d.prev_ref
+    first_line = (frame.file, frame.line) if frame is not None else None
+    more = [m for m in further_differences(ref, cand, d) if (m["frame"]["file"], m["frame"]["line"]) != first_line]
     return Localisation(
         kind, message, [f.as_dict() for f in frames],
         [f.as_dict() for f in reversed(ref_op.stack)] if ref_op is not None else [],
         {"reference": _excerpt(ref, d.deleted[0] if d.deleted else d.ref, len(ref.ops)),
          "candidate": _excerpt(cand, d.inserted[0] if d.inserted else d.cand, len(cand.ops))},
-        rule, module, gradient, schedule)
+        rule, module, gradient, schedule, more=more)

@@ -58,8 +58,8 @@ def first_divergent_step(reference_factory: Any, candidate_factory: Any, config:
 
     Returns ``(step, diverged observables, reference, candidate, batch)`` with both trainers in their state just
     before that step (``step`` None and the final trainers when nothing diverged within ``steps``)."""
-    ref = _Side(IsolatedTrainer(reference_factory, config, dataset_spec, seed))
-    cand = _Side(IsolatedTrainer(candidate_factory, config, dataset_spec, seed))
+    ref = _Side(IsolatedTrainer(reference_factory, config, dataset_spec, seed), "reference")
+    cand = _Side(IsolatedTrainer(candidate_factory, config, dataset_spec, seed), "candidate")
     comp = Comparator("bitwise", 0.0, 0.0)
     diverged = comp.compare(0, ref.observe({}, full=False), cand.observe({}, full=False))
     if diverged:
@@ -113,3 +113,126 @@ def localisation_accuracy(mutants: list[Any] | None = None, **kwargs: Any) -> di
     exact = sum(r.exact for r in counted)
     return {"mutants": len(rows), "counted": len(counted), "exact": exact,
             "accuracy": exact / len(counted) if counted else None, "rows": [r.as_dict() for r in rows]}
+
+
+# ------------------------------------------------------------------------------------ separation and cost
+
+
+def combinable(mutant: Any) -> bool:
+    """Mutants that can be injected together into one multi-actor trainer: PyTorch, installed on the built trainer
+    with the default config, judged by the compared observables (not the W2 oracle, the evaluation audit or the
+    gradient-hygiene warning)."""
+    return (mutant.framework == "torch" and not mutant.at_construction and mutant.base_factory is None
+            and not mutant.overrides and not mutant.eval_every
+            and mutant.expected not in ("chain (W2 oracle)", "grad leak"))
+
+
+def combined_factory(mutants: list[Any]) -> Any:
+    """A multi-actor trainer factory with every mutant of ``mutants`` installed."""
+    from multi_actor.trainer import multi_actor_factory
+
+    def factory(config: Any, dataset_spec: Any, seed: int) -> Any:
+        trainer = multi_actor_factory(config, dataset_spec, seed)
+        for m in mutants:
+            original, replacement = m.resolve()
+            m.install(trainer, original, replacement)
+        return trainer
+
+    return factory
+
+
+def located_lines(result: Any) -> set[tuple[str, int]]:
+    """Every (file, line) an ``--isolate`` equivalence result names."""
+    out = set()
+    for f in result.metrics.get("findings") or []:
+        for loc in ([f["location"]] if f.get("location") else []) + list(f.get("also") or []):
+            out.add((loc["path"], loc["line"]))
+    return out
+
+
+def separation(combinations: int = 30, seed: int = 0, progress: Any = None) -> dict[str, Any]:
+    """Seeded random combinations of 3 mutants of one algorithm injected together; the share of combinations where
+    one ``--isolate`` run names all three mutated lines."""
+    import random
+
+    from checks.equivalence import EquivalenceOptions, equivalence_for_algo
+    from checks.mutants import catalog
+    from multi_actor.config import build_config
+
+    pools: dict[str, list[Any]] = {}
+    for m in catalog():
+        if combinable(m):
+            pools.setdefault(m.algo, []).append(m)
+    algos = sorted(a for a, ms in pools.items() if len(ms) >= 3)
+    rng = random.Random(seed)
+    rows = []
+    while len(rows) < combinations:
+        algo = rng.choice(algos)
+        trio = rng.sample(pools[algo], 3)
+        if len({m.resolve()[0] for m in trio}) < 3:  # two patches of one function cannot both be installed
+            continue
+        t0 = time.perf_counter()
+        cfg = build_config(None, [], algo=algo, num_actors=3, seed=seed)
+        options = EquivalenceOptions(steps=max(m.steps for m in trio), seed=seed, isolate=True, self_check=False,
+                                     bundle_dir=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = equivalence_for_algo(algo, cfg, options, candidate=("mutants", combined_factory(trio)))
+        lines = located_lines(result)
+        truth = [(m.location()["path"], m.location()["line"]) for m in trio]
+        rows.append({"algo": algo, "mutants": [m.name for m in trio], "named": [t in lines for t in truth],
+                     "located": sorted(f"{p}:{n}" for p, n in lines), "seconds": time.perf_counter() - t0})
+        if progress is not None:
+            progress(len(rows), combinations)
+    named = sum(all(r["named"]) for r in rows)
+    return {"combinations": len(rows), "all_named": named, "separation": named / len(rows) if rows else None,
+            "mutants_named": sum(sum(r["named"]) for r in rows), "rows": rows}
+
+
+def isolate_cost(algo: str = "iql", steps: int = 300, seed: int = 0) -> dict[str, Any]:
+    """Wall time of ``equivalence --isolate`` ÷ plain ``equivalence`` on our (equivalent) trainer, side by side."""
+    from checks.equivalence import EquivalenceOptions, equivalence_for_algo
+    from multi_actor.config import build_config
+
+    cfg = build_config(None, [], algo=algo, seed=seed)
+    times = {}
+    for label, isolate_on in (("plain", False), ("isolate", True)):
+        t0 = time.perf_counter()
+        result = equivalence_for_algo(algo, cfg, EquivalenceOptions(steps=steps, seed=seed, isolate=isolate_on,
+                                                                    bundle_dir=None))
+        times[label] = time.perf_counter() - t0
+        times[f"{label}_verdict"] = result.verdict
+    return {"algo": algo, "steps": steps, "plain_seconds": times["plain"], "isolate_seconds": times["isolate"],
+            "ratio": times["isolate"] / times["plain"], "verdicts": [times["plain_verdict"], times["isolate_verdict"]]}
+
+
+#: the issue's goals for localisation accuracy and separation
+ACCURACY_GOAL = SEPARATION_GOAL = 0.9
+
+
+def localise_command(args: Any, progress: Any) -> Any:
+    """``pogo-audit mutants --localise``: accuracy over the catalog, separation of mutant triples, and the cost of
+    ``--isolate``, as three results (accuracy and separation fail below their 90 % goals; cost is reported)."""
+    from checks.mutants import _selected
+    from pogo_audit.results import FAIL, PASS, CheckResult
+
+    mutants = [m for m in _selected(args) if m.framework == "torch"]
+    t0 = time.perf_counter()
+    acc = localisation_accuracy(mutants)
+    yield CheckResult("localisation", "accuracy", PASS if (acc["accuracy"] or 0) >= ACCURACY_GOAL else FAIL,
+                      summary=f"{acc['exact']}/{acc['counted']} mutants located at their mutated line "
+                              f"({100 * (acc['accuracy'] or 0):.1f} %, goal {100 * ACCURACY_GOAL:.0f} %)",
+                      metrics=acc, seconds=time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    sep = separation(args.combinations, args.seed, lambda done, total: progress("combinations", done, total))
+    yield CheckResult("localisation", "separation", PASS if (sep["separation"] or 0) >= SEPARATION_GOAL else FAIL,
+                      summary=f"{sep['all_named']}/{sep['combinations']} triples of mutants fully named by one "
+                              f"--isolate run ({100 * (sep['separation'] or 0):.1f} %, goal "
+                              f"{100 * SEPARATION_GOAL:.0f} %); {sep['mutants_named']}/{3 * sep['combinations']} "
+                              "mutants named", metrics=sep, seconds=time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    cost = isolate_cost(steps=args.cost_steps, seed=args.seed)
+    yield CheckResult("localisation", "cost", PASS,
+                      summary=f"--isolate takes {cost['ratio']:.2f}x the wall time of plain equivalence "
+                              f"({cost['algo']}, {cost['steps']} steps: {cost['isolate_seconds']:.1f} s vs "
+                              f"{cost['plain_seconds']:.1f} s)", metrics=cost, seconds=time.perf_counter() - t0)

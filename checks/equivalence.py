@@ -1094,7 +1094,7 @@ def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
         if opts.external and candidate is None:
             continue
         say(f"equivalence {algo}")
-        cfg = build_config(None, [], algo=algo, seed=opts.seed)
+        cfg = build_config(None, [], algo=algo, seed=opts.seed, device=opts.device if torch_algo else None)
         options = EquivalenceOptions(steps=opts.steps, seed=opts.seed, bundle_dir=opts.bundle_dir)
         result = equivalence(algo, cfg, options, opts.reference if torch_algo else None, candidate)
         result.metrics["audited"] = "candidate" if candidate is not None else "self"

@@ -25,7 +25,7 @@ from pogo_audit.errors import InputError, UsageError
 from pogo_audit.results import ERROR, CheckResult, RunResults
 
 EXECUTORS = ("process", "ray")
-GRID_KEYS = ("algos", "seeds", "actor_types", "w2_methods", "sets", "steps")
+GRID_KEYS = ("algos", "seeds", "actor_types", "w2_methods", "sets", "steps", "device")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class Cell:
     w2_method: str | None
     sets: tuple[str, ...]
     steps: int
+    #: torch device of both trainers (cpu, cuda, cuda:N)
+    device: str = "cpu"
 
     @property
     def key(self) -> str:
@@ -51,6 +53,8 @@ class Cell:
         if self.w2_method:
             parts.append(f"w2 {self.w2_method}")
         parts.extend(self.sets)
+        if self.device != "cpu":
+            parts.append(self.device)
         return " · ".join(parts)
 
 
@@ -64,9 +68,10 @@ class Grid:
     w2_methods: list[str | None] = field(default_factory=lambda: [None])
     sets: list[list[str]] = field(default_factory=lambda: [[]])
     steps: int = 100
+    device: str = "cpu"
 
     def cells(self) -> list[Cell]:
-        return [Cell(a, int(s), tuple(t), w, tuple(o), self.steps) for a, s, t, w, o in
+        return [Cell(a, int(s), tuple(t), w, tuple(o), self.steps, self.device) for a, s, t, w, o in
                 itertools.product(self.algos, self.seeds, self.actor_types, self.w2_methods, self.sets)]
 
 
@@ -92,6 +97,8 @@ def load_grid(path: str) -> Grid:
         for i, item in enumerate(data.get(key, [])):
             if not isinstance(item, list) or not all(isinstance(x, str) for x in item):
                 raise InputError(f"--grid: {path}: '{key}[{i}]' must be a list of strings")
+    if not isinstance(data.get("device", "cpu"), str):
+        raise InputError(f"--grid: {path}: 'device' must be a string (cpu, cuda or cuda:N)")
     if not isinstance(data.get("steps", 100), int) or data.get("steps", 100) < 1:
         raise InputError(f"--grid: {path}: 'steps' must be a positive integer")
     return Grid(**data)
@@ -102,7 +109,8 @@ def cell_config(cell: Cell) -> Any:
     from multi_actor.config import build_config
 
     overrides = [*cell.sets, *([f"w2_method={cell.w2_method}"] if cell.w2_method else [])]
-    return build_config(None, overrides, list(cell.actor_types) or None, algo=cell.algo, seed=cell.seed)
+    return build_config(None, overrides, list(cell.actor_types) or None, algo=cell.algo, seed=cell.seed,
+                        device=cell.device)
 
 
 def validate(cells: list[Cell]) -> None:
@@ -211,7 +219,7 @@ def _grid(args: Any) -> Grid:
         if args.actor_types else [[]]
     methods = [m.strip() for m in args.w2_method.split(",")] if args.w2_method else [None]
     return Grid(algos=algos, seeds=args.seeds, actor_types=types, w2_methods=methods, sets=[list(args.set)],
-                steps=args.steps)
+                steps=args.steps, device=args.device or "cpu")
 
 
 def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterator[CheckResult]:

@@ -394,6 +394,8 @@ def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
     out = []
     for m in catalog():
         if m.algo in opts.algos:
+            if opts.device != "cpu" and m.framework == "torch":
+                m = dataclasses.replace(m, overrides=(*m.overrides, f"device={opts.device}"))
             say(f"mutant {m.name}")
             out.append(run_mutant(m, bundle_dir=str(Path(opts.bundle_dir) / "mutants"), seed=opts.seed))
     return out

@@ -254,6 +254,7 @@ def _matrix_options(p: argparse.ArgumentParser) -> None:
                         "(default .pogo-audit/matrix.json)")
     p.add_argument("--bundle-dir", default=".pogo-audit/matrix-bundles", metavar="DIR",
                    help="first-divergence bundles, one folder per cell (default .pogo-audit/matrix-bundles)")
+    add_device(p)
 
 
 def _not_localise(results: list[CheckResult]) -> bool:

@@ -41,6 +41,8 @@ class SuiteOptions:
     #: per-algorithm candidates (``--candidate ALGO=MOD:FACTORY``); ``candidate`` serves the algorithms not listed
     candidates: dict[str, tuple[str, Callable[..., Any]]] = field(default_factory=dict)
     parser: CommandParser | None = None
+    #: torch device of the PyTorch trainers in the equivalence and mutant stages
+    device: str = "cpu"
 
     @property
     def external(self) -> bool:

@@ -382,7 +382,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             readme=args.readme, skip=skip,
             reference=(args.reference, load_factory(args.reference, "--reference")) if args.reference else None,
             candidate=every, candidates=per_algo,
-            parser=build_parser(),
+            parser=build_parser(), device=args.device or "cpu",
         )
         with console.status("running checks", spinner="dots") as status:
             results = run_suite(opts, progress=lambda msg: status.update(f"running checks: {msg}"))
@@ -442,6 +442,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidate", action="append", default=[], metavar="[ALGO=]MOD:FACTORY",
                    help="external candidate trainer factory: MOD:FACTORY for every algorithm, ALGO=MOD:FACTORY for "
                         "one (repeatable; then --algo defaults to the algorithms given)")
+    add_device(p)
     p.add_argument("--compare-review", default=None, metavar="REVIEW.md",
                    help="a hand-written review (five numbered sections with star scores): its claims are set next "
                         "to the measured scores in the report's first table")

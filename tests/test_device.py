@@ -475,3 +475,14 @@ def test_a_generator_state_of_another_device_kind_restarts_the_stream_determinis
     same = MultiActorTrainer(_cfg("iql", "cpu"), SPEC, 0)
     same.load_training_state(state)
     assert not same.generator_restarted and torch.equal(same.generator.get_state(), a.generator.get_state())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the one-line error for a missing CUDA device")
+def test_report_and_matrix_take_device_and_refuse_a_missing_one(tmp_path, capsys):
+    from pogo_audit.cli import main
+
+    for argv in (["report", "--device", "cuda", "-o", str(tmp_path / "r.md")],
+                 ["matrix", "--device", "cuda", "--out", str(tmp_path / "m.json")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--device" in err and "cuda" in err

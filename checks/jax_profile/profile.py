@@ -225,6 +225,7 @@ def profile_target(target: JaxTarget, steps: int = 20, epochs: int = 2, warmup: 
         "jitted": jitted[0], "jitted_evidence": jitted[1], "ratios": ratios, "seconds_per_update": seconds,
         "timing_note": timing_note,
         "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
     }
     return CheckResult(check=CHECK, subject=target.name, verdict=FAIL if failed else PASS,
                        steps_compared=steps, summary=summary, metrics=metrics, details=findings,

@@ -139,7 +139,7 @@ def _build(config, dataset_spec, seed: int, fixed: bool) -> POGOIQL:
 
 
 def factory(config, dataset_spec, seed: int) -> ProtocolTrainer:
-    """The trainer as written: four defects."""
+    """The trainer as written: seven defects."""
     return ProtocolTrainer(_build(config, dataset_spec, seed, fixed=False))
 
 

@@ -280,7 +280,7 @@ class POGOIQL:
     # ------------------------------------------------------------------------------------------------ run plumbing
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Append one JSON line to `log_path`."""
-        record = {"step": step, "metrics": {k: float(v) for k, v in metrics.items()}}  # (f) float() of every value
+        record = {"step": step, "metrics": {str(k): float(v) for k, v in metrics.items()}}  # (f) float() of every value
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as f:
             f.write(json.dumps(record) + "\n")

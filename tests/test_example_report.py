@@ -16,7 +16,7 @@ import pytest
 from checks.suite import SuiteOptions, run_suite
 from pogo_audit.cli import build_parser, main
 from pogo_audit.loading import import_callable
-from pogo_audit.results import RunResults
+from pogo_audit.results import CheckResult, RunResults
 from reports.scoring import SectionScore, score_sections
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,14 +104,26 @@ def test_broken_example_shows_each_planted_defect_in_its_section(broken):
 
     # section 4: (f) float() of every logged value; (g) in-place, weights-only checkpoint
     logging = {r.subject.removeprefix("iql: "): r for r in sections["logging"].results}
-    crashes = [f["exception"] for f in logging["candidate_logging_path"].metrics["findings"]]
-    assert any("float() argument must be" in c for c in crashes), crashes
+    (crash,) = [f["exception"] for f in logging["candidate_logging_path"].metrics["findings"]]
+    assert "log(metrics, step=0) raised TypeError: float() argument must be" in crash
     assert {s: r.verdict for s, r in logging.items() if s.startswith("checkpoint_")} == {
         "checkpoint_resume_bitwise": "fail", "checkpoint_full_disk_reported": "pass",
         "checkpoint_full_disk_keeps_previous": "fail", "checkpoint_crash_keeps_previous": "fail",
         "checkpoint_unwritable_dir_reported": "pass"}
     assert "resuming from the step-2 checkpoint differs" in logging["checkpoint_resume_bitwise"].summary
     assert "previous checkpoint was destroyed" in logging["checkpoint_crash_keeps_previous"].summary
+
+
+def test_our_own_trainers_failures_do_not_reach_a_candidate_review(good):
+    """Failing results of pogo-audit's own trainer (a self-audit run merged in) change no section of the review."""
+    own = [CheckResult("fuzz", "config_validation", "fail", summary="our own config",
+                       metrics={"target": "configs", "audited": "self"}),
+           CheckResult("fuzz", "logging_path", "fail", summary="our own logger", metrics={"target": "logging"}),
+           CheckResult("logging", "checkpoint_crash", "fail", summary="our own checkpoints"),
+           CheckResult("equivalence", "td3_bc", "fail", summary="our own trainer", metrics={"audited": "self"})]
+    merged = RunResults(checks=[*good.checks, *own])
+    assert {k: s.score for k, s in _sections(merged).items()} == {k: s.score for k, s in _sections(good).items()}
+    _assert_only_candidate_evidence(RunResults(checks=[r for s in score_sections(merged) for r in s.results]))
 
 
 def test_cli_report_on_the_correct_example(embedded_dataset, tmp_path, monkeypatch):

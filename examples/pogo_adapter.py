@@ -43,19 +43,20 @@ MODULES = {
     "q2_targ": "target/critic_2_target",
 }
 LOG_KEYS = {"loss/critic": "critic/critic_loss", "loss/actor": "actor0/loss"}
+# our ActorConfig field -> the user's ActorSpec field
+ACTOR_FIELDS = {"type": "kind", "hidden_dim": "hidden"}
 # TD3+BC hyper-parameters that may come from the audit config (`--set base.alpha=...`)
 HPARAMS = ("alpha", "discount", "tau", "policy_noise", "noise_clip", "policy_freq")
 
 
 def make_config(**fields: Any) -> POGOConfig:
-    """Our canonical POGO fields on the user's config: ``actor_configs`` (every actor, actor0 first, ``{"type":
-    ...}``) -> ``actors`` (``ActorSpec(kind=...)``); ``num_actors``, ``w2_weights``, ``seed`` keep their names. Any
-    other field goes to ``POGOConfig`` as given, which rejects unknown names."""
+    """Our canonical POGO fields on the user's config: ``actor_configs`` (every actor, actor0 first, ``{"type": ...,
+    "hidden_dim": ...}``) -> ``actors`` (``ActorSpec(kind=..., hidden=...)``); ``num_actors``, ``w2_weights``,
+    ``seed`` keep their names. Any other field goes to ``POGOConfig`` as given, which rejects unknown names."""
     if "actor_configs" in fields:
         actors = fields.pop("actor_configs")
-        fields["actors"] = [{"kind": a["type"], **{k: v for k, v in a.items() if k != "type"}}
-                            if isinstance(a, Mapping) and "type" in a else a for a in actors] \
-            if isinstance(actors, (list, tuple)) else actors
+        fields["actors"] = [{ACTOR_FIELDS.get(k, k): v for k, v in a.items()} if isinstance(a, Mapping) else a
+                            for a in actors] if isinstance(actors, (list, tuple)) else actors
     return POGOConfig(**fields)
 
 

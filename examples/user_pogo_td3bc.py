@@ -74,6 +74,16 @@ def _number_field(name: str, value: Any, low: float = -math.inf) -> float:
     return float(value)
 
 
+def _actor_spec(i: int, entry: Any) -> ActorSpec:
+    if isinstance(entry, ActorSpec):
+        return entry
+    try:
+        return ActorSpec(**entry)
+    except TypeError as exc:
+        raise ConfigError(f"actors[{i}]: expected an ActorSpec or a mapping of its fields, got {entry!r} ({exc})") \
+            from None
+
+
 @dataclass
 class POGOConfig:
     """One run's settings. Checked on construction: a bad field raises ConfigError naming it."""
@@ -102,7 +112,7 @@ class POGOConfig:
         actors = [ActorSpec() for _ in range(self.num_actors)] if self.actors is None else self.actors
         if not isinstance(actors, (list, tuple)) or len(actors) != self.num_actors:
             raise ConfigError(f"actors: expected num_actors = {self.num_actors} entries (actor0 first), got {actors!r}")
-        self.actors = [a if isinstance(a, ActorSpec) else ActorSpec(**a) for a in actors]
+        self.actors = [_actor_spec(i, a) for i, a in enumerate(actors)]
         for i, a in enumerate(self.actors):
             if a.kind not in ACTOR_KINDS:
                 raise ConfigError(f"actors[{i}].kind: expected one of {ACTOR_KINDS}, got {a.kind!r}")
@@ -263,15 +273,6 @@ class POGOTD3BC:
         self.policy_freq = policy_freq
         self.it = 0
         self.logger: JsonlLogger | None = None
-
-    @classmethod
-    def from_config(cls, config: POGOConfig, state_dim: int, action_dim: int, max_action: float) -> "POGOTD3BC":
-        """The trainer of a validated config (the chain is deterministic: other actor kinds are not built here)."""
-        if any(a.kind != "deterministic" for a in config.actors or []):
-            raise NotImplementedError("actors: this trainer builds deterministic actors only")
-        return cls(state_dim, action_dim, max_action, seed=config.seed, chain_weights=config.w2_weights,
-                   alpha=config.alpha, discount=config.discount, tau=config.tau, policy_noise=config.policy_noise,
-                   noise_clip=config.noise_clip, policy_freq=config.policy_freq)
 
     def actors(self) -> list[nn.Module]:
         """actor0 followed by the chain."""

@@ -356,8 +356,8 @@ class POGOTD3BC:
                 **{f"chain_opt{i}": opt for i, opt in enumerate(self.chain_opts)}}
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        """Everything a bitwise resume needs, written atomically: a temporary file in the same directory, then
-        ``os.replace`` (the old checkpoint stays until the new one is complete). Errors propagate."""
+        """Everything a bitwise resume needs, written atomically: a temporary file in the same directory, fsynced,
+        then ``os.replace`` (the old checkpoint stays until the new one is complete). Errors propagate."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         np_state = np.random.get_state()
@@ -366,7 +366,10 @@ class POGOTD3BC:
                          "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}}
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            torch.save(state, tmp)
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before it replaces the old checkpoint
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -8,15 +8,25 @@ protocol, with every optional method the harness uses (``named_tensors``, ``opti
 
 ``PARAMETERS`` is what ``pogo-audit adapt`` proposed for the user's object (module by module; IQL's ``TwinQ`` is
 two networks ``q1``/``q2`` here, and its target two networks ``q1_targ``/``q2_targ``).
+
+Optional hooks for the review report: ``make_config(**fields)`` (module level, onto the user's ``IQLConfig``),
+``log``/``read_log`` (the user's JSONL, in a temporary directory) and ``save_checkpoint``/``load_checkpoint``. Each
+exposes one planted defect: (e) ``w2_weights`` padded/cut, (f) ``float()`` of every logged value, (g) a checkpoint
+written in place with the weights only.
 """
 
 from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from examples.tensor_table import TensorTable
-from examples.user_pogo_iql_broken import POGOIQL
+from examples.user_pogo_iql_broken import POGOIQL, IQLConfig
 
 # user module -> (canonical "<role>/<module>", the reference's key prefix replacing the user's first key component)
 MODULES = {
@@ -30,6 +40,16 @@ MODULES = {
 LOG_KEYS = {"v_loss": "critic/value_loss", "q_loss": "critic/q_loss", "pi_loss": "actor0/loss"}
 # IQL hyper-parameters that may come from the audit config (`--set base.beta=...`): reference name -> user name
 HPARAMS = {"discount": "discount", "tau": "tau", "beta": "beta", "iql_tau": "expectile", "max_timesteps": "max_steps"}
+
+
+def make_config(**fields: Any) -> IQLConfig:
+    """Our canonical POGO fields on the user's config: ``actor_configs`` (every actor, actor0 first) ->
+    ``actor_types``; ``num_actors``, ``w2_weights``, ``seed`` keep their names; other fields go to ``IQLConfig``."""
+    if "actor_configs" in fields:
+        actors = fields.pop("actor_configs")
+        fields["actor_types"] = [a.get("type") if isinstance(a, Mapping) else a for a in actors] \
+            if isinstance(actors, (list, tuple)) else actors
+    return IQLConfig(**fields)
 
 
 def canonical(module: str, key: str) -> str:
@@ -64,6 +84,7 @@ class GaussianView:
 class ProtocolTrainer(TensorTable):
     def __init__(self, user: POGOIQL):
         self.user = user
+        self._log_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def step(self, batch) -> dict[str, float]:
         out = {}
@@ -91,6 +112,22 @@ class ProtocolTrainer(TensorTable):
     def policies(self) -> list[GaussianView]:
         return [GaussianView(actor) for actor in self.user.actors()]
 
+    def log(self, metrics: Mapping[Any, Any], step: int) -> None:
+        """The user's logger, pointed at a temporary directory at the first call."""
+        if self._log_dir is None:
+            self._log_dir = tempfile.TemporaryDirectory(prefix="pogo-iql-log-")
+            self.user.log_path = Path(self._log_dir.name) / "metrics.jsonl"
+        self.user.log(dict(metrics), step)
+
+    def read_log(self) -> list[dict[str, Any]]:
+        return self.user.read_log() if self._log_dir is not None else []
+
+    def save_checkpoint(self, path: str) -> None:
+        self.user.save_checkpoint(path)
+
+    def load_checkpoint(self, path: str) -> None:
+        self.user.load_checkpoint(path)
+
 
 def _build(config, dataset_spec, seed: int, fixed: bool) -> POGOIQL:
     hparams = {user: config.base[ref] for ref, user in HPARAMS.items() if ref in config.base}
@@ -102,7 +139,7 @@ def _build(config, dataset_spec, seed: int, fixed: bool) -> POGOIQL:
 
 
 def factory(config, dataset_spec, seed: int) -> ProtocolTrainer:
-    """The trainer as written: four defects."""
+    """The trainer as written: seven defects."""
     return ProtocolTrainer(_build(config, dataset_spec, seed, fixed=False))
 
 

@@ -13,15 +13,24 @@ The trainer itself is left untouched; this file only translates names:
 Optional methods: ``named_tensors()`` and ``optimizers()`` (optimizer, learning-rate and consumed-gradient
 observables: the user's single Adam over both critics compares per parameter with CORL's two), ``evaluate(seed,
 episodes)`` (``pogo-audit equivalence --eval-every K``).
+
+Optional hooks for the review report (``pogo-audit hooks`` / ``report --candidate``): ``make_config(**fields)``
+(module level: our canonical POGO fields onto the user's ``POGOConfig``), ``log``/``read_log`` (the user's JSONL
+logger, in a temporary directory) and ``save_checkpoint``/``load_checkpoint`` (the user's own).
 """
 
 from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from examples.tensor_table import TensorTable
-from examples.user_pogo_td3bc import POGOTD3BC
+from examples.user_pogo_td3bc import POGOTD3BC, POGOConfig
 from pogo_audit.data import recover_env
 
 # user attribute -> canonical "<role>/<module>" (role: critic, actor0 or target; module: the reference's name)
@@ -34,8 +43,21 @@ MODULES = {
     "q2_targ": "target/critic_2_target",
 }
 LOG_KEYS = {"loss/critic": "critic/critic_loss", "loss/actor": "actor0/loss"}
+# our ActorConfig field -> the user's ActorSpec field
+ACTOR_FIELDS = {"type": "kind", "hidden_dim": "hidden"}
 # TD3+BC hyper-parameters that may come from the audit config (`--set base.alpha=...`)
 HPARAMS = ("alpha", "discount", "tau", "policy_noise", "noise_clip", "policy_freq")
+
+
+def make_config(**fields: Any) -> POGOConfig:
+    """Our canonical POGO fields on the user's config: ``actor_configs`` (every actor, actor0 first, ``{"type": ...,
+    "hidden_dim": ...}``) -> ``actors`` (``ActorSpec(kind=..., hidden=...)``); ``num_actors``, ``w2_weights``,
+    ``seed`` keep their names. Any other field goes to ``POGOConfig`` as given, which rejects unknown names."""
+    if "actor_configs" in fields:
+        actors = fields.pop("actor_configs")
+        fields["actors"] = [{ACTOR_FIELDS.get(k, k): v for k, v in a.items()} if isinstance(a, Mapping) else a
+                            for a in actors] if isinstance(actors, (list, tuple)) else actors
+    return POGOConfig(**fields)
 
 
 def canonical(module: str, key: str) -> str:
@@ -61,6 +83,7 @@ class ProtocolTrainer(TensorTable):
         self.user = user
         self.spec = dataset_spec
         self.env = None
+        self._log_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def step(self, batch) -> dict[str, float]:
         out = {}
@@ -105,6 +128,22 @@ class ProtocolTrainer(TensorTable):
 
     def policies(self) -> list[DeterministicView]:
         return [DeterministicView(actor) for actor in self.user.actors()]
+
+    def log(self, metrics: Mapping[Any, Any], step: int) -> None:
+        """The user's JSONL logger, writing to a temporary directory opened at the first call."""
+        if self._log_dir is None:
+            self._log_dir = tempfile.TemporaryDirectory(prefix="pogo-td3bc-log-")
+            self.user.open_log(Path(self._log_dir.name) / "metrics.jsonl")
+        self.user.log(metrics, step)
+
+    def read_log(self) -> list[dict[str, Any]]:
+        return [] if self.user.logger is None else self.user.logger.read()
+
+    def save_checkpoint(self, path: str) -> None:
+        self.user.save_checkpoint(path)
+
+    def load_checkpoint(self, path: str) -> None:
+        self.user.load_checkpoint(path)
 
 
 def _build(trainer_cls: type[POGOTD3BC], config, dataset_spec, seed: int) -> ProtocolTrainer:

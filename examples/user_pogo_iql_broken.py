@@ -9,27 +9,42 @@ learning-rate schedule on the actor. K extra Gaussian actors follow on every ste
 with the closed-form W2 between diagonal Gaussians. The extra actors are built under `fork_rng` from their own
 seed and draw nothing afterwards.
 
-This file has four defects, as found in real code (see examples/README.md, "Second example"):
+Around the update, the plumbing of a run: `IQLConfig` (validated on construction), a JSONL logger
+(`log(metrics, step)`) and `save_checkpoint`/`load_checkpoint`.
+
+This file has seven defects, as found in real code (see examples/README.md, "Second example"):
 
 (a) `evaluate` uses the old gym API: `env.reset()` returns `(obs, info)` in gymnasium, so the first call crashes;
 (b) `evaluate` calls `np.random.seed(seed)` "for reproducibility" on every call, which resets the global NumPy
     stream that the rest of the program (batch sampling) draws from;
 (c) the actor's `CosineAnnealingLR` is built but never stepped, so the learning rate never decays;
 (d) the extra actors' Q term back-propagates into the critics (nothing freezes them); the critic optimizer zeroes
-    those gradients before its own backward on the next step, so training is unaffected -- a harmless leak.
+    those gradients before its own backward on the next step, so training is unaffected -- a harmless leak;
+(e) `IQLConfig` pads or cuts `w2_weights` to `num_actors - 1` entries instead of rejecting the mismatch;
+(f) `log` calls `float()` on every value: a None, an array or a nested dict raises and the record is lost;
+(g) `save_checkpoint` is `torch.save` straight onto the path, of the weights only (no optimizer, no RNG state): a
+    crash mid-write destroys the previous checkpoint, and a resumed run restarts Adam's moments.
 
-`fixed=True` applies the fixes of (a), (b) and (c) (the leak stays: it does not change training).
+`fixed=True` applies the fixes of (a), (b) and (c) (the leak stays: it does not change training; (e)-(g) are not
+part of the training step).
 
 Usage:
     trainer = POGOIQL(state_dim=11, action_dim=3, seed=0, chain_weights=[1.0, 1.0], env_name="Hopper-v5")
     log = trainer.train(batch)    # batch = [s, a, r, s', done] float32 tensors, r and done of shape [B, 1]
     trainer.evaluate(seed=0, episodes=5)
+    trainer.log(log, step=1)          # appends to log_path (default runs/iql/metrics.jsonl)
+    trainer.save_checkpoint("runs/iql/checkpoint.pt")
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import math
 import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -42,6 +57,48 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 LR = 3e-4
 HIDDEN = 256
 CHAIN_SEED_OFFSET = 4_242  # the extra actors' init seed is seed + this
+
+
+ACTOR_TYPES = ("deterministic", "gaussian", "tanh_gaussian", "implicit")
+
+
+@dataclass
+class IQLConfig:
+    """Run settings, checked in `__post_init__` (ValueError naming the field)."""
+
+    num_actors: int = 3
+    w2_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    actor_types: list[str] | None = None  # one per actor, actor0 first; actor0 is IQL's Gaussian
+    seed: int = 0
+    discount: float = 0.99
+    tau: float = 0.005
+    beta: float = 3.0
+    expectile: float = 0.7
+    max_steps: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        for name in ("num_actors", "seed", "max_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.w2_weights, (list, tuple)):
+            raise ValueError(f"w2_weights must be a list, got {self.w2_weights!r}")
+        for i, w in enumerate(self.w2_weights):
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"w2_weights[{i}] must be a finite number >= 0, got {w!r}")
+        # (e) one weight per extra actor: pad with the default weight or drop the extra ones
+        self.w2_weights = (list(self.w2_weights) + [1.0] * self.num_actors)[: self.num_actors - 1]
+        types = ["gaussian"] * self.num_actors if self.actor_types is None else self.actor_types
+        if not isinstance(types, (list, tuple)) or len(types) != self.num_actors:
+            raise ValueError(f"actor_types needs num_actors = {self.num_actors} entries, got {types!r}")
+        if any(t not in ACTOR_TYPES for t in types) or types[0] != "gaussian":
+            raise ValueError(f"actor_types: actor0 must be 'gaussian' and every type one of {ACTOR_TYPES}, "
+                             f"got {types!r}")
+        self.actor_types = list(types)
+        for name in ("discount", "tau", "beta", "expectile"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def set_seed(seed: int) -> None:
@@ -90,7 +147,11 @@ class POGOIQL:
                  chain_weights: list[float] | None = None, env_name: str = "Hopper-v5",
                  state_mean: np.ndarray | None = None, state_std: np.ndarray | None = None,
                  discount: float = 0.99, tau: float = 0.005, beta: float = 3.0, expectile: float = 0.7,
-                 max_steps: int = 1_000_000, fixed: bool = False):
+                 max_steps: int = 1_000_000, fixed: bool = False, log_path: str = "runs/iql/metrics.jsonl"):
+        self.config = IQLConfig(num_actors=len(chain_weights or []) + 1, w2_weights=list(chain_weights or []),
+                                seed=seed, discount=discount, tau=tau, beta=beta, expectile=expectile,
+                                max_steps=max_steps)
+        self.log_path = Path(log_path)
         set_seed(seed)
         self.fixed = fixed
         # --- IQL, in CORL's construction order: Q (two nets), V, actor, optimizers, target, schedule
@@ -215,6 +276,30 @@ class POGOIQL:
         self.pi.train()
         env.close()
         return {"return_mean": float(np.mean(returns))}
+
+    # ------------------------------------------------------------------------------------------------ run plumbing
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        """Append one JSON line to `log_path`."""
+        record = {"step": step, "metrics": {str(k): float(v) for k, v in metrics.items()}}  # (f) float() of every value
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_log(self) -> list[dict[str, Any]]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line)["metrics"] for line in self.log_path.read_text().splitlines()]
+
+    def save_checkpoint(self, path: str) -> None:
+        # (g) written in place, weights only: no optimizer state, no RNG state
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({name: getattr(self, name).state_dict() for name in ("q1", "q2", "v", "pi", "q1_targ", "q2_targ",
+                                                                      "chain")}, path)
+
+    def load_checkpoint(self, path: str) -> None:
+        state = torch.load(path, weights_only=True)
+        for name, weights in state.items():
+            getattr(self, name).load_state_dict(weights)
 
 
 if __name__ == "__main__":  # smoke test on random data

@@ -107,7 +107,7 @@ def test_cli_end_to_end(embedded_dataset, tmp_path, capsys):
     assert "rng/torch" in capsys.readouterr().out
 
 
-# ------------------------------------------------------------------------------------ second example: four defects
+# ----------------------------------------------------------------------------------- second example: seven defects
 
 IQL_BROKEN = "examples.broken_adapter:factory"
 IQL_FIXED = "examples.broken_adapter:fixed_factory"

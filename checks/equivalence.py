@@ -1086,6 +1086,7 @@ def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
     tagged ``audited: candidate``; the JAX algorithm has no external trainer and is then not audited)."""
     from multi_actor import registry
     from multi_actor.config import build_config
+    from pogo_audit.errors import UsageError
 
     out = []
     for algo in opts.algos:
@@ -1096,7 +1097,17 @@ def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
         say(f"equivalence {algo}")
         cfg = build_config(None, [], algo=algo, seed=opts.seed, device=opts.device if torch_algo else None)
         options = EquivalenceOptions(steps=opts.steps, seed=opts.seed, bundle_dir=opts.bundle_dir)
-        result = equivalence(algo, cfg, options, opts.reference if torch_algo else None, candidate)
+        if candidate is not None:  # the candidate's evaluation is part of its review: audit it halfway and at the end
+            options = dataclasses.replace(options, eval_every=max(1, opts.steps // 2))
+        try:
+            result = equivalence(algo, cfg, options, opts.reference if torch_algo else None, candidate)
+        except UsageError as exc:
+            if not str(exc).startswith("--eval-every") or not options.eval_every:
+                raise
+            result = equivalence(algo, cfg, dataclasses.replace(options, eval_every=0),
+                                 opts.reference if torch_algo else None, candidate)
+            result.metrics.setdefault("notes", []).append("evaluation not audited: the adapter has no "
+                                                          "evaluate(seed, episodes)")
         result.metrics["audited"] = "candidate" if candidate is not None else "self"
         out.append(result)
     return out

@@ -80,6 +80,8 @@ def report_model(results: RunResults, sources: list[str], target: str,
                      ("docs", "equivalence", "conformance", "mutants", "fuzz", "logging", "jax_profile", "benchmark",
                       "localisation")},
         "equivalence_groups": equivalence_group_table(results),
+        "equivalence_warnings": [(r.subject, w["message"]) for r in results.by_check("equivalence")
+                                 for w in r.metrics.get("warnings") or []],
         "equivalence_rows": [equivalence_row(r) for r in results.by_check("equivalence")],
     }
 

@@ -172,7 +172,8 @@ def score_sections(results: RunResults, rubric: dict[str, Any] | None = None) ->
                                        mine))
         measured = bool(rs)
         score = max(bottom, top - sum(a.deducted for a in applied)) if measured else None
-        out.append(SectionScore(key, spec["title"], section_checks(spec), spec["five_stars"], measured, score,
+        five_stars = spec.get("five_stars_candidate", spec["five_stars"]) if candidate else spec["five_stars"]
+        out.append(SectionScore(key, spec["title"], section_checks(spec), five_stars, measured, score,
                                 applied, rs, absent, credentials))
     return out
 

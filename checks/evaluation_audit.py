@@ -17,12 +17,11 @@ afterwards is what the following steps of the lock-step compare. The returned nu
 from __future__ import annotations
 
 import math
-import sys
-import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pogo_audit.findings import describe
 from pogo_audit.seeding import EVAL_OFFSET, derived_seed, state_digests
 
 #: global streams an evaluation must leave untouched
@@ -31,25 +30,6 @@ STREAMS = ("torch", "numpy", "random")
 
 def supports_evaluate(trainer: Any) -> bool:
     return callable(getattr(trainer, "evaluate", None))
-
-
-def _outside_trainer(filename: str) -> bool:
-    """Frames of pogo-audit's harness, the standard library and installed packages are not the trainer's code."""
-    path = Path(filename).resolve()
-    root = Path(__file__).resolve().parents[1]
-    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    ours = (root / "checks", root / "pogo_audit")
-    return (filename.startswith("<") or "site-packages" in path.parts
-            or any(path.is_relative_to(p) for p in (*prefixes, *ours)))
-
-
-def trainer_frame(exc: BaseException) -> dict[str, Any] | None:
-    """The innermost traceback frame of ``exc`` in the trainer's own code (file, line, function, source line)."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not _outside_trainer(f.filename)]
-    if not frames:
-        return None
-    f = frames[-1]
-    return {"file": f.filename, "line": f.lineno, "function": f.name, "code": (f.line or "").strip()}
 
 
 def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -92,8 +72,9 @@ class EvaluationAudit:
             except Exception as exc:  # the trainer's evaluation: a finding, not the end of the audit
                 ok = False
                 self._broken.add(label)
-                self.crashes.append({"side": label, "phase": "evaluate", "step": step, "type": type(exc).__name__,
-                                     "message": (str(exc).splitlines() or [""])[0], "frame": trainer_frame(exc)})
+                side_name = "reference" if label == "twin" else label
+                crash = describe(exc, side_name, "evaluate", step, (Path(__file__).resolve().parent,)).to_dict()
+                self.crashes.append({**crash, "side": label})
         after = state_digests(side.iso.rng)
         out = {"eval/ok": float(ok),
                "eval/deterministic": float(first is not None and second is not None and _same(first, second))}

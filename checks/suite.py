@@ -43,10 +43,13 @@ class SuiteOptions:
     parser: CommandParser | None = None
     #: torch device of the PyTorch trainers in the equivalence and mutant stages
     device: str = "cpu"
+    #: candidate mode: the candidate's JAX loop to profile (``MOD:FACTORY``, the ``jax-profile --target`` contract)
+    jax_target: str | None = None
 
     @property
     def external(self) -> bool:
-        return self.reference is not None or self.candidate is not None or bool(self.candidates)
+        return (self.reference is not None or self.candidate is not None or bool(self.candidates)
+                or self.jax_target is not None)
 
     def candidate_for(self, algo: str) -> tuple[str, Callable[..., Any]] | None:
         """The candidate factory audited for ``algo`` (its own, else the one for all algorithms)."""

@@ -382,16 +382,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
             readme=args.readme, skip=skip,
             reference=(args.reference, load_factory(args.reference, "--reference")) if args.reference else None,
             candidate=every, candidates=per_algo,
-            parser=build_parser(), device=args.device or "cpu",
+            parser=build_parser(), device=args.device or "cpu", jax_target=args.jax_target,
         )
         with console.status("running checks", spinner="dots") as status:
             results = run_suite(opts, progress=lambda msg: status.update(f"running checks: {msg}"))
         results_path = out.with_suffix(".results.json")
         results.save(results_path)
         sources = [str(results_path)]
-    external = ", ".join(args.candidate) or args.reference
-    target = f"external trainer {external}" if (args.candidate or args.reference) \
-        else "pogo-audit's own multi-actor trainer and references"
+    external = ", ".join([*args.candidate, *([args.jax_target] if args.jax_target else [])]) or args.reference
+    target = f"external trainer {external}" if external else "pogo-audit's own multi-actor trainer and references"
     review = _review(args.compare_review) if args.compare_review else None
     try:
         if args.format == "json":
@@ -443,6 +442,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    help="external candidate trainer factory: MOD:FACTORY for every algorithm, ALGO=MOD:FACTORY for "
                         "one (repeatable; then --algo defaults to the algorithms given)")
     add_device(p)
+    p.add_argument("--jax-target", default=None, metavar="MOD:FACTORY",
+                   help="review a JAX trainer: its loop is profiled as by jax-profile --target (section 5 on your "
+                        "code)")
     p.add_argument("--compare-review", default=None, metavar="REVIEW.md",
                    help="a hand-written review (five numbered sections with star scores): its claims are set next "
                         "to the measured scores in the report's first table")

@@ -265,7 +265,17 @@ def run_command(args: Any, progress: Any) -> Iterator[CheckResult | Any]:
 
 
 def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
-    """Report stage: the reference ReBRAC's JAX profile (our own code)."""
+    """Report stage: the reference ReBRAC's JAX profile (our own code), or in candidate mode the candidate's JAX
+    loop given by ``--jax-target`` (not measured without one)."""
+    from checks.jax_profile.targets import load_target
+
+    if opts.external:
+        if not opts.jax_target:
+            return []
+        say("jax profile (candidate)")
+        result = profile_target(load_target(opts.jax_target, "--jax-target"), steps=10, epochs=2)
+        result.metrics["audited"] = "candidate"
+        return [result]
     say("jax profile")
     results, _skipped = profile_algo("rebrac", steps=10, epochs=2, seed=opts.seed)
     return results

@@ -245,3 +245,22 @@ def test_target_contract_errors():
         setattr(obj, attr, value)
         with pytest.raises(UsageError, match=message):
             as_target(obj, "bad")
+
+
+def test_report_reviews_a_jax_candidate_through_jax_target(tmp_path):
+    """Section 5 measured on the candidate's own JAX loop: only its profile is scored, tagged as the candidate's."""
+    import json
+
+    from pogo_audit.cli import main
+
+    out = tmp_path / "r.json"
+    assert main(["report", "--jax-target", "jax_review_trainers:clean_trainer", "--format", "json",
+                 "-o", str(out)]) == 0
+    report = json.loads(out.read_text())
+    sections = {s["key"]: s for s in report["sections"]}
+    assert sections["jax_performance"]["score"] == 5
+    assert sections["jax_performance"]["evidence"] == ["jax_profile/jax_review_trainers:clean_trainer"]
+    assert [s["score"] for k, s in sections.items() if k != "jax_performance"] == [None, None, None, None]
+    checks = json.loads(out.with_suffix(".results.json").read_text())["checks"]
+    assert [(c["check"], c["metrics"]["audited"]) for c in checks] == [("jax_profile", "candidate")]
+    assert report["target"] == "external trainer jax_review_trainers:clean_trainer"

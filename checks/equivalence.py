@@ -557,6 +557,8 @@ class _RunState:
 
 #: at most this many steps are replayed under tracing in one run (each a few seconds)
 MAX_LOCALISED = 8
+#: groups a training-step replay cannot explain: the evaluation audit locates its own findings (the crash frame)
+NOT_LOCALISED = ("evaluation",)
 
 
 def _snapshot(ref: _Side, cand: _Side) -> tuple[Any, Any] | None:
@@ -572,7 +574,8 @@ def _localise_new(run: _RunState, comp: Comparator, step: int, snapshot: tuple[A
     located line to every finding new at this step."""
     from checks.localise import localise_step
 
-    new = [k for k, f in comp.findings.items() if f["first_step"] == step and k not in run.located]
+    new = [k for k, f in comp.findings.items() if f["first_step"] == step and k not in run.located
+           and k[0] not in NOT_LOCALISED]
     if not new:
         return
     try:

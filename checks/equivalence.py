@@ -1045,6 +1045,8 @@ def equivalence(algo: str, config: Any, options: EquivalenceOptions,
     if registry.algorithm(algo).framework == "jax":
         if devices is not None:
             raise UsageError(f"--reference-device/--candidate-device: PyTorch algorithms only, not {algo}")
+        if options.isolate:
+            raise UsageError(f"--isolate: PyTorch algorithms only for now, not {algo} (JAX state sync is not built)")
         from checks.equivalence_jax import equivalence_for_rebrac  # imports jax
 
         return equivalence_for_rebrac(config, options, reference, candidate, progress=progress)

@@ -108,3 +108,11 @@ def test_mutants_localise_reports_accuracy_separation_and_cost(embedded_dataset,
     assert "3/3 mutants located at their mutated line (100.0 %, goal 90 %)" in out
     assert "triples of mutants fully named by one --isolate run" in out and "--isolate takes" in out
     assert code in (0, 1)  # separation of one random triple may miss: the verdict follows the 90 % goal
+
+
+def test_isolate_on_the_jax_algorithm_is_a_clear_usage_error(capsys):
+    from pogo_audit.cli import main
+
+    assert main(["equivalence", "--algo", "rebrac", "--isolate", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--isolate: PyTorch algorithms only" in err

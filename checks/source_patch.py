@@ -31,6 +31,8 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
+from pogo_audit.paths import display_path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 _FUTURE_FLAGS = reduce(lambda acc, name: acc | getattr(__future__, name).compiler_flag,
@@ -83,19 +85,11 @@ def _source(target: Callable[..., Any]) -> tuple[Callable[..., Any], list[str], 
     return fn, lines, start, path
 
 
-def _relative(path: str) -> str:
-    resolved = Path(path).resolve()
-    try:
-        return resolved.relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        return resolved.as_posix()
-
-
 def _find_once(fn: Callable[..., Any], source: str, path: str, start: int, fragment: str) -> int:
     count = source.count(fragment)
     if count != 1:
         found = "not found" if count == 0 else f"found {count} times"
-        raise SourcePatchError(f"{fn.__qualname__} ({_relative(path)}:{start}): fragment {fragment!r} {found} in "
+        raise SourcePatchError(f"{fn.__qualname__} ({display_path(path, REPO_ROOT)}:{start}): fragment {fragment!r} {found} in "
                                "its source; the code changed or the fragment is ambiguous — update the mutant")
     return source.index(fragment)
 
@@ -112,7 +106,7 @@ class SourceLine:
         fn, lines, start, path = _source(self.target)
         at = _find_once(fn, "".join(lines), path, start, self.fragment)
         index = "".join(lines)[:at].count("\n")
-        return Location(_relative(path), start + index, fn.__qualname__, lines[index].strip())
+        return Location(display_path(path, REPO_ROOT), start + index, fn.__qualname__, lines[index].strip())
 
 
 @dataclass(frozen=True)
@@ -128,7 +122,7 @@ class SourcePatch:
         """The patched function compiled in ``target``'s module namespace, and its location (see the module
         docstring for the checks). Raises :class:`SourcePatchError` when the patch does not apply."""
         fn, lines, start, path = _source(self.target)
-        where = f"{fn.__qualname__} ({_relative(path)}:{start})"
+        where = f"{fn.__qualname__} ({display_path(path, REPO_ROOT)}:{start})"
         source = "".join(lines)
         at = _find_once(fn, source, path, start, self.old)
         first = source[:at].count("\n")
@@ -149,7 +143,7 @@ class SourcePatch:
         _refuse_name_mangling(fn, mutated, where)
         function = _compile(fn, mutated, start, path)
         i = changed[0]
-        location = Location(_relative(path), start + i, fn.__qualname__, lines[i].strip(), new_lines[i].strip())
+        location = Location(display_path(path, REPO_ROOT), start + i, fn.__qualname__, lines[i].strip(), new_lines[i].strip())
         return Patched(function, location, list(lines), new_lines)
 
 

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from pogo_audit.errors import PogoAuditError
+from pogo_audit.paths import display_path
 
 #: the pogo_audit package: harness code, never the trainer's
 POGO_AUDIT_DIR = Path(__file__).resolve().parent
@@ -65,14 +66,6 @@ class TrainerCrash(Exception):
         self.crash = crash
 
 
-def _display_path(path: Path) -> str:
-    """Relative to the working directory when below it (what a user types), else absolute."""
-    try:
-        return path.relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
 def _outside(path: Path, dirs: Iterable[Path]) -> bool:
     return not any(path == d or d in path.parents for d in dirs)
 
@@ -87,7 +80,7 @@ def trainer_frame(tb: TracebackType | None, harness_dirs: Iterable[Path] = ()) -
         path = Path(fs.filename).resolve()
         if "site-packages" in path.parts or "dist-packages" in path.parts or not _outside(path, excluded):
             continue
-        return {"file": _display_path(path), "line": int(fs.lineno or 0), "function": fs.name,
+        return {"file": display_path(path), "line": int(fs.lineno or 0), "function": fs.name,
                 "code": (fs.line or "").strip()}
     return None
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import sysconfig
 
+from pogo_audit.paths import display_path
+
+__all__ = ["LIBRARY_PREFIXES", "PROFILER_DIR", "display_path", "is_project_file"]
+
 #: the standard library's and installed packages' directories (not the project's code)
 LIBRARY_PREFIXES = tuple(os.path.abspath(p) for p in
                          {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")})
@@ -22,9 +26,4 @@ def is_project_file(path: str | None) -> bool:
     return not full.startswith(LIBRARY_PREFIXES) and "site-packages" not in full and os.path.exists(full)
 
 
-def display_path(path: str) -> str:
-    """``path`` relative to the working directory when inside it, else absolute."""
-    full = os.path.abspath(path)
-    rel = os.path.relpath(full, os.getcwd())
-    return full if rel.startswith("..") else rel
 

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from checks.source_patch import _SCOPE
+from pogo_audit import paths
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _TOOL_DIRS = tuple(str(REPO_ROOT / d) + "/" for d in ("pogo_audit", "checks"))
@@ -53,11 +54,7 @@ def is_user_file(filename: str) -> bool:
 @functools.lru_cache(maxsize=4096)
 def display_path(filename: str) -> str:
     """Repository-relative posix path when ``filename`` is inside the repository, else the absolute path."""
-    path = Path(filename).resolve()
-    try:
-        return path.relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        return path.as_posix()
+    return paths.display_path(filename, REPO_ROOT)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from checks import HARNESS_DIRS
 from pogo_audit.bundle import Bundle, write_bundle
 from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_arrays, compare_scalar
 from pogo_audit.findings import Crash, TrainerCrash, guarded, parameter_check_text
@@ -403,8 +404,6 @@ def _scalars(obs: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in obs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-#: harness packages: a crash's frame is never reported inside them (see :func:`pogo_audit.findings.trainer_frame`)
-HARNESS_DIRS = (Path(__file__).resolve().parent,)
 
 
 @dataclass

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from checks import HARNESS_DIRS
 from pogo_audit.findings import describe
 from pogo_audit.seeding import EVAL_OFFSET, derived_seed, state_digests
 
@@ -73,7 +73,7 @@ class EvaluationAudit:
                 ok = False
                 self._broken.add(label)
                 side_name = "reference" if label == "twin" else label
-                crash = describe(exc, side_name, "evaluate", step, (Path(__file__).resolve().parent,)).to_dict()
+                crash = describe(exc, side_name, "evaluate", step, HARNESS_DIRS).to_dict()
                 self.crashes.append({**crash, "side": label})
         after = state_digests(side.iso.rng)
         out = {"eval/ok": float(ok),

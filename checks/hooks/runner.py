@@ -10,11 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from checks import HARNESS_DIRS
 from pogo_audit.findings import describe
 from pogo_audit.results import FAIL, INCONCLUSIVE, CheckResult
 
-#: frames in these folders are the harness's, not the candidate's (a crash is located in the candidate's code)
-HARNESS_DIRS = (Path(__file__).resolve().parents[1],)
 
 #: hook → the report section it evidences (a missing hook leaves that part "not measured")
 HOOKS = {"make_config": "bug_risk", "log": "logging", "save_checkpoint": "logging"}

@@ -50,7 +50,8 @@ from multi_actor import registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TORCH_ALGOS = registry.names("torch")
-PARTS = ("equivalence", "step_times", "multi_actor", "cross_device", "equivalence_rebrac", "jax_jit", "gpu_tests")
+PARTS = ("equivalence", "step_times", "multi_actor", "cross_device", "equivalence_rebrac", "jax_jit", "conformance",
+         "gpu_tests")
 HOPPER = (11, 3)
 BATCH = 256
 SEED = 0
@@ -385,6 +386,26 @@ def part_jax_jit(ctx: Context) -> dict[str, Any]:
             "unjitted/jitted_step": round(eager / jit_step, 1), "unjitted/jitted_epoch": round(eager / jit_epoch, 1)}
 
 
+def part_conformance(ctx: Context) -> dict[str, Any]:
+    """The CORL golden traces (float64 set) replayed by the PyTorch references on ``ctx.device``: CPU-drawn
+    randomness, float64 tolerance; the measured max relative difference per variant."""
+    from checks.conformance import TORCH_VARIANTS, run_variant
+    from pogo_audit.golden import GoldenDir
+
+    steps = ctx.sizes(50, 5)
+    golden = GoldenDir(precision="float64")
+    out: dict[str, Any] = {"device": ctx.device, "precision": "float64", "steps": steps, "algorithms": {}}
+    for variant in TORCH_VARIANTS:
+        if ctx.time_left() < 10:
+            out["algorithms"][variant] = {"verdict": "skipped", "summary": "time budget spent"}
+            continue
+        res = run_variant(golden, variant, steps=steps, device=ctx.device)
+        out["algorithms"][variant] = {"verdict": res.verdict, "summary": res.summary, "mode": res.metrics["mode"],
+                                    "max_rel": res.metrics["max_rel"], "seconds": round(res.seconds, 1)}
+        ctx.emit(out)
+    return out
+
+
 def part_gpu_tests(ctx: Context) -> dict[str, Any]:
     """``tests/test_device.py`` under pytest (addopts cleared: the benchmark/xdist plugins need not be installed)."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "tests/test_device.py"]
@@ -401,12 +422,13 @@ PART_FUNCS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "multi_actor": part_multi_actor,
     "cross_device": part_cross_device,
     "jax_jit": part_jax_jit,
+    "conformance": part_conformance,
     "gpu_tests": part_gpu_tests,
 }
 #: the most seconds a part may take (each runs in its own process and is killed there); parts are not started with
 #: less than MIN_SECONDS left of the budget
 PART_CAP_S = {"equivalence": 170, "step_times": 100, "multi_actor": 120, "cross_device": 150,
-              "equivalence_rebrac": 120, "jax_jit": 100, "gpu_tests": 90}
+              "equivalence_rebrac": 120, "jax_jit": 100, "conformance": 90, "gpu_tests": 90}
 MIN_SECONDS = 30
 
 
@@ -533,6 +555,10 @@ def markdown(report: Mapping[str, Any]) -> str:
                          f"{part['jitted_epoch_ms_per_update']} ms/update, un-jitted {part['unjitted_update_ms']} ms"
                          f" → un-jitted ÷ jitted step {part['unjitted/jitted_step']}×, ÷ jitted epoch "
                          f"{part['unjitted/jitted_epoch']}×")
+        elif name == "conformance":
+            lines.append(f"CORL golden traces ({part['precision']}), {part['steps']} steps per variant on "
+                         f"{part['device']}, CPU-drawn randomness")
+            lines += _table(part["algorithms"], ["verdict", "mode", "max_rel", "summary"])
         elif name == "gpu_tests":
             lines.append(f"`{part['command']}`: {part['summary']}")
             lines += part["tail"]
@@ -547,7 +573,7 @@ def failed(report: Mapping[str, Any]) -> bool:
         rows = part.get("algorithms", {}).values() if part["status"] == "ok" else []
         if any(r.get("verdict") == "error" for r in rows):
             return True
-        if name in ("equivalence", "cross_device") and any(r["verdict"] not in ("pass", "skipped") for r in rows):
+        if name in ("equivalence", "cross_device", "conformance") and any(r["verdict"] not in ("pass", "skipped") for r in rows):
             return True
         if name == "equivalence_rebrac" and part["status"] == "ok" and part["verdict"] != "pass":
             return True

@@ -272,8 +272,11 @@ class Replay:
     fingerprint_match: bool
     fingerprint_reasons: list[str]
 
+    #: torch device of the replay; off the CPU the float32 rule is the drift bound (another kernel library)
+    device: str = "cpu"
+
     @classmethod
-    def open(cls, golden_dir: GoldenDir, variant: str, steps: int | None) -> Replay:
+    def open(cls, golden_dir: GoldenDir, variant: str, steps: int | None, device: str = "cpu") -> Replay:
         golden = golden_dir.variant(variant)
         proto = golden.protocol
         n_steps = proto.n_steps if steps is None else min(steps, proto.n_steps)
@@ -281,7 +284,10 @@ class Replay:
             raise UsageError(f"--steps: must be >= 1, got {steps}")
         here = machine_fingerprint(proto.framework, proto.threads)
         match, reasons = fingerprints_match(golden_dir.fingerprint, here)
-        return cls(golden_dir, golden, n_steps, Comparison(rule_for(proto.dtype, match)), here, match, reasons)
+        if device != "cpu":
+            match, reasons = False, [*reasons, f"replayed on {device}, recorded on the CPU"]
+        return cls(golden_dir, golden, n_steps, Comparison(rule_for(proto.dtype, match)), here, match, reasons,
+                   device)
 
     def result(self, seconds: float) -> CheckResult:
         """The check result: verdict by the rule, with mode, tolerance, both fingerprints and the drift per step."""
@@ -332,6 +338,7 @@ class Replay:
                 "golden": str(self.golden_dir.root),
                 "seeds": {"construction": proto.construction_seed, "training": proto.training_seed},
                 "threads": proto.threads,
+                "device": self.device,
                 "groups": {k: dataclasses.asdict(v) for k, v in cmp.groups.items()},
             },
             seconds=seconds,
@@ -347,14 +354,21 @@ def _snapshot_value(actual: dict[str, np.ndarray], name: str, expected: np.ndarr
 
 
 def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = None,
-                      progress: Callable[[int], None] | None = None) -> CheckResult:
-    """Replay ``variant``'s recorded protocol with our PyTorch reference and compare everything."""
+                      progress: Callable[[int], None] | None = None, device: str = "cpu") -> CheckResult:
+    """Replay ``variant``'s recorded protocol with our PyTorch reference on ``device`` and compare everything.
+
+    Off the CPU every global-stream draw is made by the CPU generator and copied to the device
+    (:func:`pogo_audit.harness.cpu_drawn_randomness`), so the recorded CPU stream — and ``rng/torch`` — still apply;
+    the float32 comparison is then the drift bound, float64 keeps its tolerance."""
+    import contextlib
+
     import torch
 
+    from pogo_audit.harness import cpu_drawn_randomness
     from reference_algos.torch.common import default_dtype
 
     t0 = time.perf_counter()
-    replay = Replay.open(golden_dir, variant, steps)
+    replay = Replay.open(golden_dir, variant, steps, device)
     golden, cmp = replay.golden, replay.comparison
     proto = golden.protocol
     spec, spec_variant = registry.variants("torch")[variant]
@@ -372,14 +386,14 @@ def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = N
     snapshots = set(golden.snapshot_steps)
 
     def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(array).to(dtype)
+        return torch.from_numpy(array).to(device=device, dtype=dtype)
 
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(proto.threads)
     try:
-        with default_dtype(dtype):
+        with default_dtype(dtype), (cpu_drawn_randomness() if device != "cpu" else contextlib.nullcontext()):
             torch.manual_seed(proto.construction_seed)
-            trainer = module.build(cfg, obs.shape[1], actions.shape[1], max_action, "cpu", dtype=dtype)
+            trainer = module.build(cfg, obs.shape[1], actions.shape[1], max_action, device, dtype=dtype)
             try:
                 trainer.load_parameters(golden.init_params)
             except (KeyError, ValueError) as exc:
@@ -410,18 +424,22 @@ def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = N
 
 
 def run_variant(golden_dir: GoldenDir, variant: str, steps: int | None = None,
-                progress: Callable[[int], None] | None = None) -> CheckResult:
-    """Replay one variant of one trace set (PyTorch or JAX, by the framework the registry gives the variant)."""
+                progress: Callable[[int], None] | None = None, device: str = "cpu") -> CheckResult:
+    """Replay one variant of one trace set (PyTorch or JAX, by the framework the registry gives the variant).
+
+    ``device`` is the torch device of a PyTorch variant; the JAX variant runs on JAX's default backend (recorded in
+    its fingerprint)."""
     golden_dir.variant(variant)  # a missing variant folder is an InputError before anything is built
     if registry.variants()[variant][0].framework == "jax":
         from checks.conformance_jax import run_jax_variant
 
         return run_jax_variant(golden_dir, variant, steps, progress)
-    return run_torch_variant(golden_dir, variant, steps, progress)
+    return run_torch_variant(golden_dir, variant, steps, progress, device)
 
 
 def run_conformance(variants: Iterable[str], sets: Iterable[GoldenDir], steps: int | None = None,
-                    progress: Callable[[str, int, int], None] | None = None) -> Iterator[CheckResult]:
+                    progress: Callable[[str, int, int], None] | None = None,
+                    device: str = "cpu") -> Iterator[CheckResult]:
     """Every variant in every trace set (float64 first); ``progress(label, done, total)`` after each step."""
     for gd in sets:
         for v in variants:
@@ -431,7 +449,7 @@ def run_conformance(variants: Iterable[str], sets: Iterable[GoldenDir], steps: i
                 min(steps, gd.variant(v).protocol.n_steps)
             label = f"{v}/{gd.dtype}"
             yield run_variant(gd, v, steps, None if progress is None else
-                              (lambda t, label=label, total=total: progress(label, t, total)))
+                              (lambda t, label=label, total=total: progress(label, t, total)), device)
 
 
 def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterator[CheckResult]:
@@ -443,7 +461,7 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
             g = golden.variant(v)
             _ = g.meta, g.steps, g.init_params, g.protocol
         _ = golden.dataset, golden.batch_idx
-    yield from run_conformance(variants, sets, args.steps, progress)
+    yield from run_conformance(variants, sets, args.steps, progress, args.device or "cpu")
 
 
 def implemented_variants() -> list[str]:
@@ -468,5 +486,5 @@ def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
         for v in implemented_variants():
             if v in wanted:
                 say(f"conformance {v}/{golden.dtype}")
-                out.append(run_variant(golden, v, steps=opts.conformance_steps))
+                out.append(run_variant(golden, v, steps=opts.conformance_steps, device=opts.device))
     return out

@@ -116,6 +116,7 @@ def _conformance_options(p: argparse.ArgumentParser) -> None:
                    help="one trace set in the golden format (default: $POGO_AUDIT_GOLDEN_DIR, else the sets shipped "
                         "with pogo-audit)")
     p.add_argument("--steps", type=positive_int, default=None, help="compare only the first N steps (default: all)")
+    add_device(p)
 
 
 def _equivalence_options(p: argparse.ArgumentParser) -> None:

@@ -81,6 +81,7 @@ def test_default_device_is_cpu_and_round_trips():
     ["train", "--algo", "iql", "--device", "cuda"],
     ["equivalence", "--algo", "td3_bc", "--device", "cuda:0"],
     ["mutants", "--algo", "td3_bc", "--device", "cuda"],
+    ["conformance", "--algo", "td3_bc", "--device", "cuda"],
     ["equivalence", "--device", "tpu"],
 ])
 def test_cli_device_error_is_one_line_exit_2(argv, monkeypatch, capsys):
@@ -334,6 +335,46 @@ def test_cross_device_audit_runs_calibration_then_judges(data):
     assert res.metrics["mode"] == "tolerance" and "measured float32 drift" in res.summary
 
 
+# ----------------------------------------------------------------------------------------------- conformance
+
+
+def test_conformance_on_cpu_is_unchanged_by_the_device_argument():
+    from checks.conformance import run_variant
+    from pogo_audit.golden import GoldenDir
+
+    golden = GoldenDir(precision="float32")
+    plain, on_cpu_ = run_variant(golden, "td3_bc", steps=3), run_variant(golden, "td3_bc", steps=3, device="cpu")
+    assert on_cpu_.metrics["device"] == "cpu" and plain.metrics["mode"] == on_cpu_.metrics["mode"]
+    assert plain.metrics["groups"] == on_cpu_.metrics["groups"] and plain.verdict == on_cpu_.verdict
+
+
+@pytest.mark.parametrize(("precision", "mode"), [("float32", "drift"), ("float64", "tolerance")])
+def test_conformance_off_the_cpu_is_never_held_to_the_recording_cpus_bits(precision, mode, monkeypatch):
+    """The golden traces were recorded on a CPU: on a GPU float32 gets the drift bound even where this machine's CPU
+    fingerprint matches the recording, float64 keeps its tolerance."""
+    from checks.conformance import Replay
+    from pogo_audit.fingerprint import machine_fingerprint
+    from pogo_audit.golden import GoldenDir
+
+    monkeypatch.setattr(GoldenDir, "fingerprint", machine_fingerprint("torch", 1))
+    golden = GoldenDir(precision=precision)
+    assert Replay.open(golden, "td3_bc", 3).comparison.rule.mode == ("bitwise" if precision == "float32" else mode)
+    replay = Replay.open(golden, "td3_bc", 3, device="cuda")
+    assert replay.comparison.rule.mode == mode and not replay.fingerprint_match
+    assert replay.fingerprint_reasons[-1] == "replayed on cuda, recorded on the CPU"
+
+
+@cuda
+@pytest.mark.parametrize("variant", ["td3_bc", "iql", "cql"])
+def test_conformance_float64_on_cuda_within_the_portable_tolerance(variant):
+    from checks.conformance import F64_REL, run_variant
+    from pogo_audit.golden import GoldenDir
+
+    res = run_variant(GoldenDir(precision="float64"), variant, steps=20, device="cuda")
+    assert res.verdict == "pass", res.summary
+    assert res.metrics["device"] == "cuda" and res.metrics["max_rel"] < F64_REL
+
+
 # ------------------------------------------------------------------------------------------------- gpu_check
 
 
@@ -343,6 +384,11 @@ def test_gpu_check_part_records_results_and_errors(data, tmp_path, monkeypatch):
     assert gpu_check.run_part_here("step_times", ctx) == 0
     result = json.loads((tmp_path / "part.json").read_text())
     assert result["status"] == "ok" and result["algorithms"]["td3_bc"]["cpu_ms"] > 0
+    assert gpu_check.run_part_here("conformance", ctx) == 0
+    result = json.loads((tmp_path / "part.json").read_text())
+    rows = result["algorithms"]
+    assert result["status"] == "ok" and result["steps"] == 5 and {"td3_bc", "cql"} <= set(rows)
+    assert all(r["verdict"] == "pass" and r["mode"] == "tolerance" for r in rows.values()), rows
 
     def broken(ctx):
         raise RuntimeError("no kernel image is available\nsecond line")

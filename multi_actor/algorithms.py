@@ -94,21 +94,24 @@ class TorchAlgorithm:
         raise NotImplementedError
 
     def base_energy(self, base: Any, policy: Policy, obs: torch.Tensor, actions: torch.Tensor,
-                    gen: torch.Generator) -> torch.Tensor:
+                    gen: torch.Generator, shared: dict[str, torch.Tensor]) -> torch.Tensor:
         """The algorithm's own actor objective evaluated on ``policy``."""
         raise NotImplementedError
 
-    def advantage(self, base: Any, policy: Policy, obs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def advantage(self, base: Any, policy: Policy, obs: torch.Tensor, gen: torch.Generator,
+                  shared: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError(f"energy 'advantage' is not defined for {self.name}")
 
     def energy(self, kind: str, base: Any, policy: Policy, obs: torch.Tensor, actions: torch.Tensor,
-               gen: torch.Generator) -> torch.Tensor:
+               gen: torch.Generator, shared: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Energy ``kind`` of ``policy``. ``shared`` holds no-grad quantities of the frozen base on this batch that
+        every extra actor of the step needs (computed by the first that asks, reused by the others)."""
         if kind == "base":
-            return self.base_energy(base, policy, obs, actions, gen)
+            return self.base_energy(base, policy, obs, actions, gen, shared)
         if kind == "q":
             return normalized_q_energy(self.critic_value(base, obs, policy.action(obs, gen)))
         if kind == "advantage":
-            return normalized_q_energy(self.advantage(base, policy, obs, gen))
+            return normalized_q_energy(self.advantage(base, policy, obs, gen, shared))
         raise ValueError(kind)
 
     def actor_update_due(self, base: Any) -> bool:
@@ -131,20 +134,24 @@ class IQL(TorchAlgorithm):
     def critic_value(self, base, obs, actions):
         return base.qf(obs, actions)
 
-    def _adv_data(self, base, obs, actions):
-        with torch.no_grad():
-            return base.q_target(obs, actions) - base.vf(obs)
+    def _adv_data(self, base, obs, actions, shared):
+        if "adv" not in shared:
+            with torch.no_grad():
+                shared["adv"] = base.q_target(obs, actions) - base.vf(obs)
+        return shared["adv"]
 
-    def base_energy(self, base, policy, obs, actions, gen):
+    def base_energy(self, base, policy, obs, actions, gen, shared):
         iql = self.module
         if policy.has_log_prob:
             bc = -policy.log_prob(obs, actions)
         else:
             bc = iql.bc_losses(policy.action(obs, gen), actions)
-        return iql.awr_loss(self._adv_data(base, obs, actions), bc, base.beta)
+        return iql.awr_loss(self._adv_data(base, obs, actions, shared), bc, base.beta)
 
-    def advantage(self, base, policy, obs, gen):
-        return base.qf(obs, policy.action(obs, gen)) - base.vf(obs).detach()
+    def advantage(self, base, policy, obs, gen, shared):
+        if "v" not in shared:
+            shared["v"] = base.vf(obs).detach()
+        return base.qf(obs, policy.action(obs, gen)) - shared["v"]
 
 
 class TD3BC(TorchAlgorithm):
@@ -160,7 +167,7 @@ class TD3BC(TorchAlgorithm):
     def critic_value(self, base, obs, actions):
         return base.critic_1(obs, actions).reshape(-1)
 
-    def base_energy(self, base, policy, obs, actions, gen):
+    def base_energy(self, base, policy, obs, actions, gen, shared):
         pi = policy.action(obs, gen)
         return self.module.td3_bc_actor_loss(pi, base.critic_1(obs, pi), actions, base.alpha)
 
@@ -192,7 +199,7 @@ class CQL(TorchAlgorithm):
                 return self.module.alpha_from_log(base.log_alpha(), base.alpha_multiplier)
             return torch.tensor(base.alpha_multiplier)
 
-    def base_energy(self, base, policy, obs, actions, gen):
+    def base_energy(self, base, policy, obs, actions, gen, shared):
         a, log_pi = policy.sample_with_log_prob(obs, gen)
         return self.module.sac_policy_loss(self._alpha(base), log_pi, self.critic_value(base, obs, a))
 
@@ -216,18 +223,20 @@ class AWAC(TorchAlgorithm):
     def critic_value(self, base, obs, actions):
         return _min_q(base.critic_1(obs, actions), base.critic_2(obs, actions))
 
-    def base_energy(self, base, policy, obs, actions, gen):
+    def base_energy(self, base, policy, obs, actions, gen, shared):
         awac = self.module
         with torch.no_grad():
             v = self.critic_value(base, obs, policy.action(obs, gen)).unsqueeze(-1)
-            q = self.critic_value(base, obs, actions).unsqueeze(-1)
-            weights = awac.awac_weights(q, v, base.awac_lambda, base.exp_adv_max)
+            if "q_data" not in shared:
+                shared["q_data"] = self.critic_value(base, obs, actions).unsqueeze(-1)
+            weights = awac.awac_weights(shared["q_data"], v, base.awac_lambda, base.exp_adv_max)
         return awac.weighted_log_prob_loss(policy.log_prob(obs, actions).unsqueeze(-1), weights)
 
-    def advantage(self, base, policy, obs, gen):
-        with torch.no_grad():
-            v = self.critic_value(base, obs, base.actor._get_policy(obs).mean)
-        return self.critic_value(base, obs, policy.action(obs, gen)) - v
+    def advantage(self, base, policy, obs, gen, shared):
+        if "v" not in shared:
+            with torch.no_grad():
+                shared["v"] = self.critic_value(base, obs, base.actor._get_policy(obs).mean)
+        return self.critic_value(base, obs, policy.action(obs, gen)) - shared["v"]
 
 
 class SACN(TorchAlgorithm):
@@ -250,7 +259,7 @@ class SACN(TorchAlgorithm):
     def critic_value(self, base, obs, actions):
         return base.critic(obs, actions).min(0).values
 
-    def base_energy(self, base, policy, obs, actions, gen):
+    def base_energy(self, base, policy, obs, actions, gen, shared):
         from reference_algos.torch.sac_n import actor_loss  # EDAC's actor objective is SAC-N's
 
         a, log_pi = policy.sample_with_log_prob(obs, gen)

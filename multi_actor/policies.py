@@ -8,6 +8,7 @@ these paths never touch the global RNG the critic and actor0 use.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -35,6 +36,17 @@ def _normal(shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: 
     if generator is None:
         raise ValueError("stochastic policies here sample only from an explicit torch.Generator")
     return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+@dataclass
+class _Memo:
+    """The network output on one input tensor (``input`` by identity), the parameter versions it was computed with
+    and whether it carries the autograd graph (``grad``); ``output`` None until first computed."""
+
+    input: torch.Tensor
+    output: torch.Tensor | None = None
+    versions: tuple[int, ...] = ()
+    grad: bool = False
 
 
 class Policy(nn.Module):
@@ -83,6 +95,59 @@ class Policy(nn.Module):
         obs = torch.as_tensor(np.asarray(state, dtype=np.float32).reshape(1, -1))
         out = self.deterministic_action(obs) if deterministic or not self.stochastic else self.action(obs, generator)
         return out[0].cpu().numpy()
+
+    # memoized network output (actors i >= 1) ------------------------------------------------------------------
+    #
+    # The energy and the W2 term of an extra actor both evaluate its network on the same batch of states, and the
+    # W2 reference of actor i+1 (actor i at the start of the step) evaluates the same network on the same states
+    # again. The trainer arms a memo for that batch so the network runs once per step and actor; the memo is
+    # exact (same input tensor, same parameter versions): a parameter changed in place since means a fresh forward.
+
+    _memo: _Memo | None = None
+
+    def _param_versions(self) -> tuple[int, ...]:
+        return tuple(p._version for p in self.parameters())
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.net(x)``, computed once per armed input while the parameters are unchanged."""
+        memo = self._memo
+        if memo is None or memo.input is not x:
+            return self.net(x)
+        versions, grad = self._param_versions(), torch.is_grad_enabled()
+        if memo.output is None or memo.versions != versions or (grad and not memo.grad):
+            memo.output, memo.versions, memo.grad = self.net(x), versions, grad
+        return memo.output
+
+    def remember(self, x: torch.Tensor) -> None:
+        """Arm the memo for input ``x`` (computed on first use)."""
+        self._memo = _Memo(x)
+
+    #: parameter versions of (this policy, its source) right after :meth:`copy_from`
+    _copied: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+
+    def copy_from(self, source: Policy) -> None:
+        """Copy ``source``'s parameters and buffers into this policy, a deep copy of it (a start-of-step snapshot;
+        tensor by tensor, a fifth of ``load_state_dict``'s cost), and remember both sides' versions."""
+        with torch.no_grad():
+            for mine, theirs in zip([*self.parameters(), *self.buffers()], [*source.parameters(), *source.buffers()],
+                                    strict=True):
+                mine.copy_(theirs)
+        self._copied = (self._param_versions(), source._param_versions())
+
+    def adopt(self, source: Policy) -> None:
+        """Take ``source``'s memoized output, detached, as this policy's own — only when neither side changed since
+        this policy copied ``source`` and the output is current (a snapshot of an actor not updated yet). The
+        detached output stands for a grad-mode forward only when no parameter here requires grad."""
+        memo, source_versions = source._memo, source._param_versions()
+        if memo is None or memo.output is None or memo.versions != source_versions:
+            return
+        if self._copied == (self._param_versions(), source_versions):
+            self._memo = _Memo(memo.input, memo.output.detach(), self._copied[0],
+                               grad=not any(p.requires_grad for p in self.parameters()))
+
+    def forget(self) -> None:
+        """Drop the memo (and the autograd graph it holds)."""
+        self._memo = None
 
 
 
@@ -136,7 +201,7 @@ class DeterministicPolicy(Policy):
         self.net = _mlp(state_dim, action_dim, hidden_dim, n_hidden)
 
     def action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.max_action * torch.tanh(self.net(obs))
+        return self.max_action * torch.tanh(self._net(obs))
 
     def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
         return self.action(obs)
@@ -155,7 +220,7 @@ class GaussianPolicy(_DiagonalGaussian, Policy):
         self.net = _mlp(state_dim, 2 * action_dim, hidden_dim, n_hidden)
 
     def mean_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(obs).split(self.action_dim, dim=-1)
+        mean, log_std = self._net(obs).split(self.action_dim, dim=-1)
         return self.max_action * torch.tanh(mean), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
 
     def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
@@ -174,7 +239,7 @@ class TanhGaussianPolicy(_SquashedGaussian, Policy):
         self.net = _mlp(state_dim, 2 * action_dim, hidden_dim, n_hidden)
 
     def pre_tanh(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, log_std = self.net(obs).split(self.action_dim, dim=-1)
+        mu, log_std = self._net(obs).split(self.action_dim, dim=-1)
         return mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

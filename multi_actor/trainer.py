@@ -9,7 +9,9 @@ One step of :class:`MultiActorTrainer`:
 3. when the base algorithm updates its actor (TD3+BC: every ``policy_freq`` steps), each actor i ≥ 1 minimises
    ``energy_i + w_i · W2²(π_i, snapshot_{i-1})``. Its random draws come from the extra actors' own generator, and
    every base parameter is frozen while its loss is built and back-propagated, so no gradient reaches the critic or
-   actor0.
+   actor0. Actor i's loss depends only on actor i, the frozen base and snapshot i-1, so all extra actors' losses
+   are built first, back-propagated once and stepped together, each network running once per step
+   (:meth:`MultiActorTrainer._update_actors`).
 
 Both trainers here satisfy the Trainer protocol of the equivalence harness (``step``, ``parameters``,
 ``load_parameters``, ``gradients``) with canonical names: ``critic/<module>/<key>``, ``actor0/<module>/<key>``,
@@ -186,8 +188,9 @@ class MultiActorTrainer(_OptionalProtocol):
         max_action = self.algorithm.max_action(base_cfg, spec.max_action)
         self._construct(base_cfg, max_action, seed)
         default_lr = self.algorithm.actor_lr(base_cfg)
+        # fused: one kernel per step instead of a dozen elementwise ops per tensor (same Adam, other last bits)
         self.actor_optimizers = [
-            torch.optim.Adam(p.parameters(), lr=a.lr if a.lr is not None else default_lr)
+            torch.optim.Adam(p.parameters(), lr=a.lr if a.lr is not None else default_lr, fused=True)
             for p, a in zip(self.actors, cfg.actor_configs[1:])
         ]
         self.generator = torch.Generator(device=self.device).manual_seed(derived_seed(seed, ACTOR_SAMPLING_OFFSET))
@@ -272,26 +275,45 @@ class MultiActorTrainer(_OptionalProtocol):
     # internals -----------------------------------------------------------------------------------------------
     def _take_snapshots(self) -> None:
         for snap, live in zip(self._snapshots, self.policies()):
-            snap.load_state_dict(live.state_dict())
+            snap.copy_from(live)
 
     def _update_actors(self, batch: Sequence[torch.Tensor]) -> dict[str, float]:
+        """One optimizer step for every extra actor, without recomputing what the chain already has.
+
+        Actor i's loss depends only on actor i, the frozen base and snapshot i-1, so every loss is built first (in
+        chain order: the generator's draws come in the same order as one actor after the other), one backward
+        pass reaches every actor, then every optimizer steps. Each actor's network runs once on the batch's states
+        (its energy and its W2 term share the output), the snapshot of actor i (the W2 reference of actor i+1)
+        takes actor i's output instead of re-running the same network on the same parameters, and quantities
+        that depend only on the frozen base and the batch (IQL's advantage) are computed once (``shared``).
+        Values equal evaluating everything afresh; gradients may differ in the last bits (a shared output sums its
+        two uses before the weight gradient), and the fused Adam differs from the unfused one in the last bits."""
         obs, actions = batch[0], batch[1]
         cfg = self.config
-        log: dict[str, float] = {}
-        with self._freeze_base():
-            for i, (actor, opt) in enumerate(zip(self.actors, self.actor_optimizers), start=1):
-                actor_cfg = cfg.actor_configs[i]
-                energy = self.algorithm.energy(actor_cfg.energy, self.base, actor, obs, actions, self.generator)
-                w2 = self.w2_fn(actor, self._snapshots[i - 1], obs, cfg.w2_method, cfg.w2_samples,
-                                cfg.sinkhorn_epsilon, self.generator)
-                loss = energy + cfg.w2_weights[i - 1] * w2
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                log[f"actor{i}/loss"] = loss.item()
-                log[f"actor{i}/energy"] = energy.item()
-                log[f"actor{i}/w2"] = w2.item()
-        return log
+        shared: dict[str, torch.Tensor] = {}
+        terms: list[torch.Tensor] = []
+        try:
+            with self._freeze_base():
+                for i, actor in enumerate(self.actors, start=1):
+                    actor.remember(obs)
+                    energy = self.algorithm.energy(cfg.actor_configs[i].energy, self.base, actor, obs, actions,
+                                                   self.generator, shared)
+                    w2 = self.w2_fn(actor, self._snapshots[i - 1], obs, cfg.w2_method, cfg.w2_samples,
+                                    cfg.sinkhorn_epsilon, self.generator)
+                    terms += [energy + cfg.w2_weights[i - 1] * w2, energy, w2]
+                    if i < len(self._snapshots):
+                        self._snapshots[i].adopt(actor)
+                for opt in self.actor_optimizers:
+                    opt.zero_grad()
+                torch.stack(terms[::3]).sum().backward()
+                for opt in self.actor_optimizers:
+                    opt.step()
+        finally:
+            for policy in (*self.actors, *self._snapshots):
+                policy.forget()
+        values = torch.stack([t.detach() for t in terms]).tolist()
+        return {f"actor{i}/{key}": values[3 * (i - 1) + k]
+                for i in range(1, len(self.actors) + 1) for k, key in enumerate(("loss", "energy", "w2"))}
 
     # checkpoints ---------------------------------------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:

@@ -108,3 +108,85 @@ def test_candidate_detects_an_extra_global_draw(buffer_data, monkeypatch):
     logs, _, _ = lockstep(cfg, buffer_data, 1)
     _, _, dr, dc = logs[0]
     assert dr["rng/torch"] != dc["rng/torch"]
+
+
+# ---------------------------------------------------------------------------------- extra actors without rework
+
+
+def _train_three(algo, buffer_data, steps=2):
+    cfg = MultiActorConfig(algo=algo, num_actors=3, seed=4).resolved()
+    torch.set_num_threads(1)
+    trainer = multi_actor_factory(cfg, SPEC, cfg.seed)
+    buf = ReplayBuffer(buffer_data, 7)
+    return trainer, [buf.sample(64) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("algo", ["iql", "td3_bc"])
+def test_each_extra_actor_network_runs_once_per_update(buffer_data, algo):
+    """Energy and W2 share actor i's forward, and the W2 reference of actor i+1 reuses it: per update, every extra
+    actor's network runs once and no snapshot of an extra actor runs at all."""
+    trainer, batches = _train_three(algo, buffer_data)
+    calls = {}
+    for name, module in [*((f"actor{i}", a.net) for i, a in enumerate(trainer.actors, 1)),
+                         *((f"snapshot{i}", s.net) for i, s in enumerate(trainer._snapshots[1:], 1))]:
+        module.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+    updates = 0
+    for batch in batches:
+        updates += "actor1/loss" in trainer.step(batch)
+    assert updates >= 1
+    assert calls == {"actor1": updates, "actor2": updates}
+
+
+@pytest.mark.parametrize("algo", ["iql", "td3_bc"])
+def test_logged_losses_equal_a_fresh_evaluation_from_pre_step_copies(buffer_data, algo):
+    """Memoized outputs and shared base quantities change no value: each actor's energy, W2 and loss, evaluated
+    afresh from copies of the actors taken before the step (the default IQL/TD3+BC chains draw no noise), equal
+    the logged ones exactly."""
+    import copy
+
+    from multi_actor.w2 import policy_w2
+
+    trainer, batches = _train_three(algo, buffer_data, steps=1 if algo == "iql" else 2)
+    cfg = trainer.config
+    for batch in batches:
+        pre = [copy.deepcopy(p) for p in trainer.policies()]
+        log = trainer.step(batch)
+    obs, actions = batch[0], batch[1]
+    with torch.no_grad():
+        for i in (1, 2):
+            energy = trainer.algorithm.energy("base", trainer.base, pre[i], obs, actions, trainer.generator, {})
+            w2 = policy_w2(pre[i], pre[i - 1], obs, cfg.w2_method, cfg.w2_samples, cfg.sinkhorn_epsilon,
+                           trainer.generator)
+            assert (log[f"actor{i}/energy"], log[f"actor{i}/w2"]) == (energy.item(), w2.item()), i
+            assert log[f"actor{i}/loss"] == (energy + cfg.w2_weights[i - 1] * w2).item(), i
+
+
+def test_a_memo_never_serves_a_stale_or_graphless_output():
+    from multi_actor.policies import build_policy
+
+    torch.manual_seed(0)
+    policy, obs = build_policy("gaussian", 11, 3, 1.0), torch.randn(8, 11)
+    policy.remember(obs)
+    with torch.no_grad():
+        first = policy.mean_std(obs)[0]
+    assert first.grad_fn is None
+    again = policy.mean_std(obs)[0]
+    assert again.grad_fn is not None and torch.equal(again, first)
+    assert policy._net(obs) is policy._net(obs)  # computed once while nothing changes
+    snapshot = build_policy("gaussian", 11, 3, 1.0).requires_grad_(False)
+    snapshot.copy_from(policy)
+    snapshot.adopt(policy)
+    assert torch.equal(snapshot.mean_std(obs)[0], again) and snapshot._memo.output.grad_fn is None
+    with torch.no_grad():
+        policy.net[0].bias.add_(1.0)
+    changed = policy.mean_std(obs)[0]
+    assert not torch.equal(changed, again) and torch.equal(changed, policy.net(obs).split(3, -1)[0].tanh())
+    late = build_policy("gaussian", 11, 3, 1.0).requires_grad_(False)
+    late.copy_from(policy)
+    with torch.no_grad():
+        policy.net[0].bias.add_(1.0)
+    policy.mean_std(obs)
+    late.adopt(policy)  # the source changed after the copy: its output is not the copy's
+    assert late._memo is None
+    policy.forget()
+    assert policy._memo is None

@@ -152,11 +152,8 @@ def test_user_code_excludes_the_tool_and_the_libraries():
     assert is_user_file(__file__)
 
 
-@pytest.mark.parametrize("name, kind", [
-    ("jax_extra_key_split", "rng"),           # an extra jax.random.split in the ReBRAC loop body
-    ("jax_actor_target_post_step", "numeric"),  # the target soft-updated toward the post-step actor
-])
-def test_jax_mutant_is_located_by_its_traced_update(embedded_dataset, name, kind):
+def _jax_mutant_localised(name: str):
+    """The mutant's loop body traced against the original on one trainer's state: (localisation, unchanged one)."""
     pytest.importorskip("jax")
     from checks.equivalence_jax import DictBatchSampler, prepare_rebrac_data
     from checks.localise.jax_trace import localise_jax_update, rebrac_loop_body_args
@@ -167,9 +164,36 @@ def test_jax_mutant_is_located_by_its_traced_update(embedded_dataset, name, kind
     data, spec = prepare_rebrac_data(cfg)
     trainer = mutant.factory(cfg, spec, 0)
     wrap, args = rebrac_loop_body_args(trainer, DictBatchSampler(data, 1).sample(16))
-    found = localise_jax_update(wrap(original), wrap(trainer.loop_body_fn), *args)
-    truth = mutant.location()
+    return (localise_jax_update(wrap(original), wrap(trainer.loop_body_fn), *args),
+            localise_jax_update(wrap(original), wrap(original), *args))
+
+
+@pytest.mark.parametrize("name, kind, line", [
+    ("jax_extra_key_split", "rng", 326),           # an extra jax.random.split in the ReBRAC loop body
+    ("jax_actor_target_post_step", "numeric", 287),  # the target soft-updated toward the post-step actor
+    ("jax_bc_coefs_swapped", "numeric", 295),      # a coefficient passed at 295, used (as a literal) at 212
+])
+def test_jax_mutant_is_located_by_its_traced_update(embedded_dataset, name, kind, line):
+    found, unchanged = _jax_mutant_localised(name)
+    truth = by_name(name).location()
     assert found.kind == kind, found.message
     assert (found.location["path"], found.location["line"]) == (truth["path"], truth["line"]), found.message
-    unchanged = localise_jax_update(wrap(original), wrap(original), *args)
+    assert (found.location["path"], found.location["line"]) == ("reference_algos/jax/rebrac.py", line)
     assert unchanged.kind == "none" and unchanged.location is None
+    if name == "jax_bc_coefs_swapped":  # a literal of the `mul` at 212, followed back to where it is chosen
+        assert found.rule == "jaxpr constant, traced value"
+        assert "candidate sets `critic_kwargs['critic_bc_coef']` to 0.5 where the reference has 1.0" in found.message
+        assert [(f["file"], f["line"]) for f in found.frames[:2]] == [("reference_algos/jax/rebrac.py", 295),
+                                                                      ("reference_algos/jax/rebrac.py", 212)]
+        assert found.reference_frames[0]["line"] == 295
+
+
+def test_jax_values_and_their_first_difference():
+    from checks.localise.jax_trace import value_difference, value_digest
+
+    assert value_digest({"a": 1.0, "b": (2, np.zeros(3, np.float32))}) == \
+        value_digest({"a": 1.0, "b": (2, np.zeros(3, np.float32))})
+    assert value_digest({"a": 1.0}) != value_digest({"a": 1.5})
+    assert value_digest(lambda: 0) is None
+    assert value_difference({"gamma": 0.99, "coef": (1.0, 2)}, {"gamma": 0.99, "coef": (1.0, 3)}) == \
+        ("['coef'][1]", "2", "3")

@@ -188,6 +188,32 @@ def test_jax_mutant_is_located_by_its_traced_update(embedded_dataset, name, kind
         assert found.reference_frames[0]["line"] == 295
 
 
+def test_a_jax_flag_input_is_followed_to_the_line_that_hard_codes_it(embedded_dataset):
+    """policy_freq ignored: the traced updates are identical, their full-update flag input is not (update 1: the
+    candidate runs a full update, the reference critic-only); the line that passes 1 instead of ``cfg.policy_freq``
+    is named. Our trainer from the same state localises to none."""
+    pytest.importorskip("jax")
+    from checks.equivalence_jax import DictBatchSampler, prepare_rebrac_data
+    from checks.localise.jax_trace import localise_jax_step
+    from multi_actor.jax_trainer import rebrac_multi_actor_factory, rebrac_reference_factory
+
+    mutant = by_name("jax_policy_freq_ignored")
+    cfg = build_config(None, [], algo="rebrac", num_actors=3, seed=0)
+    data, spec = prepare_rebrac_data(cfg)
+    ref = rebrac_reference_factory(cfg, spec, 0)
+    state = dict(ref.jax_state(), updates=1)
+    batch = DictBatchSampler(data, 1).sample(16)
+    found = localise_jax_step((ref, state, mutant.factory(cfg, spec, 0), state), batch)
+    truth = mutant.location()
+    assert found.kind == "order" and found.rule == "jaxpr input, traced value"
+    assert (found.location["path"], found.location["line"]) == (truth["path"], truth["line"]) == \
+        ("multi_actor/jax_trainer.py", 340)
+    assert "`full_update` differs from the reference's (1 vs the reference's 0)" in found.message
+    assert "candidate passes `policy_freq` = 1, not its config's value" in found.message
+    ours = localise_jax_step((ref, state, rebrac_multi_actor_factory(cfg, spec, 0), state), batch)
+    assert ours.kind == "none" and ours.location is None
+
+
 def test_jax_values_and_their_first_difference():
     from checks.localise.jax_trace import value_difference, value_digest
 
@@ -197,3 +223,21 @@ def test_jax_values_and_their_first_difference():
     assert value_digest(lambda: 0) is None
     assert value_difference({"gamma": 0.99, "coef": (1.0, 2)}, {"gamma": 0.99, "coef": (1.0, 3)}) == \
         ("['coef'][1]", "2", "3")
+
+
+def test_an_argument_contradicting_its_config_is_found():
+    from checks.localise.frames import Frame
+    from checks.localise.jax_trace import Assignment, passed_against_config, value_digest
+    from reference_algos.jax.rebrac import Config
+
+    here = Frame("x.py", 3, "f", "g(cfg.n, 1)")
+
+    def passed(name, value):
+        return Assignment(here, name, value_digest(value), value)
+
+    cfg = Config()
+    same = passed("delayed_updates(policy_freq)", cfg.policy_freq)
+    other = passed("delayed_updates(policy_freq)", cfg.policy_freq + 1)
+    assert passed_against_config([passed("flags(cfg)", cfg), same]) is None
+    assert passed_against_config([passed("flags(cfg)", cfg), same, other]) is other
+    assert passed_against_config([other, passed("flags(cfg)", cfg)]) is None  # no config seen before it

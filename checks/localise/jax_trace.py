@@ -411,13 +411,50 @@ def jax_snapshot(reference: Any, candidate: Any) -> tuple[Any, Mapping[str, Any]
     return trainers[0], reference.call("jax_state"), trainers[1], candidate.call("jax_state")
 
 
+def passed_against_config(assignments: list[Assignment]) -> Assignment | None:
+    """The first argument passed under the name of a config field (a field of a dataclass the same code handled
+    before, e.g. ``cfg.policy_freq``) whose value is not that field's: ``delayed_updates(policy_freq)`` = 1 while
+    ``cfg.policy_freq`` is 2 names the line that hard-codes the value."""
+    fields: dict[str, str] = {}
+    for a in assignments:
+        if dataclasses.is_dataclass(a.value) and not isinstance(a.value, type):
+            for f in dataclasses.fields(a.value):
+                digest = value_digest(getattr(a.value, f.name))
+                if digest is not None:
+                    fields.setdefault(f.name, digest)
+        elif a.name.endswith(")"):
+            param = a.name[a.name.index("(") + 1:-1]
+            if param in fields and fields[param] != a.digest:
+                return a
+    return None
+
+
+def _input_source(found: Localisation, trainer: Any, batch: Any, state: Mapping[str, Any]) -> Localisation:
+    """For a differing input: run the candidate's ``traced_update`` (its Python code computes the inputs, e.g. the
+    full-update flag from its schedule) under the value tracer and name the line that passes a value contradicting
+    its own config (:func:`passed_against_config`); ``found`` unchanged when there is none."""
+    with ValueTracer() as tracer:
+        trainer.traced_update(batch, state)
+    a = passed_against_config(tracer.assignments)
+    if a is None:
+        return found
+    param = a.name[a.name.index("(") + 1:-1]
+    message = (f"{found.message}; candidate passes `{param}` = {_shown(a.value)}, not its config's value, at "
+               f"{a.frame.where()}: `{a.frame.code}`")
+    return dataclasses.replace(found, message=message, frames=[a.frame.as_dict()], rule="jaxpr input, traced value")
+
+
 def localise_jax_step(snapshot: tuple[Any, Mapping[str, Any], Any, Mapping[str, Any]], batch: Any) -> Localisation:
     """Trace both trainers' critic/actor0 update (``traced_update(batch, state)``) from the snapshot and localise the
-    first difference in the candidate's code (:func:`localise_traced`)."""
+    first difference in the candidate's code (:func:`localise_traced`); a differing input is followed into the
+    candidate's code that computed it (:func:`_input_source`)."""
     ref, ref_state, cand, cand_state = snapshot
     ref_fn, ref_args = ref.traced_update(batch, ref_state)
     cand_fn, cand_args = cand.traced_update(batch, cand_state)
-    return localise_traced(ref_fn, tuple(ref_args), cand_fn, tuple(cand_args))
+    found = localise_traced(ref_fn, tuple(ref_args), cand_fn, tuple(cand_args))
+    if found.rule == "jaxpr input":
+        found = _input_source(found, cand, batch, cand_state)
+    return found
 
 
 def rebrac_loop_body_args(trainer: Any, batch: Any) -> tuple[Callable[[Callable[..., Any]], Callable[..., Any]],

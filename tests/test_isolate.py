@@ -148,3 +148,17 @@ def test_isolate_on_the_jax_algorithm_lists_the_finding_at_its_line(embedded_dat
     assert "equivalence rebrac: pass" in capsys.readouterr().out
     (result,) = json.loads(out_json.read_text())["checks"]
     assert result["metrics"]["isolate"] is True and result["metrics"]["findings"] == []
+
+
+def test_jax_accuracy_is_measured_through_the_isolate_path(embedded_dataset):
+    """``mutants --localise``'s JAX result: the swapped coefficient (a constant, used at rebrac.py:212) is named at
+    the line that passes it (295) by an ``equivalence --isolate`` run, and counted exact."""
+    from checks.localise.measure import jax_localisation_accuracy
+
+    report = jax_localisation_accuracy(_mutants("jax_bc_coefs_swapped"))
+    assert (report["framework"], report["mutants"], report["counted"], report["exact"]) == ("jax", 1, 1, 1)
+    (row,) = report["rows"]
+    assert row["verdict"] == "fail" and row["exact"]
+    assert (row["located"]["path"], row["located"]["line"]) == ("reference_algos/jax/rebrac.py", 295)
+    assert "critic_kwargs['critic_bc_coef']" in row["message"]
+    json.dumps(report)

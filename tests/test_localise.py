@@ -241,3 +241,31 @@ def test_an_argument_contradicting_its_config_is_found():
     assert passed_against_config([passed("flags(cfg)", cfg), same]) is None
     assert passed_against_config([passed("flags(cfg)", cfg), same, other]) is other
     assert passed_against_config([other, passed("flags(cfg)", cfg)]) is None  # no config seen before it
+
+
+def test_jax_inputs_are_compared_by_value_not_by_static_fields():
+    """Two TrainStates built with separate (equal) ``optax.adam`` closures have unequal tree definitions; as update
+    inputs they are equal until a value differs, which is then named."""
+    jax = pytest.importorskip("jax")
+    import flax.linen as nn
+    import optax
+    from flax.training import train_state
+
+    from checks.localise.jax_trace import _differing_input
+
+    module = nn.Dense(2)
+    params = module.init(jax.random.PRNGKey(0), np.zeros((1, 3), np.float32))
+
+    def state(p):
+        return train_state.TrainState.create(apply_fn=module.apply, params=p, tx=optax.adam(1e-3))
+
+    def update(key, actor):
+        return actor
+
+    a, b = state(params), state(params)
+    assert jax.tree.structure(a) != jax.tree.structure(b)
+    key = np.zeros(2, np.uint32)
+    assert _differing_input(update, (key, a), (key, b)) is None
+    other = state(jax.tree.map(lambda x: x + 1, params))
+    found = _differing_input(update, (key, a), (key, other))
+    assert found.kind == "numeric" and "`actor" in found.message and "params" in found.message

@@ -363,10 +363,10 @@ def _differing_input(ref_fn: Callable[..., Any], ref_args: tuple[Any, ...], cand
 
     names = list(inspect.signature(ref_fn).parameters)
     for i, (r, c) in enumerate(zip(ref_args, cand_args)):
-        r_leaves, r_tree = jax.tree_util.tree_flatten_with_path(r)
-        c_leaves, c_tree = jax.tree_util.tree_flatten_with_path(c)
+        r_leaves, c_leaves = jax.tree_util.tree_flatten_with_path(r)[0], jax.tree_util.tree_flatten_with_path(c)[0]
         name = names[i] if i < len(names) else f"input {i}"
-        if r_tree != c_tree:
+        # by leaf paths, not tree definitions: those hold static fields (an optax closure) equal only by identity
+        if [p for p, _ in r_leaves] != [p for p, _ in c_leaves]:
             return Localisation("numeric", f"candidate's update input `{name}` differs in structure from the "
                                            "reference's", rule="jaxpr input")
         for (path, rv), (_, cv) in zip(r_leaves, c_leaves):

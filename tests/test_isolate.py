@@ -131,8 +131,9 @@ def test_isolate_on_the_jax_algorithm_lists_the_finding_at_its_line(embedded_dat
     truth = next(m for m in catalog() if m.name == "jax_actor_target_post_step").location()
     where = f"{truth['path']}:{truth['line']}"
     out_json = tmp_path / "r.json"
+    sarif = tmp_path / "r.sarif"
     code = main(["equivalence", "--algo", "rebrac", "--isolate", "--steps", "2", "--no-self-check",
-                 "--candidate", "jax_candidates:target_post_step", "--json", str(out_json)])
+                 "--candidate", "jax_candidates:target_post_step", "--json", str(out_json), "--sarif", str(sarif)])
     out = capsys.readouterr().out
     assert code == 1 and where == "reference_algos/jax/rebrac.py:287"
     assert f"located at {where}" in out, out
@@ -142,6 +143,10 @@ def test_isolate_on_the_jax_algorithm_lists_the_finding_at_its_line(embedded_dat
     assert (target["first_step"], target["location"]["line"], target["location"]["code"]) == \
         (1, 287, truth["original"])
     assert {f["location"]["line"] for f in findings if f.get("location")} == {287}
+    lines = {(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+              r["locations"][0]["physicalLocation"]["region"]["startLine"])
+             for r in json.loads(sarif.read_text())["runs"][0]["results"]}
+    assert (truth["path"], truth["line"]) in lines
 
     assert main(["equivalence", "--algo", "rebrac", "--isolate", "--steps", "2", "--no-self-check",
                  "--json", str(out_json)]) == 0

@@ -494,18 +494,20 @@ def run_equivalence(
     labels: tuple[str, str] = ("reference", "candidate"),
     batch_size: int = 256,
     chain_oracle: Callable[[Any, Any], Any] | None = None,
+    localiser: Localiser | None = None,
 ) -> CheckResult:
     """Drive reference (twice, for the self-check) and candidate in lock-step; return one CheckResult.
 
     A trainer that raises (in its factory, ``load_parameters``, a step, ...) ends the run with verdict ``fail`` and
     ``metrics["crash"]`` (:class:`pogo_audit.findings.Crash`); what was compared before the crash is kept.
-    ``chain_oracle(trainer, config)`` builds the W2 oracle (default :meth:`ChainOracle.for_trainer`)."""
+    ``chain_oracle(trainer, config)`` builds the W2 oracle (default :meth:`ChainOracle.for_trainer`); ``localiser``
+    replays a divergent step under tracing (default :data:`TORCH_LOCALISER`)."""
     device = str(getattr(config, "device", "cpu"))
     run = _RunState(t0=time.perf_counter())
     with torch_determinism(device) as determinism:
         try:
             _run_lock_step(algo, config, dataset_spec, buffer, reference_factory, candidate_factory, options,
-                           progress, batch_size, chain_oracle, device, run)
+                           progress, batch_size, chain_oracle, device, run, localiser or TORCH_LOCALISER)
         except TrainerCrash as exc:
             run.crash = exc.crash
     result = _result(algo, config, options, labels, device, run)
@@ -568,17 +570,36 @@ def _snapshot(ref: _Side, cand: _Side) -> tuple[Any, Any] | None:
         return None
 
 
-def _localise_new(run: _RunState, comp: Comparator, step: int, snapshot: tuple[Any, Any], batch: Any) -> None:
-    """Replay ``step`` from ``snapshot`` under tracing when a finding showed for the first time at it, and attach the
-    located line to every finding new at this step."""
+def _localise_torch(snapshot: tuple[Any, Any], batch: Any) -> Any:
     from checks.localise import localise_step
 
+    return localise_step(snapshot[0], snapshot[1], batch)
+
+
+@dataclass(frozen=True)
+class Localiser:
+    """How a run replays a divergent step under tracing: ``snapshot(reference, candidate)`` takes what the replay
+    needs from both sides (:class:`_Side`) before every step (None: it cannot), ``localise(snapshot, batch)`` returns
+    a :class:`checks.localise.Localisation`."""
+
+    snapshot: Callable[[Any, Any], Any]
+    localise: Callable[[Any, Any], Any]
+
+
+#: PyTorch: copies of both trainers, replayed by :func:`checks.localise.localise_step`
+TORCH_LOCALISER = Localiser(_snapshot, _localise_torch)
+
+
+def _localise_new(run: _RunState, comp: Comparator, step: int, snapshot: Any, batch: Any,
+                  localise: Callable[[Any, Any], Any]) -> None:
+    """Replay ``step`` from ``snapshot`` under tracing when a finding showed for the first time at it, and attach the
+    located line to every finding new at this step."""
     new = [k for k, f in comp.findings.items() if f["first_step"] == step and k not in run.located
            and k[0] not in NOT_LOCALISED]
     if not new:
         return
     try:
-        found = localise_step(snapshot[0], snapshot[1], own_copy(batch)).as_dict()
+        found = localise(snapshot, own_copy(batch)).as_dict()
     except Exception as exc:  # noqa: BLE001 - tracing failing must not cost the run its verdict
         found = {"kind": "none", "message": f"localisation failed: {type(exc).__name__}: {exc}", "frames": []}
     for key in new:
@@ -588,7 +609,8 @@ def _localise_new(run: _RunState, comp: Comparator, step: int, snapshot: tuple[A
 def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, reference_factory: Callable[..., Any],
                    candidate_factory: Callable[..., Any], options: EquivalenceOptions,
                    progress: Callable[[int], None] | None, batch_size: int,
-                   chain_oracle: Callable[[Any, Any], Any] | None, device: str, run: _RunState) -> None:
+                   chain_oracle: Callable[[Any, Any], Any] | None, device: str, run: _RunState,
+                   localiser: Localiser) -> None:
     from checks.chain_oracle import ChainOracle
     from checks.lockstep_extras import LockStepExtras
 
@@ -661,7 +683,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         if options.isolate:
             isolate(ref, cand)
             cand.params = dict(ref.params)
-        snapshot = _snapshot(ref, cand) if localise and len(run.located) < MAX_LOCALISED else None
+        snapshot = localiser.snapshot(ref, cand) if localise and len(run.located) < MAX_LOCALISED else None
         batch = buffer.sample(batch_size)
         before = (dict(ref.params), dict(cand.params))
         pre_policies = None
@@ -690,7 +712,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         diverged_by = [judge.comp.compare(step, obs_ref, obs_cand, tolerances) for judge in judges]
         remember(step, obs_ref, obs_cand)
         if snapshot is not None and diverged_by[0]:
-            _localise_new(run, judges[0].comp, step, snapshot, batch)
+            _localise_new(run, judges[0].comp, step, snapshot, batch, localiser.localise)
         for judge, diverged in zip(judges, diverged_by):
             if diverged and judge.bundle_info is None:
                 judge.bundle_info = {
@@ -1044,8 +1066,6 @@ def equivalence(algo: str, config: Any, options: EquivalenceOptions,
     if registry.algorithm(algo).framework == "jax":
         if devices is not None:
             raise UsageError(f"--reference-device/--candidate-device: PyTorch algorithms only, not {algo}")
-        if options.isolate:
-            raise UsageError(f"--isolate: PyTorch algorithms only for now, not {algo} (JAX state sync is not built)")
         from checks.equivalence_jax import equivalence_for_rebrac  # imports jax
 
         return equivalence_for_rebrac(config, options, reference, candidate, progress=progress)

@@ -15,6 +15,10 @@ ReBRAC-specific:
 
 JAX trainers use no global RNG, so the harness's ``rng/torch`` / ``rng/numpy`` digests only prove they stay
 untouched; the reference key chain is compared through ``rng/key`` (bitwise).
+
+With ``--isolate`` the candidate loads the reference's update state before every step (``jax_state`` /
+``load_jax_state``, :mod:`checks.isolate`) and the step where a finding first shows is localised by diffing both
+trainers' traced critic/actor0 update (``traced_update``, :func:`checks.localise.jax_trace.localise_jax_step`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from checks.chain_oracle import ORACLE_SEED, PolicyView, compare_chain, oracle_w2
-from checks.equivalence import EquivalenceOptions, harness_error, run_equivalence
+from checks.equivalence import EquivalenceOptions, Localiser, harness_error, run_equivalence
 from pogo_audit.results import CheckResult
 
 BATCH_KEYS = ("states", "actions", "rewards", "next_states", "next_actions", "dones")
@@ -206,7 +210,9 @@ def equivalence_for_rebrac(config: Any, options: EquivalenceOptions,
 
     Batch size: ``options.batch_size``, else ``config.batch_size``, else ReBRAC's ``batch_size`` (``config.base``).
     The chain oracle is :class:`JaxChainOracle` (the candidate must offer ``chain_spec()``; others get none).
+    ``options.isolate``: see the module docstring (trainers without ``jax_state`` are not synchronised).
     """
+    from checks.localise.jax_trace import jax_snapshot, localise_jax_step
     from multi_actor.jax_trainer import rebrac_config, rebrac_multi_actor_factory, rebrac_reference_factory
     from pogo_audit.errors import PogoAuditError
     from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
@@ -221,7 +227,8 @@ def equivalence_for_rebrac(config: Any, options: EquivalenceOptions,
     try:
         with full_precision_matmuls():
             return run_equivalence("rebrac", config, spec, sampler, ref_factory, cand_factory, options, progress,
-                                   (ref_label, cand_label), batch_size, chain_oracle=JaxChainOracle.for_trainer)
+                                   (ref_label, cand_label), batch_size, chain_oracle=JaxChainOracle.for_trainer,
+                                   localiser=Localiser(jax_snapshot, localise_jax_step))
     except PogoAuditError:
         raise
     except Exception as exc:  # not a trainer call (those are crash findings): the harness itself failed

@@ -6,6 +6,10 @@ trainer's private global RNG streams, and — when both trainers expose ``named_
 optimizer state of every critic/actor0 parameter (Adam moments, step count) and the learning rate of its param group,
 matched by canonical name. Not synchronised: counters and schedules inside the trainer (e.g. TD3's ``total_it``, an
 LR scheduler's ``last_epoch``); a defect there shows at every step it acts.
+
+JAX trainers (both exposing ``jax_state()`` / ``load_jax_state(state)``, :mod:`multi_actor.jax_trainer`): the
+candidate loads the reference's whole update state — PRNG key, actor0's and the critic's online and target
+parameters, their optax states and step counts, and the update counter that selects full updates.
 """
 
 from __future__ import annotations
@@ -59,3 +63,6 @@ def isolate(reference: Any, candidate: Any) -> None:
     candidate.iso.rng = copy.deepcopy(reference.iso.rng)
     with candidate.guard("optimizers"):
         sync_optimizers(reference.iso.trainer, candidate.iso.trainer)
+    if all(callable(getattr(t, m, None)) for t in (reference.iso.trainer, candidate.iso.trainer)
+           for m in ("jax_state", "load_jax_state")):
+        candidate.call("load_jax_state", reference.call("jax_state"))

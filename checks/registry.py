@@ -144,8 +144,9 @@ def _equivalence_options(p: argparse.ArgumentParser) -> None:
                    help="start the candidate from the reference's initial parameters and RNG state")
     p.add_argument("--isolate", action="store_true",
                    help="set the candidate to the reference's state (critic/actor0/target tensors, optimizer state, "
-                        "RNG) before every step, list every distinct finding, and locate each in the candidate's code "
-                        "by replaying its first step under tracing")
+                        "RNG; JAX: PRNG key, optax state, update counter) before every step, list every distinct "
+                        "finding, and locate each in the candidate's code by replaying its first step under tracing "
+                        "(JAX: a diff of the traced update)")
     p.add_argument("--ignore", action="append", default=[], metavar="OBSERVABLE_GLOB",
                    help="do not compare observables matching this fnmatch glob (what the candidate does not log, "
                         "e.g. 'actor0/entropy'); repeatable, listed in the output as ignored")

@@ -153,6 +153,38 @@ def intern_static(ts: Any, lr: float) -> Any:
     return ts.replace(apply_fn=interned_apply(ts.apply_fn.__self__), tx=interned_adam(lr))
 
 
+# ------------------------------------------------------------------------------------------ update state (isolation)
+
+
+def update_state(key: jax.Array, actor: rebrac.TrainState, critic: rebrac.TrainState, updates: int) -> dict[str, Any]:
+    """What one ReBRAC update starts from: the key chain, actor0's and the critic's TrainStates (online and target
+    parameters, optax state, step count) and the update counter (the in-epoch index is ``updates % n``)."""
+    return {"key": key, "actor": actor, "critic": critic, "updates": int(updates)}
+
+
+def synced_train_state(own: rebrac.TrainState, given: rebrac.TrainState) -> rebrac.TrainState:
+    """``own`` with ``given``'s arrays (parameters, targets, optimizer state, step); its own ``apply_fn`` and ``tx``
+    are kept, so a candidate's network or optimizer definition is never replaced by the reference's."""
+    if jax.tree.structure(own.opt_state) != jax.tree.structure(given.opt_state):
+        raise ValueError("optimizer states differ in structure: the reference's optax state cannot be loaded")
+    return own.replace(params=given.params, target_params=given.target_params, opt_state=given.opt_state,
+                       step=given.step)
+
+
+def loop_body_update(loop_body: Callable[..., Any], state: Mapping[str, Any], batch: Mapping[str, Any],
+                     cfg: rebrac.Config, full: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """A ReBRAC loop body as a function of traceable arguments ``(key, actor, critic, metrics, full_update)`` on
+    ``batch`` (closed over), and those arguments from ``state`` (:func:`update_state`)."""
+    jbatch = {k: jnp.asarray(batch[k], jnp.float32) for k in rebrac.BATCH_KEYS}
+
+    def critic_actor0_update(key: jax.Array, actor: rebrac.TrainState, critic: rebrac.TrainState,
+                             metrics: rebrac.Metrics, full_update: jax.Array) -> Any:
+        return loop_body(key, actor, critic, metrics, full_update, lambda _batch_key: jbatch, cfg)
+
+    return critic_actor0_update, (state["key"], state["actor"], state["critic"],
+                                  rebrac.Metrics.create(rebrac.METRIC_KEYS), jnp.asarray(full, jnp.int32))
+
+
 # ----------------------------------------------------------------------------------------------------- policies
 
 
@@ -628,6 +660,24 @@ class MultiActorReBRAC:
         """actor0's and the critic's optax Adam state per canonical parameter (:func:`adam_state`)."""
         return adam_state(self._sync_base())
 
+    def jax_state(self) -> dict[str, Any]:
+        """The state the critic/actor0 update starts from (:func:`update_state`); extra actors are not part of it."""
+        return update_state(self.state.key, self.state.actor, self.state.critic, int(self.state.step))
+
+    def load_jax_state(self, state: Mapping[str, Any]) -> None:
+        """Set key chain, actor0, critic (arrays and optimizer state) and update counter from :meth:`jax_state`."""
+        self.state = self.state._replace(key=state["key"], actor=synced_train_state(self.state.actor, state["actor"]),
+                                         critic=synced_train_state(self.state.critic, state["critic"]),
+                                         step=jnp.asarray(state["updates"], jnp.int32))
+        self.steps_done = int(state["updates"])
+
+    def traced_update(self, batch: Mapping[str, Any], state: Mapping[str, Any]
+                      ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The critic/actor0 part of a step from ``state`` on ``batch``: this trainer's loop body and its arguments
+        (:func:`loop_body_update`), the full-update flag from its own schedule; for tracing, nothing runs."""
+        full = self.flags_fn(self.rebrac_cfg, jnp.asarray(state["updates"], jnp.int32), 1)[0]
+        return loop_body_update(self.loop_body_fn, state, batch, self.rebrac_cfg, full)
+
     def chain_spec(self) -> list[dict[str, Any]]:
         """What an independent W2 oracle needs to rebuild every actor from :meth:`parameters`."""
         spec = [{"type": "deterministic", "prefix": "actor0/actor/params/", "layernorm": self.rebrac_cfg.actor_ln,
@@ -707,6 +757,24 @@ class ReBRACReference:
     def optimizer_state(self) -> dict[str, dict[str, Any]]:
         """actor0's and the critic's optax Adam state per canonical parameter (:func:`adam_state`)."""
         return adam_state(self.base)
+
+    def jax_state(self) -> dict[str, Any]:
+        """The state the next update starts from (:func:`update_state`)."""
+        return update_state(self.base.key, self.base.actor, self.base.critic, self.steps_done)
+
+    def load_jax_state(self, state: Mapping[str, Any]) -> None:
+        """Set key chain, actor0, critic (arrays and optimizer state) and update counter from :meth:`jax_state`."""
+        self.base.key = state["key"]
+        self.base.actor = synced_train_state(self.base.actor, state["actor"])
+        self.base.critic = synced_train_state(self.base.critic, state["critic"])
+        self.steps_done = int(state["updates"])
+
+    def traced_update(self, batch: Mapping[str, Any], state: Mapping[str, Any]
+                      ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """What ``train_step`` runs from ``state`` on ``batch`` — ``rebrac.loop_body`` with the flag of
+        ``is_full_update`` — as a function and its arguments (:func:`loop_body_update`), for tracing."""
+        return loop_body_update(rebrac.loop_body, state, batch, self.base.config,
+                                self.base.is_full_update(state["updates"]))
 
 
 def rebrac_reference_factory(config: MultiActorConfig, dataset_spec: DatasetSpec, seed: int) -> ReBRACReference:

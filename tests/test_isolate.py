@@ -110,9 +110,60 @@ def test_mutants_localise_reports_accuracy_separation_and_cost(embedded_dataset,
     assert code in (0, 1)  # separation of one random triple may miss: the verdict follows the 90 % goal
 
 
-def test_isolate_on_the_jax_algorithm_is_a_clear_usage_error(capsys):
+_JAX_CANDIDATE = """\
+from checks.mutants import catalog
+
+
+def target_post_step(config, spec, seed):
+    mutant = next(m for m in catalog() if m.name == "jax_actor_target_post_step")
+    return mutant.factory(config, spec, seed)
+"""
+
+
+def test_isolate_on_the_jax_algorithm_lists_the_finding_at_its_line(embedded_dataset, tmp_path, monkeypatch, capsys):
+    """``--isolate --algo rebrac``: the mutant candidate (actor target toward the post-step actor) fails with the
+    target finding located at the mutated line; our trainer passes with no findings."""
+    from checks.mutants import catalog
     from pogo_audit.cli import main
 
-    assert main(["equivalence", "--algo", "rebrac", "--isolate", "--steps", "1"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--isolate: PyTorch algorithms only" in err
+    (tmp_path / "jax_candidates.py").write_text(_JAX_CANDIDATE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    truth = next(m for m in catalog() if m.name == "jax_actor_target_post_step").location()
+    where = f"{truth['path']}:{truth['line']}"
+    out_json = tmp_path / "r.json"
+    sarif = tmp_path / "r.sarif"
+    code = main(["equivalence", "--algo", "rebrac", "--isolate", "--steps", "2", "--no-self-check",
+                 "--candidate", "jax_candidates:target_post_step", "--json", str(out_json), "--sarif", str(sarif)])
+    out = capsys.readouterr().out
+    assert code == 1 and where == "reference_algos/jax/rebrac.py:287"
+    assert f"located at {where}" in out, out
+    (result,) = json.loads(out_json.read_text())["checks"]
+    findings = result["metrics"]["findings"]
+    target = next(f for f in findings if f["observable"] == "params/target/actor_target")
+    assert (target["first_step"], target["location"]["line"], target["location"]["code"]) == \
+        (1, 287, truth["original"])
+    assert {f["location"]["line"] for f in findings if f.get("location")} == {287}
+    lines = {(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+              r["locations"][0]["physicalLocation"]["region"]["startLine"])
+             for r in json.loads(sarif.read_text())["runs"][0]["results"]}
+    assert (truth["path"], truth["line"]) in lines
+
+    assert main(["equivalence", "--algo", "rebrac", "--isolate", "--steps", "2", "--no-self-check",
+                 "--json", str(out_json)]) == 0
+    assert "equivalence rebrac: pass" in capsys.readouterr().out
+    (result,) = json.loads(out_json.read_text())["checks"]
+    assert result["metrics"]["isolate"] is True and result["metrics"]["findings"] == []
+
+
+def test_jax_accuracy_is_measured_through_the_isolate_path(embedded_dataset):
+    """``mutants --localise``'s JAX result: the swapped coefficient (a constant, used at rebrac.py:212) is named at
+    the line that passes it (295) by an ``equivalence --isolate`` run, and counted exact."""
+    from checks.localise.measure import jax_localisation_accuracy
+
+    report = jax_localisation_accuracy(_mutants("jax_bc_coefs_swapped"))
+    assert (report["framework"], report["mutants"], report["counted"], report["exact"]) == ("jax", 1, 1, 1)
+    (row,) = report["rows"]
+    assert row["verdict"] == "fail" and row["exact"]
+    assert (row["located"]["path"], row["located"]["line"]) == ("reference_algos/jax/rebrac.py", 295)
+    assert "critic_kwargs['critic_bc_coef']" in row["message"]
+    json.dumps(report)

@@ -12,6 +12,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from checks.equivalence import EquivalenceOptions
@@ -77,6 +78,39 @@ def test_reference_protocol_names_and_parameter_round_trip():
     assert not np.array_equal(other.parameters()[name], p_cand[name])
     other.load_parameters(p_cand)
     assert all(np.array_equal(v, other.parameters()[k]) for k, v in p_cand.items())
+
+
+def test_update_state_is_loaded_key_optimizer_and_counter_included():
+    """What ``--isolate`` does before a step: the candidate (other seed, not stepped) loads the stepped reference's
+    update state and then agrees on parameters, optax state, key chain and full-update flag; its extra actors keep
+    their own parameters."""
+    ref = rebrac_reference_factory(cfg_for(3), SPEC, 0)
+    cand = rebrac_multi_actor_factory(cfg_for(3), SPEC, 1)
+    ref.step({k: np.asarray(v[:BATCH]) for k, v in synthetic_buffer(0).items()})
+    extra = cand.parameters()["actor1/params/Dense_0/kernel"]
+    assert ref.rng_digests() != cand.rng_digests()
+    cand.load_jax_state(ref.jax_state())
+    p_ref, p_cand = ref.parameters(), cand.parameters()
+    assert all(np.array_equal(p_ref[k], p_cand[k]) for k in p_ref)
+    assert np.array_equal(p_cand["actor1/params/Dense_0/kernel"], extra)
+    o_ref, o_cand = ref.optimizer_state(), cand.optimizer_state()
+    assert o_ref.keys() == o_cand.keys() and {o["step"] for o in o_cand.values()} == {1}
+    assert all(np.array_equal(o_ref[k]["exp_avg"], o_cand[k]["exp_avg"]) for k in o_ref)
+    assert ref.rng_digests() == cand.rng_digests()
+    assert cand.jax_state()["updates"] == ref.jax_state()["updates"] == 1
+    batch = {k: np.asarray(v[:BATCH]) for k, v in synthetic_buffer(1).items()}
+    (_, ref_args), (_, cand_args) = ref.traced_update(batch, ref.jax_state()), cand.traced_update(batch,
+                                                                                               cand.jax_state())
+    assert int(ref_args[-1]) == int(cand_args[-1]) == 0  # update 1 of policy_freq 2: critic only, on both sides
+
+
+def test_an_optimizer_of_another_structure_is_not_loaded():
+    from multi_actor.jax_trainer import synced_train_state
+
+    ref = rebrac_reference_factory(cfg_for(1), SPEC, 0)
+    sgd = ref.base.actor.replace(tx=optax.sgd(0.1), opt_state=optax.sgd(0.1).init(ref.base.actor.params))
+    with pytest.raises(ValueError, match="optimizer states differ in structure"):
+        synced_train_state(sgd, ref.base.actor)
 
 
 # ---------------------------------------------------------------------------------------------------- epochs

@@ -152,11 +152,8 @@ def test_user_code_excludes_the_tool_and_the_libraries():
     assert is_user_file(__file__)
 
 
-@pytest.mark.parametrize("name, kind", [
-    ("jax_extra_key_split", "rng"),           # an extra jax.random.split in the ReBRAC loop body
-    ("jax_actor_target_post_step", "numeric"),  # the target soft-updated toward the post-step actor
-])
-def test_jax_mutant_is_located_by_its_traced_update(embedded_dataset, name, kind):
+def _jax_mutant_localised(name: str):
+    """The mutant's loop body traced against the original on one trainer's state: (localisation, unchanged one)."""
     pytest.importorskip("jax")
     from checks.equivalence_jax import DictBatchSampler, prepare_rebrac_data
     from checks.localise.jax_trace import localise_jax_update, rebrac_loop_body_args
@@ -167,9 +164,108 @@ def test_jax_mutant_is_located_by_its_traced_update(embedded_dataset, name, kind
     data, spec = prepare_rebrac_data(cfg)
     trainer = mutant.factory(cfg, spec, 0)
     wrap, args = rebrac_loop_body_args(trainer, DictBatchSampler(data, 1).sample(16))
-    found = localise_jax_update(wrap(original), wrap(trainer.loop_body_fn), *args)
-    truth = mutant.location()
+    return (localise_jax_update(wrap(original), wrap(trainer.loop_body_fn), *args),
+            localise_jax_update(wrap(original), wrap(original), *args))
+
+
+@pytest.mark.parametrize("name, kind, line", [
+    ("jax_extra_key_split", "rng", 326),           # an extra jax.random.split in the ReBRAC loop body
+    ("jax_actor_target_post_step", "numeric", 287),  # the target soft-updated toward the post-step actor
+    ("jax_bc_coefs_swapped", "numeric", 295),      # a coefficient passed at 295, used (as a literal) at 212
+])
+def test_jax_mutant_is_located_by_its_traced_update(embedded_dataset, name, kind, line):
+    found, unchanged = _jax_mutant_localised(name)
+    truth = by_name(name).location()
     assert found.kind == kind, found.message
     assert (found.location["path"], found.location["line"]) == (truth["path"], truth["line"]), found.message
-    unchanged = localise_jax_update(wrap(original), wrap(original), *args)
+    assert (found.location["path"], found.location["line"]) == ("reference_algos/jax/rebrac.py", line)
     assert unchanged.kind == "none" and unchanged.location is None
+    if name == "jax_bc_coefs_swapped":  # a literal of the `mul` at 212, followed back to where it is chosen
+        assert found.rule == "jaxpr constant, traced value"
+        assert "candidate sets `critic_kwargs['critic_bc_coef']` to 0.5 where the reference has 1.0" in found.message
+        assert [(f["file"], f["line"]) for f in found.frames[:2]] == [("reference_algos/jax/rebrac.py", 295),
+                                                                      ("reference_algos/jax/rebrac.py", 212)]
+        assert found.reference_frames[0]["line"] == 295
+
+
+def test_a_jax_flag_input_is_followed_to_the_line_that_hard_codes_it(embedded_dataset):
+    """policy_freq ignored: the traced updates are identical, their full-update flag input is not (update 1: the
+    candidate runs a full update, the reference critic-only); the line that passes 1 instead of ``cfg.policy_freq``
+    is named. Our trainer from the same state localises to none."""
+    pytest.importorskip("jax")
+    from checks.equivalence_jax import DictBatchSampler, prepare_rebrac_data
+    from checks.localise.jax_trace import localise_jax_step
+    from multi_actor.jax_trainer import rebrac_multi_actor_factory, rebrac_reference_factory
+
+    mutant = by_name("jax_policy_freq_ignored")
+    cfg = build_config(None, [], algo="rebrac", num_actors=3, seed=0)
+    data, spec = prepare_rebrac_data(cfg)
+    ref = rebrac_reference_factory(cfg, spec, 0)
+    state = dict(ref.jax_state(), updates=1)
+    batch = DictBatchSampler(data, 1).sample(16)
+    found = localise_jax_step((ref, state, mutant.factory(cfg, spec, 0), state), batch)
+    truth = mutant.location()
+    assert found.kind == "order" and found.rule == "jaxpr input, traced value"
+    assert (found.location["path"], found.location["line"]) == (truth["path"], truth["line"]) == \
+        ("multi_actor/jax_trainer.py", 340)
+    assert "`full_update` differs from the reference's (1 vs the reference's 0)" in found.message
+    assert "candidate passes `policy_freq` = 1, not its config's value" in found.message
+    ours = localise_jax_step((ref, state, rebrac_multi_actor_factory(cfg, spec, 0), state), batch)
+    assert ours.kind == "none" and ours.location is None
+
+
+def test_jax_values_and_their_first_difference():
+    from checks.localise.jax_trace import value_difference, value_digest
+
+    assert value_digest({"a": 1.0, "b": (2, np.zeros(3, np.float32))}) == \
+        value_digest({"a": 1.0, "b": (2, np.zeros(3, np.float32))})
+    assert value_digest({"a": 1.0}) != value_digest({"a": 1.5})
+    assert value_digest(lambda: 0) is None
+    assert value_difference({"gamma": 0.99, "coef": (1.0, 2)}, {"gamma": 0.99, "coef": (1.0, 3)}) == \
+        ("['coef'][1]", "2", "3")
+
+
+def test_an_argument_contradicting_its_config_is_found():
+    from checks.localise.frames import Frame
+    from checks.localise.jax_trace import Assignment, passed_against_config, value_digest
+    from reference_algos.jax.rebrac import Config
+
+    here = Frame("x.py", 3, "f", "g(cfg.n, 1)")
+
+    def passed(name, value):
+        return Assignment(here, name, value_digest(value), value)
+
+    cfg = Config()
+    same = passed("delayed_updates(policy_freq)", cfg.policy_freq)
+    other = passed("delayed_updates(policy_freq)", cfg.policy_freq + 1)
+    assert passed_against_config([passed("flags(cfg)", cfg), same]) is None
+    assert passed_against_config([passed("flags(cfg)", cfg), same, other]) is other
+    assert passed_against_config([other, passed("flags(cfg)", cfg)]) is None  # no config seen before it
+
+
+def test_jax_inputs_are_compared_by_value_not_by_static_fields():
+    """Two TrainStates built with separate (equal) ``optax.adam`` closures have unequal tree definitions; as update
+    inputs they are equal until a value differs, which is then named."""
+    jax = pytest.importorskip("jax")
+    import flax.linen as nn
+    import optax
+    from flax.training import train_state
+
+    from checks.localise.jax_trace import _differing_input
+
+    module = nn.Dense(2)
+    params = module.init(jax.random.PRNGKey(0), np.zeros((1, 3), np.float32))
+
+    def state(p):
+        return train_state.TrainState.create(apply_fn=module.apply, params=p, tx=optax.adam(1e-3))
+
+    def update(key, actor):
+        return actor
+
+    a, b = state(params), state(params)
+    assert jax.tree.structure(a) != jax.tree.structure(b)
+    key = np.zeros(2, np.uint32)
+    assert _differing_input(update, (key, a), (key, b)) is None
+    other = state(jax.tree.map(lambda x: x + 1, params))
+    found = _differing_input(update, (key, a), (key, other))
+    assert found.kind == "numeric" and "`actor" in found.message and "params" in found.message

@@ -8,18 +8,33 @@ output avals, literal values, simple parameters and *where each input comes from
 equation that produced it), then aligned like the PyTorch operation sequences. Key handling is part of the trace:
 ``random_split``, ``random_fold_in``, ``random_bits`` and ``threefry2x32`` equations are the key chain, and a
 difference there is an ``rng`` finding ("candidate splits an extra key").
+
+A constant is traced where it is *used* (a literal of the equation that multiplies by it), not where the code chose
+it. When the first differing equation differs only in a literal, a parameter or a closed-over constant, both
+functions are traced again under a Python line tracer that records every concrete (non-traced) value a user line
+assigns or passes as an argument; the first such value that differs between the two sides names the line that
+chose the constant (e.g. the keyword argument that passes the wrong coefficient), and the equation that uses it is
+kept in the message. The traced functions' inputs are compared before their jaxprs: a differing input (e.g. the
+full-update flag) is reported as such.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import hashlib
+import inspect
 import linecache
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
+import numpy as np
+
 from checks.localise.engine import Localisation
-from checks.localise.frames import Frame, display_path, is_user_file
+from checks.localise.frames import Frame, _frame, display_path, is_user_file
 
 #: primitives of the key chain
 RANDOM_PRIMITIVES = frozenset({"random_split", "random_fold_in", "random_bits", "random_seed", "random_wrap",
@@ -78,10 +93,12 @@ def flatten(jaxpr: Any, scope: str = "", out: list[Equation] | None = None) -> l
     """The equations of ``jaxpr`` (a ``Jaxpr`` or ``ClosedJaxpr``), sub-jaxprs flattened after their equation."""
     from jax.extend.core import Literal
 
+    consts = list(getattr(jaxpr, "consts", ()))
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
     out = [] if out is None else out
-    ids: dict[Any, str] = {v: f"{scope}in{i}" for i, v in enumerate(jaxpr.invars)}
-    ids.update({v: f"{scope}const{i}" for i, v in enumerate(jaxpr.constvars)})
+    ids: dict[Any, Any] = {v: f"{scope}in{i}" for i, v in enumerate(jaxpr.invars)}
+    ids.update({v: ("const", value_digest(consts[i]) if i < len(consts) else f"{scope}const{i}")
+                for i, v in enumerate(jaxpr.constvars)})
     for eqn in jaxpr.eqns:
         n = len(out)
         sources = tuple(("literal", repr(a.val)) if isinstance(a, Literal) else ids.get(a, "free")
@@ -95,6 +112,38 @@ def flatten(jaxpr: Any, scope: str = "", out: list[Equation] | None = None) -> l
             ids[v] = f"{scope}{n}.{k}"
         for j, sub in enumerate(_sub_jaxprs(eqn.params)):
             flatten(sub, f"{scope}{n}/{j}/", out)
+    return out
+
+
+def value_digest(value: Any, cache: dict[int, tuple[Any, str | None]] | None = None) -> str | None:
+    """A digest of a concrete value — Python scalars and strings, numpy/JAX arrays, tuples, lists, dicts and
+    dataclasses of them — or None when any part is traced (a JAX tracer) or of another type (a function, a module)."""
+    import jax
+
+    if cache is not None and id(value) in cache:
+        return cache[id(value)][1]
+    out: str | None
+    if isinstance(value, (bool, int, float, complex, str, bytes, type(None))):
+        out = f"{type(value).__name__}:{value!r}"
+    elif isinstance(value, jax.core.Tracer):
+        out = None
+    elif isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        arr = np.asarray(value)
+        out = f"{arr.dtype}{list(arr.shape)}:" + hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]
+    elif isinstance(value, (tuple, list)):
+        parts = [value_digest(v, cache) for v in value]
+        out = None if any(p is None for p in parts) else f"{type(value).__name__}({','.join(parts)})"
+    elif isinstance(value, dict):
+        parts = [value_digest(v, cache) for v in value.values()]
+        out = None if any(p is None for p in parts) else \
+            "{" + ",".join(f"{k!r}:{p}" for k, p in zip(value, parts)) + "}"
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        parts = [value_digest(getattr(value, f.name), cache) for f in dataclasses.fields(value)]
+        out = None if any(p is None for p in parts) else f"{type(value).__qualname__}({','.join(parts)})"
+    else:
+        out = None
+    if cache is not None:
+        cache[id(value)] = (value, out)  # the value is kept alive, so its id is not reused within the trace
     return out
 
 
@@ -115,6 +164,19 @@ def _located(eqn: Equation, prev: Equation | None) -> Frame | None:
         if (here.function, here.line) != (there.function, there.line):
             return here
     return eqn.frame()
+
+
+def _constant_difference(r: Equation, c: Equation) -> bool:
+    """Same primitive and shapes, and the equations differ only in parameters or in literal / closed-over constant
+    inputs (not in which equation or argument an input comes from)."""
+    if r.key[:3] != c.key[:3] or len(r.key[4]) != len(c.key[4]):
+        return False
+    traced = [(a, b) for a, b in zip(r.key[4], c.key[4]) if not (_is_constant(a) and _is_constant(b))]
+    return all(a == b for a, b in traced)
+
+
+def _is_constant(source: Any) -> bool:
+    return isinstance(source, tuple) and source[0] in ("literal", "const")
 
 
 def compare_jaxprs(ref: list[Equation], cand: list[Equation]) -> Localisation:
@@ -140,6 +202,8 @@ def compare_jaxprs(ref: list[Equation], cand: list[Equation]) -> Localisation:
         else:
             frame = c.frame()
             part = "literal/parameter" if r.key[:4] != c.key[:4] else "inputs"
+            if _constant_difference(r, c):
+                part, tag = "constants (literal, parameter or closed-over value)", "constant"
             what = f"candidate's `{c.primitive}` differs from the reference's in its {part}"
         changed = (ref[i1:i2] if tag != "insert" else []) + (cand[j1:j2] if tag != "delete" else [])
         kind = "rng" if any(e.primitive in RANDOM_PRIMITIVES for e in changed[:1] + changed[-1:]) else "numeric"
@@ -154,29 +218,252 @@ def compare_jaxprs(ref: list[Equation], cand: list[Equation]) -> Localisation:
     return Localisation("none", f"the traced updates are identical ({len(ref)} equations)")
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """A concrete value a user line produced while a function was traced: a local it assigned (``name``) or an
+    argument it passed (``name`` = ``callee(parameter)``); ``digest`` from :func:`value_digest`."""
+
+    frame: Frame
+    name: str
+    digest: str
+    value: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return self.frame.file, self.frame.line, self.name
+
+
+class ValueTracer:
+    """``sys.settrace`` on user code: every concrete value a line assigns to a local, and every concrete argument a
+    user line passes to a user function, in execution order (:class:`Assignment`)."""
+
+    def __init__(self) -> None:
+        self.assignments: list[Assignment] = []
+        self._cache: dict[int, tuple[Any, str | None]] = {}
+        self._seen: dict[int, tuple[int, dict[str, str]]] = {}
+        self._previous: Any = None
+
+    def _concrete(self, frame: FrameType) -> dict[str, str]:
+        out = {}
+        for name, value in frame.f_locals.items():
+            digest = value_digest(value, self._cache)
+            if digest is not None:
+                out[name] = digest
+        return out
+
+    def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event in ("line", "return"):
+            line, before = self._seen.get(id(frame), (frame.f_lineno, {}))
+            now = self._concrete(frame)
+            where = dataclasses.replace(_frame(frame, {}), line=line,
+                                        code=linecache.getline(frame.f_code.co_filename, line).strip())
+            self.assignments.extend(Assignment(where, name, d, frame.f_locals.get(name)) for name, d in now.items()
+                                    if before.get(name) != d)
+            if event == "return":
+                self._seen.pop(id(frame), None)
+            else:
+                self._seen[id(frame)] = (frame.f_lineno, now)
+        return self._local
+
+    def _global(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event != "call" or not is_user_file(frame.f_code.co_filename):
+            return None
+        args = self._concrete(frame)
+        caller = frame.f_back
+        if caller is not None and is_user_file(caller.f_code.co_filename):
+            site = _frame(caller, {})
+            name = frame.f_code.co_name
+            self.assignments.extend(Assignment(site, f"{name}({k})", d, frame.f_locals.get(k))
+                                    for k, d in args.items())
+        self._seen[id(frame)] = (frame.f_lineno, args)
+        return self._local
+
+    def __enter__(self) -> ValueTracer:
+        self._previous = sys.gettrace()
+        sys.settrace(self._global)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.settrace(self._previous)
+
+
+def traced_values(fn: Callable[..., Any], *args: Any) -> list[Assignment]:
+    """The concrete values user lines assign or pass while ``fn(*args)`` is traced (:class:`ValueTracer`).
+
+    ``fn`` is wrapped in a new function, so JAX's tracing cache (keyed by the function) cannot skip its Python code
+    when it was traced before."""
+    import jax
+
+    def fresh(*a: Any) -> Any:
+        return fn(*a)
+
+    with ValueTracer() as tracer:
+        jax.make_jaxpr(fresh)(*args)
+    return tracer.assignments
+
+
+def first_differing_value(ref: list[Assignment], cand: list[Assignment]) -> tuple[Assignment, Assignment] | None:
+    """The first aligned (same line, same name) pair of values that differ, (reference, candidate), or None."""
+    matcher = difflib.SequenceMatcher(None, [a.key for a in ref], [a.key for a in cand], autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag != "equal":
+            continue
+        for r, c in zip(ref[i1:i2], cand[j1:j2]):
+            if r.digest != c.digest:
+                return r, c
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A concrete value as a message shows it: scalars as they are, arrays by dtype and shape."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return repr(value)
+    arr = np.asarray(value)
+    return repr(arr.item()) if arr.ndim == 0 else f"a {arr.dtype}{list(arr.shape)} array"
+
+
+def value_difference(ref: Any, cand: Any, path: str = "") -> tuple[str, str, str]:
+    """Where two concrete values first differ — ``(path, reference shown, candidate shown)`` — descending into
+    dicts, tuples, lists and dataclasses of equal shape (``critic_kwargs['critic_bc_coef']``)."""
+    if isinstance(ref, dict) and isinstance(cand, dict) and list(ref) == list(cand):
+        items = [(f"{path}[{k!r}]", ref[k], cand[k]) for k in ref]
+    elif isinstance(ref, (tuple, list)) and type(ref) is type(cand) and len(ref) == len(cand):
+        items = [(f"{path}[{i}]", r, c) for i, (r, c) in enumerate(zip(ref, cand))]
+    elif dataclasses.is_dataclass(ref) and type(ref) is type(cand) and not isinstance(ref, type):
+        items = [(f"{path}.{f.name}", getattr(ref, f.name), getattr(cand, f.name)) for f in dataclasses.fields(ref)]
+    else:
+        return path, _shown(ref), _shown(cand)
+    for sub, r, c in items:
+        if value_digest(r) != value_digest(c):
+            return value_difference(r, c, sub)
+    return path, _shown(ref), _shown(cand)
+
+
+def _relocate_constant(found: Localisation, ref_fn: Callable[..., Any], ref_args: tuple[Any, ...],
+                       cand_fn: Callable[..., Any], cand_args: tuple[Any, ...]) -> Localisation:
+    """For a constant difference: the line that chose the differing value (first differing traced value), with the
+    equation that uses it kept in the message; ``found`` unchanged when no traced value differs."""
+    pair = first_differing_value(traced_values(ref_fn, *ref_args), traced_values(cand_fn, *cand_args))
+    if pair is None:
+        return found
+    r, c = pair
+    where, r_shown, c_shown = value_difference(r.value, c.value)
+    what = f"`{c.name}{where}`" if "(" not in c.name else f"argument `{c.name}{where}`"
+    message = (f"candidate sets {what} to {c_shown} where the reference has {r_shown} at {c.frame.where()}: "
+               f"`{c.frame.code}`; used by: {found.message}")
+    return dataclasses.replace(found, message=message, frames=[c.frame.as_dict()] + found.frames,
+                               reference_frames=[r.frame.as_dict()] + found.reference_frames,
+                               rule="jaxpr constant, traced value")
+
+
+def _differing_input(ref_fn: Callable[..., Any], ref_args: tuple[Any, ...], cand_args: tuple[Any, ...]
+                     ) -> Localisation | None:
+    """A Localisation naming the first input of the traced update whose value differs (None when they agree)."""
+    import jax
+
+    names = list(inspect.signature(ref_fn).parameters)
+    for i, (r, c) in enumerate(zip(ref_args, cand_args)):
+        r_leaves, c_leaves = jax.tree_util.tree_flatten_with_path(r)[0], jax.tree_util.tree_flatten_with_path(c)[0]
+        name = names[i] if i < len(names) else f"input {i}"
+        # by leaf paths, not tree definitions: those hold static fields (an optax closure) equal only by identity
+        if [p for p, _ in r_leaves] != [p for p, _ in c_leaves]:
+            return Localisation("numeric", f"candidate's update input `{name}` differs in structure from the "
+                                           "reference's", rule="jaxpr input")
+        for (path, rv), (_, cv) in zip(r_leaves, c_leaves):
+            rd, cd = value_digest(rv), value_digest(cv)
+            if rd != cd:
+                scalar = np.ndim(rv) == 0 and np.issubdtype(np.asarray(rv).dtype, np.integer)
+                shown = f" ({_shown(cv)} vs the reference's {_shown(rv)})" if scalar else ""
+                return Localisation("order" if scalar else "numeric",
+                                    f"candidate's update input `{name}{jax.tree_util.keystr(path)}` differs from the "
+                                    f"reference's{shown}: the step starts from a different state or flag",
+                                    rule="jaxpr input")
+    return None
+
+
+def localise_traced(reference_fn: Callable[..., Any], reference_args: tuple[Any, ...],
+                    candidate_fn: Callable[..., Any], candidate_args: tuple[Any, ...]) -> Localisation:
+    """Localise the first difference between ``reference_fn(*reference_args)`` and ``candidate_fn(*candidate_args)``
+    (traced, nothing runs): a differing input first, else the first differing equation, a constant difference
+    followed back to the line that chose the value."""
+    found = _differing_input(reference_fn, reference_args, candidate_args)
+    if found is not None:
+        return found
+    found = compare_jaxprs(trace_update(reference_fn, *reference_args), trace_update(candidate_fn, *candidate_args))
+    if found.rule == "jaxpr constant":
+        found = _relocate_constant(found, reference_fn, reference_args, candidate_fn, candidate_args)
+    return found
+
+
 def localise_jax_update(reference_fn: Callable[..., Any], candidate_fn: Callable[..., Any], *args: Any
                         ) -> Localisation:
     """Trace both update functions on ``args`` and localise their first differing equation in the candidate."""
-    return compare_jaxprs(trace_update(reference_fn, *args), trace_update(candidate_fn, *args))
+    return localise_traced(reference_fn, args, candidate_fn, args)
+
+
+def jax_snapshot(reference: Any, candidate: Any) -> tuple[Any, Mapping[str, Any], Any, Mapping[str, Any]] | None:
+    """Before a step (``reference``/``candidate``: the harness's sides): each trainer and the state its update starts
+    from (``jax_state()``, immutable arrays: no copy needed); None when a side does not offer ``jax_state`` and
+    ``traced_update``."""
+    trainers = reference.iso.trainer, candidate.iso.trainer
+    if not all(callable(getattr(t, m, None)) for t in trainers for m in ("jax_state", "traced_update")):
+        return None
+    return trainers[0], reference.call("jax_state"), trainers[1], candidate.call("jax_state")
+
+
+def passed_against_config(assignments: list[Assignment]) -> Assignment | None:
+    """The first argument passed under the name of a config field (a field of a dataclass the same code handled
+    before, e.g. ``cfg.policy_freq``) whose value is not that field's: ``delayed_updates(policy_freq)`` = 1 while
+    ``cfg.policy_freq`` is 2 names the line that hard-codes the value."""
+    fields: dict[str, str] = {}
+    for a in assignments:
+        if dataclasses.is_dataclass(a.value) and not isinstance(a.value, type):
+            for f in dataclasses.fields(a.value):
+                digest = value_digest(getattr(a.value, f.name))
+                if digest is not None:
+                    fields.setdefault(f.name, digest)
+        elif a.name.endswith(")"):
+            param = a.name[a.name.index("(") + 1:-1]
+            if param in fields and fields[param] != a.digest:
+                return a
+    return None
+
+
+def _input_source(found: Localisation, trainer: Any, batch: Any, state: Mapping[str, Any]) -> Localisation:
+    """For a differing input: run the candidate's ``traced_update`` (its Python code computes the inputs, e.g. the
+    full-update flag from its schedule) under the value tracer and name the line that passes a value contradicting
+    its own config (:func:`passed_against_config`); ``found`` unchanged when there is none."""
+    with ValueTracer() as tracer:
+        trainer.traced_update(batch, state)
+    a = passed_against_config(tracer.assignments)
+    if a is None:
+        return found
+    param = a.name[a.name.index("(") + 1:-1]
+    message = (f"{found.message}; candidate passes `{param}` = {_shown(a.value)}, not its config's value, at "
+               f"{a.frame.where()}: `{a.frame.code}`")
+    return dataclasses.replace(found, message=message, frames=[a.frame.as_dict()], rule="jaxpr input, traced value")
+
+
+def localise_jax_step(snapshot: tuple[Any, Mapping[str, Any], Any, Mapping[str, Any]], batch: Any) -> Localisation:
+    """Trace both trainers' critic/actor0 update (``traced_update(batch, state)``) from the snapshot and localise the
+    first difference in the candidate's code (:func:`localise_traced`); a differing input is followed into the
+    candidate's code that computed it (:func:`_input_source`)."""
+    ref, ref_state, cand, cand_state = snapshot
+    ref_fn, ref_args = ref.traced_update(batch, ref_state)
+    cand_fn, cand_args = cand.traced_update(batch, cand_state)
+    found = localise_traced(ref_fn, tuple(ref_args), cand_fn, tuple(cand_args))
+    if found.rule == "jaxpr input":
+        found = _input_source(found, cand, batch, cand_state)
+    return found
 
 
 def rebrac_loop_body_args(trainer: Any, batch: Any) -> tuple[Callable[[Callable[..., Any]], Callable[..., Any]],
                                                              tuple[Any, ...]]:
-    """For a ``MultiActorReBRAC`` (or anything with ``state`` and ``rebrac_cfg``): a wrapper turning a ReBRAC loop
-    body into a function of traceable arguments, and those arguments (key, actor, critic, metrics, full_update)."""
-    import jax.numpy as jnp
+    """For a ``MultiActorReBRAC`` (``jax_state`` and ``rebrac_cfg``): a wrapper turning a ReBRAC loop body into a
+    function of traceable arguments, and those arguments (key, actor, critic, metrics, full_update = 1) — to trace a
+    patched loop body against the original on one trainer's state."""
+    from multi_actor.jax_trainer import loop_body_update
 
-    from reference_algos.jax import rebrac
-
-    jbatch = {k: jnp.asarray(batch[k], jnp.float32) for k in rebrac.BATCH_KEYS}
-    cfg = trainer.rebrac_cfg
-
-    def wrap(body: Callable[..., Any]) -> Callable[..., Any]:
-        def run(key: Any, actor: Any, critic: Any, metrics: Any, full: Any) -> Any:
-            return body(key, actor, critic, metrics, full, lambda _batch_key: jbatch, cfg)
-
-        return run
-
-    state = trainer.state
-    return wrap, (state.key, state.actor, state.critic, rebrac.Metrics.create(rebrac.METRIC_KEYS),
-                  jnp.asarray(True))
+    state = trainer.jax_state()
+    _, args = loop_body_update(lambda *a: None, state, batch, trainer.rebrac_cfg, True)
+    return (lambda body: loop_body_update(body, state, batch, trainer.rebrac_cfg, True)[0]), args

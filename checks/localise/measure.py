@@ -120,6 +120,39 @@ def localisation_accuracy(mutants: list[Any] | None = None, **kwargs: Any) -> di
             "accuracy": exact / len(counted) if counted else None, "rows": [r.as_dict() for r in rows]}
 
 
+def jax_localisation_accuracy(mutants: list[Any] | None = None, seed: int = 0, actors: int = 3) -> dict[str, Any]:
+    """Localisation accuracy of the JAX mutants (default: every JAX mutant of the catalog), measured through the
+    path a user runs: ``equivalence --isolate`` of the mutant candidate against the JAX reference, each mutant over
+    its own ``steps``. A mutant is exact when the first located finding names its mutated line; mutants judged by
+    another instrument (:data:`NOT_STEP_LOCALISED`) are listed, not counted. Reported apart from the PyTorch one."""
+    from checks.equivalence import EquivalenceOptions
+    from checks.equivalence_jax import equivalence_for_rebrac
+    from checks.mutants import catalog
+    from multi_actor.config import build_config
+
+    rows = []
+    for m in (mutants if mutants is not None else catalog()):
+        if m.framework != "jax":
+            continue
+        t0 = time.perf_counter()
+        cfg = build_config(None, list(m.overrides), algo=m.algo, num_actors=actors, seed=seed)
+        options = EquivalenceOptions(steps=m.steps, seed=seed, isolate=True, self_check=False, bundle_dir=None)
+        result = equivalence_for_rebrac(cfg, options, candidate=(m.name, m.factory))
+        truth = m.location()
+        first = next((f for f in result.metrics.get("findings") or [] if f.get("location")), None)
+        located = first["location"] if first else None
+        rows.append({"mutant": m.name, "algo": m.algo, "expected": m.expected, "truth": truth,
+                     "verdict": result.verdict, "findings": len(result.metrics.get("findings") or []),
+                     "located": located, "message": (first or {}).get("localisation", {}).get("message"),
+                     "exact": located is not None and (located["path"], located["line"]) == (truth["path"],
+                                                                                              truth["line"]),
+                     "seconds": time.perf_counter() - t0})
+    counted = [r for r in rows if r["expected"] not in NOT_STEP_LOCALISED]
+    exact = sum(r["exact"] for r in counted)
+    return {"framework": "jax", "mutants": len(rows), "counted": len(counted), "exact": exact,
+            "accuracy": exact / len(counted) if counted else None, "rows": rows}
+
+
 # ------------------------------------------------------------------------------------ separation and cost
 
 
@@ -217,7 +250,8 @@ ACCURACY_GOAL = SEPARATION_GOAL = 0.9
 
 def localise_command(args: Any, progress: Any) -> Any:
     """``pogo-audit mutants --localise``: accuracy over the catalog, separation of mutant triples, and the cost of
-    ``--isolate``, as three results (accuracy and separation fail below their 90 % goals; cost is reported)."""
+    ``--isolate``, as three results (accuracy and separation fail below their 90 % goals; cost is reported); the JAX
+    mutants' accuracy, when any is selected, as a fourth result of its own."""
     from checks.mutants import _selected
     from pogo_audit.results import FAIL, PASS, CheckResult
 
@@ -228,6 +262,15 @@ def localise_command(args: Any, progress: Any) -> Any:
                       summary=f"{acc['exact']}/{acc['counted']} mutants located at their mutated line "
                               f"({100 * (acc['accuracy'] or 0):.1f} %, goal {100 * ACCURACY_GOAL:.0f} %)",
                       metrics=acc, seconds=time.perf_counter() - t0)
+    jax_mutants = [m for m in _selected(args) if m.framework == "jax"]
+    if jax_mutants:
+        t0 = time.perf_counter()
+        jacc = jax_localisation_accuracy(jax_mutants, seed=args.seed)
+        yield CheckResult("localisation", "accuracy (jax)",
+                          PASS if (jacc["accuracy"] or 0) >= ACCURACY_GOAL else FAIL,
+                          summary=f"{jacc['exact']}/{jacc['counted']} JAX mutants located at their mutated line "
+                                  f"({100 * (jacc['accuracy'] or 0):.1f} %, goal {100 * ACCURACY_GOAL:.0f} %)",
+                          metrics=jacc, seconds=time.perf_counter() - t0)
     t0 = time.perf_counter()
     sep = separation(args.combinations, args.seed, lambda done, total: progress("combinations", done, total))
     yield CheckResult("localisation", "separation", PASS if (sep["separation"] or 0) >= SEPARATION_GOAL else FAIL,

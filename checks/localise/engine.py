@@ -493,6 +493,23 @@ def _relevant_extension(ops: list[Op]) -> tuple[int, str] | None:
     return None
 
 
+def _leak_past_freeze(ref: Trace, cand: Trace, d: _Difference) -> tuple[Frame, str, str] | None:
+    """Candidate operations after the reference's whole step (only the harness's own operations, which have no user
+    frame, may follow on the reference's side) that use a compared parameter with ``requires_grad`` under autograd
+    while the candidate froze other compared parameters for them (:func:`_incomplete_freeze`); None otherwise."""
+    if d.tag != "insert" or (d.ref is not None and any(o.stack for o in ref.ops[d.ref.index:])):
+        return None
+    relevant = _relevant_extension(d.inserted)
+    if relevant is None or not relevant[1].startswith("uses"):
+        return None
+    op = d.inserted[relevant[0]]
+    found = _incomplete_freeze(cand, op)
+    if found is None:
+        return None
+    d.cand = op
+    return found[0], "freeze", f"after the reference's step, candidate operation `{_shape(op)}` {relevant[1]}{found[1]}"
+
+
 def _incomplete_freeze(cand: Trace, op: Op) -> tuple[Frame, str] | None:
     """A compared parameter used with ``requires_grad`` after the reference's step while the candidate froze other
     compared parameters before (``requires_grad_(False)``): the freeze left it out, and what a freeze covers is
@@ -702,18 +719,17 @@ def compare_traces(ref: Trace, cand: Trace) -> Localisation:
                                     "touch nothing compared (the divergence comes from state carried into this step)",
                             module=module, gradient=gradient, schedule=schedule)
     extension = None
-    after_step = d.ref is None or not any(o.stack for o in ref.ops[d.ref.index:])  # only the harness's own ops left
-    relevant = _relevant_extension(d.inserted) if d.tag == "insert" and after_step else None
+    relevant = _relevant_extension(d.inserted) if d.tag == "insert" and d.ref is None else None
     if relevant is not None:  # after the reference's whole step: start at the operation that matters
         d.inserted = d.inserted[relevant[0]:]
         d.cand = d.inserted[0]
         extension = relevant[1]
-    if extension is not None and extension != "draw":
+    leak = _leak_past_freeze(ref, cand, d)
+    if leak is not None:
+        frame, rule, what = leak
+    elif extension is not None and extension != "draw":
         frame, rule = d.cand.frame(), "extension"
         what = f"after the reference's step, candidate operation `{_shape(d.cand)}` {extension}"
-        leak = _incomplete_freeze(cand, d.cand) if extension.startswith("uses") else None
-        if leak is not None:
-            frame, rule, what = leak[0], "freeze", what + leak[1]
     else:
         frame, rule, what = _locate(ref, cand, d)
         cause = _schedule_cause(ref, cand, d) if rule != "rng" else None
@@ -723,7 +739,7 @@ def compare_traces(ref: Trace, cand: Trace) -> Localisation:
         kind = "rng"
     elif schedule is not None or rule == "lr schedule":
         kind = "order"
-    elif rule == "grad mode" or (extension or "").startswith("uses") or _requires_grad_only(d) \
+    elif rule in ("grad mode", "freeze") or (extension or "").startswith("uses") or _requires_grad_only(d) \
             or _in_backward(d.cand):
         kind = "gradient"
     else:

@@ -482,17 +482,19 @@ def _wrap_schedulers(recorder: _Recorder) -> Iterator[tuple[Any, str, Any]]:
 def _wrap_requires_grad(trace: Trace, tracer: LineTracer, params: Mapping[int, str]
                         ) -> Iterator[tuple[Any, str, Any]]:
     """Record ``Tensor.requires_grad_`` on canonical parameters (:class:`GradFlip`): which code freezes what (the
-    dispatch mode sits below autograd and never sees it); yields what to restore."""
-    original = torch.Tensor.requires_grad_
+    dispatch mode sits below autograd and never sees it); yields what to restore (None: the inherited method, the
+    attribute is deleted again)."""
+    inherited = torch.Tensor.requires_grad_
 
     def requires_grad_(self: torch.Tensor, requires_grad: bool = True) -> torch.Tensor:
         name = params.get(_storage(self))
         if name is not None:
             trace.flips.append(GradFlip(name, bool(requires_grad), tracer.stack(), len(trace.ops), len(tracer.lines)))
-        return original(self, requires_grad)
+        return inherited(self, requires_grad)
 
+    own = vars(torch.Tensor).get("requires_grad_")
     torch.Tensor.requires_grad_ = requires_grad_  # type: ignore[method-assign]
-    yield torch.Tensor, "requires_grad_", original
+    yield torch.Tensor, "requires_grad_", own
 
 
 @contextlib.contextmanager
@@ -560,7 +562,10 @@ def recording(trainer: Any, keep: bool = False, repair: Repair | None = None) ->
             yield trace
     finally:
         for mod, name, original in restore:
-            setattr(mod, name, original)
+            if original is None:
+                delattr(mod, name)
+            else:
+                setattr(mod, name, original)
         for h in handles:
             h.remove()
         trace.lines, trace.conditions = tracer.lines, tracer.conditions

@@ -23,6 +23,13 @@ are skipped. Which candidate line caused it is decided by a short ladder of rule
    operations sit;
 7. otherwise the module call (differing inputs) or the operation itself.
 
+Two rules replace the ladder's answer: a difference inside an optimizer step whose learning rate differs from the
+reference's, with the two sides' learning-rate schedule steps differing too -> the skipped (or extra) schedule step
+(:func:`_schedule_cause`); a compared parameter used with ``requires_grad`` after the reference's step while the
+candidate froze others -> where the freeze's tensors are chosen (:func:`_leak_past_freeze`). Further defects of the
+same step are named by repaired replays (:func:`repaired_differences`); a difference present right after
+construction by replaying both constructions (:func:`localise_construction`).
+
 The result is a :class:`Localisation`: its kind (``rng``, ``numeric``, ``order``, ``gradient``, ``none``), a message,
 the located frames (candidate first), and excerpts of both traces around the divergence.
 """

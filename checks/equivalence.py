@@ -546,6 +546,9 @@ class _RunState:
     extras: Any = None
     #: (group, observed entity, kind) -> the localisation of the step where that finding first showed
     located: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    #: steps replayed under tracing, and the sets of findings seen at them
+    replays: int = 0
+    signatures: set[frozenset[tuple[str, str, str]]] = field(default_factory=set)
 
     def judge(self) -> _Judge:
         """Bitwise unless the device was shown not to be bitwise reproducible for this run."""
@@ -580,30 +583,60 @@ def _localise_torch(snapshot: tuple[Any, Any], batch: Any) -> Any:
 class Localiser:
     """How a run replays a divergent step under tracing: ``snapshot(reference, candidate)`` takes what the replay
     needs from both sides (:class:`_Side`) before every step (None: it cannot), ``localise(snapshot, batch)`` returns
-    a :class:`checks.localise.Localisation`."""
+    a :class:`checks.localise.Localisation`; ``construction`` says whether a difference present right after
+    construction can be located by replaying both factories under tracing (PyTorch)."""
 
     snapshot: Callable[[Any, Any], Any]
     localise: Callable[[Any, Any], Any]
+    construction: bool = False
 
 
 #: PyTorch: copies of both trainers, replayed by :func:`checks.localise.localise_step`
-TORCH_LOCALISER = Localiser(_snapshot, _localise_torch)
+TORCH_LOCALISER = Localiser(_snapshot, _localise_torch, construction=True)
+
+
+def _traced(localise: Callable[..., Any], *args: Any) -> dict[str, Any]:
+    """``localise(*args).as_dict()``, or a localisation saying why it failed (tracing failing must not cost the run
+    its verdict)."""
+    try:
+        return localise(*args).as_dict()
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        return {"kind": "none", "message": f"localisation failed: {type(exc).__name__}: {exc}", "frames": []}
+
+
+def _localise_construction(run: _RunState, comp: Comparator, factories: tuple[Callable[..., Any], Callable[..., Any]],
+                           config: Any, dataset_spec: Any, seed: int) -> None:
+    """Findings present right after construction (step 0) are located by replaying both constructions under
+    tracing (:func:`checks.localise.engine.localise_construction`)."""
+    from checks.localise.engine import localise_construction
+
+    new = [k for k, f in comp.findings.items() if f["first_step"] == 0 and k[0] not in NOT_LOCALISED]
+    if new:
+        run.replays += 1
+        found = _traced(localise_construction, *factories, config, dataset_spec, seed)
+        for key in new:
+            run.located[key] = found
 
 
 def _localise_new(run: _RunState, comp: Comparator, step: int, snapshot: Any, batch: Any,
                   localise: Callable[[Any, Any], Any]) -> None:
-    """Replay ``step`` from ``snapshot`` under tracing when a finding showed for the first time at it, and attach the
-    located line to every finding new at this step."""
-    new = [k for k, f in comp.findings.items() if f["first_step"] == step and k not in run.located
-           and k[0] not in NOT_LOCALISED]
-    if not new:
+    """Replay ``step`` from ``snapshot`` under tracing when a finding showed for the first time at it, or the set of
+    findings at it was not seen at a replayed step (a defect acting only at some steps, e.g. inside a delayed actor
+    update, hides behind the findings of another one), and attach the located lines to the findings of this step."""
+    from checks.localise import merge_more
+
+    here = frozenset(k for k, f in comp.findings.items() if step in f["steps"] and k[0] not in NOT_LOCALISED)
+    new = [k for k in here if comp.findings[k]["first_step"] == step and k not in run.located]
+    if not new and (not here or here in run.signatures):
         return
-    try:
-        found = localise(snapshot, own_copy(batch)).as_dict()
-    except Exception as exc:  # noqa: BLE001 - tracing failing must not cost the run its verdict
-        found = {"kind": "none", "message": f"localisation failed: {type(exc).__name__}: {exc}", "frames": []}
+    run.replays += 1
+    run.signatures.add(here)
+    found = _traced(localise, snapshot, own_copy(batch))
     for key in new:
         run.located[key] = found
+    for key in here - set(new):
+        if key in run.located:
+            run.located[key] = merge_more(run.located[key], found)
 
 
 def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, reference_factory: Callable[..., Any],
@@ -674,6 +707,9 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
     remember(0, obs_ref, obs_cand)
 
     localise = options.isolate if options.localise is None else options.localise
+    if localise and localiser.construction:
+        _localise_construction(run, judges[0].comp, (reference_factory, candidate_factory), config, dataset_spec,
+                               seed)
     for step in range(1, options.steps + 1):
         if run.inconclusive_step is not None:
             break
@@ -683,7 +719,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         if options.isolate:
             isolate(ref, cand)
             cand.params = dict(ref.params)
-        snapshot = localiser.snapshot(ref, cand) if localise and len(run.located) < MAX_LOCALISED else None
+        snapshot = localiser.snapshot(ref, cand) if localise and run.replays < MAX_LOCALISED else None
         batch = buffer.sample(batch_size)
         before = (dict(ref.params), dict(cand.params))
         pre_policies = None

@@ -54,6 +54,37 @@ def test_three_injected_defects_are_each_named_in_one_run(embedded_dataset, tmp_
     assert truth <= lines
 
 
+@pytest.mark.filterwarnings("ignore:Using a target size")  # the unsqueezed rewards' own broadcast warning
+@pytest.mark.parametrize("names, lines", [
+    # the value loss reads the online Q (first difference, every later value differs), then the rewards are not
+    # squeezed and the twin-Q loss is summed: named through the repaired replay of the same step
+    (("iql_rewards_not_squeezed", "iql_v_loss_online_q", "iql_q_loss_sum"), (290, 254, 65)),
+    # total_it += 2 makes the candidate update actor0 at step 1 already: the detached action only shows at step 2,
+    # whose set of findings is new, so that step is replayed too
+    (("td3_no_grad_actor0_action", "td3_total_it_incremented_twice", "td3_target_without_min"), (182, 196, 168)),
+])
+def test_defects_hidden_behind_another_are_named_in_one_run(embedded_dataset, names, lines):
+    trio = _mutants(*names)
+    res = equivalence_for_algo(trio[0].algo, build_config(None, [], algo=trio[0].algo),
+                               EquivalenceOptions(steps=max(m.steps for m in trio), isolate=True, self_check=False,
+                                                  bundle_dir=None),
+                               candidate=("three mutants", combined_factory(trio)))
+    truth = {(m.location()["path"], m.location()["line"]) for m in trio}
+    assert {line for _, line in truth} == set(lines)
+    assert truth <= located_lines(res), (truth, located_lines(res))
+
+
+def test_a_construction_defect_is_located_by_replaying_the_construction(embedded_dataset):
+    (mutant,) = _mutants("actors_built_before_critics")
+    res = equivalence_for_algo(mutant.algo, build_config(None, [], algo=mutant.algo),
+                               EquivalenceOptions(steps=1, isolate=True, self_check=False, bundle_dir=None),
+                               candidate=(mutant.name, mutant.factory))
+    first = next(f for f in res.metrics["findings"] if f["first_step"] == 0)
+    assert (first["location"]["path"], first["location"]["line"]) == (mutant.location()["path"],
+                                                                       mutant.location()["line"])
+    assert first["localisation"]["message"].startswith("at construction, candidate draws an extra")
+
+
 def test_without_isolation_drift_hides_the_per_step_count(embedded_dataset):
     """The same defect without --isolate: the steps after the first diverge by inheritance; with it, each step is
     judged from the reference's state (the count above is per-step evidence)."""

@@ -41,6 +41,9 @@ def by_name(name: str):
     ("cql_policy_loss_after_critic_step", "order"),  # a 9-line block reordered; zero_grad runs no operation
     ("awac_missing_detach_advantage", "gradient"),   # no_grad -> enable_grad around the advantage weights
     ("iql_v_loss_online_q", "numeric"),              # the online Q module called where the target Q was
+    ("iql_lr_schedule_not_stepped", "order"),        # a skipped LR-schedule step: the next step's lr differs
+    ("extra_actor_grad_into_critic", "gradient"),    # the extra actors' freeze leaves the critic out
+    ("actors_built_before_critics", "rng"),          # construction order: replayed construction, step 0
 ])
 def test_mutant_is_located_at_the_mutated_line(embedded_dataset, name, kind):
     mutant = by_name(name)
@@ -70,6 +73,20 @@ def test_messages_name_the_draw_the_module_and_the_order(embedded_dataset):
     assert order.events["reference"] and order.events["candidate"]
     counter = localise_mutant(by_name("td3_total_it_incremented_twice"), batch_size=BATCH).localisation
     assert "reads `self.total_it` = 2, the reference's 1; last assigned" in counter.message
+
+
+def test_a_skipped_schedule_step_is_named_not_the_optimizer_step_that_uses_its_lr(embedded_dataset):
+    found = localise_mutant(by_name("iql_lr_schedule_not_stepped"), batch_size=BATCH).localisation
+    assert found.rule == "lr schedule"
+    assert "candidate skips the reference's learning-rate schedule step" in found.message
+    assert "the optimizer of `actor0/actor` steps with another learning rate" in found.message
+
+
+def test_an_incomplete_freeze_is_named_where_the_frozen_tensors_are_chosen(embedded_dataset):
+    found = localise_mutant(by_name("extra_actor_grad_into_critic"), batch_size=BATCH).localisation
+    assert found.rule == "freeze"
+    assert "uses `critic/" in found.message and "the candidate freezes `actor0/" in found.message
+    assert "the frozen tensors are chosen where `frozen` is called" in found.message
 
 
 def _pair(algo: str, candidate=multi_actor_factory, overrides=()):

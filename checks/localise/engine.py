@@ -23,6 +23,13 @@ are skipped. Which candidate line caused it is decided by a short ladder of rule
    operations sit;
 7. otherwise the module call (differing inputs) or the operation itself.
 
+Two rules replace the ladder's answer: a difference inside an optimizer step whose learning rate differs from the
+reference's, with the two sides' learning-rate schedule steps differing too -> the skipped (or extra) schedule step
+(:func:`_schedule_cause`); a compared parameter used with ``requires_grad`` after the reference's step while the
+candidate froze others -> where the freeze's tensors are chosen (:func:`_leak_past_freeze`). Further defects of the
+same step are named by repaired replays (:func:`repaired_differences`); a difference present right after
+construction by replaying both constructions (:func:`localise_construction`).
+
 The result is a :class:`Localisation`: its kind (``rng``, ``numeric``, ``order``, ``gradient``, ``none``), a message,
 the located frames (candidate first), and excerpts of both traces around the divergence.
 """
@@ -34,13 +41,14 @@ import difflib
 import linecache
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from checks.equivalence import COMPARED_PARAM_ROLES
 from checks.localise.frames import BRANCH, REPO_ROOT, Frame
-from checks.localise.trace import ModuleCall, Op, Trace, record_step
+from checks.localise.trace import SCHEDULE_STEP, ModuleCall, Op, Repair, Trace, record_step, recording
 
 KINDS = ("rng", "numeric", "order", "gradient", "none")
 #: aten operations that read a tensor without building a graph through it (``state_dict()``'s detach)
@@ -88,20 +96,136 @@ class Localisation:
         return {"path": f["file"], "line": f["line"], "function": f["function"], "code": f["code"]}
 
 
-def localise_step(reference: Any, candidate: Any, batch: Any) -> Localisation:
+def localise_step(reference: Any, candidate: Any, batch: Any, rounds: int | None = None) -> Localisation:
     """Localise the first difference between one step of ``reference`` and of ``candidate``
     (:class:`pogo_audit.harness.IsolatedTrainer` objects in the state just before the step; neither is touched:
-    deep copies are replayed, each on its own copy of ``batch``)."""
+    deep copies are replayed, each on its own copy of ``batch``), then up to ``rounds`` (default
+    :data:`REPAIR_ROUNDS`) repaired replays of the candidate name the further defects of the same step
+    (:func:`repaired_differences`)."""
     with warnings.catch_warnings():  # the replays are diagnostics: what they warn was already seen in the real run
         warnings.simplefilter("ignore")
-        ref_trace, _, ref_error = record_step(copy.deepcopy(reference), copy.deepcopy(batch))
+        ref_trace, _, ref_error = record_step(copy.deepcopy(reference), copy.deepcopy(batch), keep=True)
         cand_trace, _, cand_error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch))
-    result = compare_traces(ref_trace, cand_trace)
+        result = compare_traces(ref_trace, cand_trace)
+        if result.kind != "none" and ref_error is None and cand_error is None:
+            seen = {(f["file"], f["line"]) for f in result.frames[:1]} | {
+                (m["frame"]["file"], m["frame"]["line"]) for m in result.more}
+            result.more += repaired_differences(ref_trace, cand_trace, candidate, batch, seen,
+                                                REPAIR_ROUNDS if rounds is None else rounds)
     for side, error in (("reference", ref_error), ("candidate", cand_error)):
         if error is not None:
             result.errors[side] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             result.message += f"; the {side}'s replay raised {result.errors[side]}"
     return result
+
+
+def merge_more(into: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the localisation ``into`` (as :meth:`Localisation.as_dict`) whose further differences (``more``)
+    also hold the lines ``found`` (another step's localisation) names that ``into`` does not."""
+    lines = {(f["file"], f["line"]) for f in (into.get("frames") or [])[:1]} | {
+        (m["frame"]["file"], m["frame"]["line"]) for m in into.get("more") or []}
+    merged = list(into.get("more") or [])
+    frames = found.get("frames") or []
+    extra = ([{"message": found["message"], "frame": frames[0]}] if frames else []) + list(found.get("more") or [])
+    for m in extra:
+        if (m["frame"]["file"], m["frame"]["line"]) not in lines:
+            lines.add((m["frame"]["file"], m["frame"]["line"]))
+            merged.append(m)
+    return {**into, "more": merged}
+
+
+def localise_construction(reference_factory: Any, candidate_factory: Any, config: Any, dataset_spec: Any,
+                          seed: int) -> Localisation:
+    """Localise a difference already present after construction (step 0): both factories are run again, each
+    through a fresh :class:`pogo_audit.harness.IsolatedTrainer` (private global streams, as in the run), under
+    tracing. Parameter initialisations draw from the global stream, so building something more, earlier or in
+    another order shows as extra draws; those are located where the candidate's construction path parts from its
+    last agreeing operation (rule 5), not at the layer that draws (the draws themselves are the library's)."""
+    from pogo_audit.harness import IsolatedTrainer
+
+    traces = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for factory in (reference_factory, candidate_factory):
+            with recording(None) as trace:
+                IsolatedTrainer(factory, config, dataset_spec, seed)
+            traces.append(trace)
+    ref, cand = traces
+    result = compare_traces(ref, cand)
+    d = first_difference(ref, cand)
+    if d is not None and d.tag == "insert" and _first_draw(d.inserted) is not None and d.prev_cand is not None:
+        frame, why = _inserted_at(ref, cand, d)
+        if frame is not None:
+            draw = _first_draw(d.inserted)
+            assert draw is not None
+            result.frames = [frame.as_dict()]
+            result.rule = "construction"
+            result.message = (f"at construction, candidate draws an extra `{_shape(draw)}` ({draw.stream}) and more "
+                              f"the reference does not{why} at {frame.where()}: `{frame.code}`")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- repair
+
+#: repaired replays of the candidate after the first one (each aligns again on what the previous one computed; a
+#: round runs only while the previous ones named something new)
+REPAIR_ROUNDS = 2
+#: at most this many further located lines per step
+MORE_LIMIT = 8
+
+
+def aligned_pairs(ref: Trace, cand: Trace) -> dict[int, int]:
+    """Candidate operation index -> the reference operation it is aligned with: by signature and input values, and
+    inside a changed block by signature alone (in order)."""
+    out: dict[int, int] = {}
+    matcher = difflib.SequenceMatcher(None, [(o.key, tuple(o.inputs)) for o in ref.ops],
+                                      [(o.key, tuple(o.inputs)) for o in cand.ops], autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            out.update(zip(range(j1, j2), range(i1, i2)))
+        elif tag == "replace":
+            inner = difflib.SequenceMatcher(None, [o.key for o in ref.ops[i1:i2]], [o.key for o in cand.ops[j1:j2]],
+                                            autojunk=False)
+            for a, b, size in inner.get_matching_blocks():
+                out.update(zip(range(j1 + b, j1 + b + size), range(i1 + a, i1 + a + size)))
+    return out
+
+
+def repaired_differences(ref: Trace, cand: Trace, candidate: Any, batch: Any, seen: set[tuple[str, int]],
+                         rounds: int = REPAIR_ROUNDS) -> list[dict[str, Any]]:
+    """Further defects of the same step, each ``{"message", "frame"}``: after a numeric difference every later value
+    differs, so a second defect that only changes values would stay hidden. The candidate's step is replayed again
+    (from a fresh copy, same RNG states) with every operation aligned with a reference operation returning the
+    reference's result where it computed another one (:class:`checks.localise.trace.Repair`); what follows a
+    repaired operation sees the reference's values again, so every remaining difference — an operation computing
+    something else from equal inputs, or extra, missing and changed operations aligned again on equal values — is
+    located like the first, each line once (``seen``: lines already named)."""
+    out: list[dict[str, Any]] = []
+    previous = cand
+    for _ in range(rounds):
+        named = len(out)
+        pairs = aligned_pairs(ref, previous)
+        repair = Repair([o.key for o in previous.ops],
+                        {k: (ref.ops[j].outputs, ref.values[j]) for k, j in pairs.items() if j in ref.values})
+        trace, _, error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch), repair=repair)
+        if error is not None or not repair.repaired:
+            break
+        for d in differences(ref, trace):
+            try:
+                frame, _rule, what = _locate(ref, trace, d)
+            except (IndexError, ValueError, AttributeError, AssertionError):  # an odd block: keep the others
+                continue
+            if frame is None or (frame.file, frame.line) in seen:
+                continue
+            seen.add((frame.file, frame.line))
+            out.append({"message": f"{what} at {frame.where()}: `{frame.code}` (after repairing the values before "
+                                   "it)", "frame": frame.as_dict()})
+            if len(out) >= MORE_LIMIT:
+                return out
+        if len(out) == named:  # a round that named nothing new: the next one would align the same way
+            break
+        previous = trace
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- alignment
@@ -118,12 +242,13 @@ class _Difference:
     inserted: list[Op] = field(default_factory=list)
 
 
-def first_difference(ref: Trace, cand: Trace) -> _Difference | None:
-    """The first place, in execution order, where the aligned operation sequences differ (None: identical).
+def differences(ref: Trace, cand: Trace) -> Iterator[_Difference]:
+    """Every place, in execution order, where the aligned operation sequences differ.
 
     Operations only the candidate runs are skipped when they cannot affect what is compared (a multi-actor trainer's
     snapshots and extra actors): no global-stream draw, no write to or gradient-requiring use of a compared parameter
-    (:func:`_relevant_extension`), and no later aligned operation reads what they produced."""
+    (:func:`_relevant_extension`), and no later aligned operation reads what they produced. An aligned operation
+    differs when what it computed (before a repair, :attr:`Op.computed`) differs from the reference's result."""
     matcher = difflib.SequenceMatcher(None, [(o.key, tuple(o.inputs)) for o in ref.ops],
                                       [(o.key, tuple(o.inputs)) for o in cand.ops], autojunk=False)
     opcodes = matcher.get_opcodes()
@@ -143,9 +268,9 @@ def first_difference(ref: Trace, cand: Trace) -> _Difference | None:
         if tag == "equal":
             for k in range(i2 - i1):
                 r, c = ref.ops[i1 + k], cand.ops[j1 + k]
-                if r.inputs != c.inputs or r.outputs != c.outputs:
-                    return _Difference("value", r, c, ref.ops[i1 + k - 1] if i1 + k else None,
-                                       cand.ops[j1 + k - 1] if j1 + k else None)
+                if r.inputs != c.inputs or r.outputs != c.computed:
+                    yield _Difference("value", r, c, ref.ops[i1 + k - 1] if i1 + k else None,
+                                      cand.ops[j1 + k - 1] if j1 + k else None)
             continue
         if tag == "replace":
             tag = _replace_kind(ref.ops[i1:i2], cand.ops[j1:j2])
@@ -155,8 +280,12 @@ def first_difference(ref: Trace, cand: Trace) -> _Difference | None:
                 i2 = i1
         r = ref.ops[i1] if i1 < len(ref.ops) else None
         c = cand.ops[j1] if j1 < len(cand.ops) else None
-        return _Difference(tag, r, c, prev_r, prev_c, ref.ops[i1:i2], cand.ops[j1:j2])
-    return None
+        yield _Difference(tag, r, c, prev_r, prev_c, ref.ops[i1:i2], cand.ops[j1:j2])
+
+
+def first_difference(ref: Trace, cand: Trace) -> _Difference | None:
+    """The first of :func:`differences` (None: the two steps agree)."""
+    return next(differences(ref, cand), None)
 
 
 def further_differences(ref: Trace, cand: Trace, first: _Difference, limit: int = 6) -> list[dict[str, Any]]:
@@ -371,6 +500,78 @@ def _relevant_extension(ops: list[Op]) -> tuple[int, str] | None:
     return None
 
 
+def _leak_past_freeze(ref: Trace, cand: Trace, d: _Difference) -> tuple[Frame, str, str] | None:
+    """Candidate operations after the reference's whole step (only the harness's own operations, which have no user
+    frame, may follow on the reference's side) that use a compared parameter with ``requires_grad`` under autograd
+    while the candidate froze other compared parameters for them (:func:`_incomplete_freeze`); None otherwise."""
+    if d.tag != "insert" or (d.ref is not None and any(o.stack for o in ref.ops[d.ref.index:])):
+        return None
+    relevant = _relevant_extension(d.inserted)
+    if relevant is None or not relevant[1].startswith("uses"):
+        return None
+    op = d.inserted[relevant[0]]
+    found = _incomplete_freeze(cand, op)
+    if found is None:
+        return None
+    d.cand = op
+    return found[0], "freeze", f"after the reference's step, candidate operation `{_shape(op)}` {relevant[1]}{found[1]}"
+
+
+def _incomplete_freeze(cand: Trace, op: Op) -> tuple[Frame, str] | None:
+    """A compared parameter used with ``requires_grad`` after the reference's step while the candidate froze other
+    compared parameters before (``requires_grad_(False)``): the freeze left it out, and what a freeze covers is
+    chosen where the freezing function is called (or its context built) — the last line before the freezing code
+    ran that names that function; else the freezing line itself. None when the candidate froze nothing compared."""
+    leaking = next(n for n, grad in op.params if grad and n.startswith(COMPARED_PARAM_ROLES))
+    flips = [f for f in cand.flips if f.op <= op.index and not f.value and f.name != leaking
+             and f.name.startswith(COMPARED_PARAM_ROLES) and f.stack]
+    if not flips:
+        return None
+    flip = flips[-1]
+    freezer = flip.stack[-1]
+    why = (f"; the candidate freezes `{flip.name}` and others before it, not `{leaking}`"
+           f" ({freezer.where()})")
+    start = next((i for i in range(flip.line_index) if cand.lines[i][0].call == freezer.call), flip.line_index)
+    calls = re.compile(rf"\b{re.escape(freezer.name)}\s*\(")
+    for i in range(start - 1, -1, -1):
+        here = cand.lines[i][0]
+        if calls.search(here.code):
+            return here, why + f"; the frozen tensors are chosen where `{freezer.name}` is called"
+    return freezer, why
+
+
+def _schedule_cause(ref: Trace, cand: Trace, d: _Difference) -> tuple[Frame | None, str, str] | None:
+    """Rule 0: the difference is inside an optimizer step whose learning rate (or another hyperparameter) differs
+    from the reference's, and the two sides' learning-rate schedule steps differ in this step too -> the first
+    schedule step the candidate skips (located like missing operations) or runs in addition. A schedule step changes
+    no tensor in the step it runs in, only the next step's learning rate, so without this rule the optimizer step
+    that uses the learning rate would be named. None when the hyperparameters agree or the schedules do."""
+    c, r = d.cand, d.ref
+    if c is None or r is None or c.optimizer_step is None or r.optimizer_step is None:
+        return None
+    mine, theirs = cand.optimizer_steps[c.optimizer_step], ref.optimizer_steps[r.optimizer_step]
+    if mine.hyper == theirs.hyper:
+        return None
+    matcher = difflib.SequenceMatcher(None, [o.key for o in ref.ops], [o.key for o in cand.ops], autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        gone = next((o for o in ref.ops[i1:i2] if o.name == SCHEDULE_STEP), None)
+        extra = next((o for o in cand.ops[j1:j2] if o.name == SCHEDULE_STEP), None)
+        why = f"; the optimizer of `{mine.label}` steps with another learning rate than the reference's"
+        if extra is not None and (gone is None or extra.index - j1 <= gone.index - i1):
+            return extra.frame(), "lr schedule", f"candidate runs an extra learning-rate schedule step{why}"
+        if gone is not None:
+            prev_c = cand.ops[j1 - 1] if j1 else None
+            missing = _Difference("delete", gone, cand.ops[j1] if j1 < len(cand.ops) else None,
+                                  ref.ops[gone.index - 1] if gone.index else None, prev_c, [gone])
+            where = gone.frame()
+            return _deleted_at(cand, missing), "lr schedule", (
+                "candidate skips the reference's learning-rate schedule step" +
+                (f" ({where.where()})" if where else "") + why)
+    return None
+
+
 def _locate(ref: Trace, cand: Trace, d: _Difference) -> tuple[Frame | None, str, str]:
     """``(frame, rule, what)`` for a difference."""
     c, r = d.cand, d.ref
@@ -530,16 +731,22 @@ def compare_traces(ref: Trace, cand: Trace) -> Localisation:
         d.inserted = d.inserted[relevant[0]:]
         d.cand = d.inserted[0]
         extension = relevant[1]
-    if extension is not None and extension != "draw":
+    leak = _leak_past_freeze(ref, cand, d)
+    if leak is not None:
+        frame, rule, what = leak
+    elif extension is not None and extension != "draw":
         frame, rule = d.cand.frame(), "extension"
         what = f"after the reference's step, candidate operation `{_shape(d.cand)}` {extension}"
     else:
         frame, rule, what = _locate(ref, cand, d)
+        cause = _schedule_cause(ref, cand, d) if rule != "rng" else None
+        if cause is not None:
+            frame, rule, what = cause
     if rule == "rng":
         kind = "rng"
-    elif schedule is not None:
+    elif schedule is not None or rule == "lr schedule":
         kind = "order"
-    elif rule == "grad mode" or (extension or "").startswith("uses") or _requires_grad_only(d) \
+    elif rule in ("grad mode", "freeze") or (extension or "").startswith("uses") or _requires_grad_only(d) \
             or _in_backward(d.cand):
         kind = "gradient"
     else:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from checks.equivalence import Comparator, _compared_losses, _Side
-from checks.localise.engine import Localisation, localise_step
+from checks.localise.engine import Localisation, localise_construction, localise_step
 from pogo_audit.harness import IsolatedTrainer
 
 
@@ -96,7 +96,11 @@ def localise_mutant(mutant: Any, seed: int = 0, actors: int = 3, batch_size: int
             warnings.filterwarnings("ignore", message=mutant.quiet)
         step, diverged, ref, cand, batch = first_divergent_step(reference_factory, mutant.factory, cfg, data.spec,
                                                                 buffer, size, mutant.steps, seed)
-        found = localise_step(ref, cand, batch) if step else None
+        if step:
+            found = localise_step(ref, cand, batch)
+        else:
+            found = localise_construction(reference_factory, mutant.factory, cfg, data.spec, seed) \
+                if step == 0 else None
     return MutantLocalisation(mutant.name, mutant.algo, mutant.expected, mutant.location(), step, diverged, found,
                               time.perf_counter() - t0)
 

@@ -8,8 +8,15 @@ with the user-code stack that made it.
   duration of the step and recorded as random operations of their own;
 * module calls: global forward pre-/post-hooks give every ``nn.Module`` call its canonical name (see
   :func:`canonical_names`), call index, caller stack, input and output digests and the span of operations it contains;
-* optimizer steps: global step pre-/post-hooks give the canonical parameters stepped and a digest of the gradients
-  consumed; in-place writes to ``target/*`` parameters outside an optimizer step are target updates.
+* optimizer steps: global step pre-/post-hooks give the canonical parameters stepped, a digest of the gradients
+  consumed and of the param groups' hyperparameters (the learning rate); in-place writes to ``target/*`` parameters
+  outside an optimizer step are target updates;
+* learning-rate schedules: every ``torch.optim.lr_scheduler`` ``step()`` is an operation of its own (a skipped or
+  extra schedule step changes no tensor in the step where it happens, only the next step's learning rate).
+
+A replay can also *repair* (:class:`Repair`): an operation aligned with one of the reference's returns the reference's
+result when it computes another one, so what follows it is compared on equal inputs again and a second defect later
+in the same step shows as a difference of its own instead of hiding in the first one's wake.
 """
 
 from __future__ import annotations
@@ -87,6 +94,14 @@ class Op:
     #: storages read, and produced or written (data pointers): which later operations consume this one's results
     reads: frozenset[int] = frozenset()
     made: frozenset[int] = frozenset()
+    #: in a repaired replay, the digests the operation computed itself when its result was replaced by the
+    #: reference's (``outputs`` then holds the reference's); None when it was not repaired
+    own: list[str] | None = None
+
+    @property
+    def computed(self) -> list[str]:
+        """The digests of what the operation itself computed (before any repair)."""
+        return self.own if self.own is not None else self.outputs
 
     def frame(self) -> Frame | None:
         return self.stack[-1] if self.stack else None
@@ -115,6 +130,8 @@ class OptimizerStep:
     first_op: int
     grads: dict[str, str]
     last_op: int = -1
+    #: digest of the param groups' hyperparameters (learning rate, betas, ...)
+    hyper: str = ""
 
 
 @dataclass
@@ -127,6 +144,18 @@ class TargetUpdate:
 
 
 @dataclass
+class GradFlip:
+    """A ``requires_grad_(value)`` call on a canonical parameter: before operation ``op``, at line-log index
+    ``line_index``, from ``stack``."""
+
+    name: str
+    value: bool
+    stack: tuple[Frame, ...]
+    op: int
+    line_index: int
+
+
+@dataclass
 class Trace:
     """Everything recorded during one step of one trainer."""
 
@@ -136,6 +165,10 @@ class Trace:
     target_updates: list[TargetUpdate] = field(default_factory=list)
     lines: list[tuple[Frame, bool]] = field(default_factory=list)
     conditions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: operation index -> copies of its output tensors (kept when recording with ``keep=True``: a repair's source)
+    values: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    #: ``requires_grad_`` calls on named parameters, in order
+    flips: list[GradFlip] = field(default_factory=list)
 
     def schedule(self) -> list[tuple[str, int]]:
         """Optimizer steps and target updates in execution order: ``(label, first op index)``."""
@@ -251,10 +284,24 @@ def _describe(leaf: Any) -> Any:
     return type(leaf).__name__
 
 
+@dataclass
+class Repair:
+    """What a repaired replay substitutes. ``expected``: the operation keys of the previous replay of the same side
+    (the repaired one must run the same operations; the first other one ends the repair: the replay took another
+    path); ``plan``: operation index -> the reference's output digests and tensors for the operation aligned there."""
+
+    expected: list[tuple[Any, ...]]
+    plan: dict[int, tuple[list[str], list[torch.Tensor]]]
+    broken: bool = False
+    repaired: int = 0
+
+
 class _Recorder(TorchDispatchMode):
-    def __init__(self, trace: Trace, tracer: LineTracer, params: Mapping[int, str]):
+    def __init__(self, trace: Trace, tracer: LineTracer, params: Mapping[int, str], keep: bool = False,
+                 repair: Repair | None = None):
         super().__init__()
         self.trace, self.tracer, self.params = trace, tracer, params
+        self.keep, self.repair = keep, repair
         self.module_stack: list[int] = []
         self.optimizer: int | None = None
         self.uninitialised: set[int] = set()
@@ -301,7 +348,13 @@ class _Recorder(TorchDispatchMode):
             self.uninitialised.update(_storage(t) for t in out_tensors)
         elif func._schema.is_mutable and tensors:
             self.uninitialised.discard(_storage(tensors[0]))
-        op = self.record(str(func), key, random, stream, shapes, dtype, inputs, [self._digest(t) for t in out_tensors])
+        outputs = [self._digest(t) for t in out_tensors]
+        own = self._repaired(func, key, out_tensors, outputs) if self.repair is not None else None
+        op = self.record(str(func), key, random, stream, shapes, dtype, inputs,
+                         outputs if own is None else [self._digest(t) for t in out_tensors])
+        op.own = own
+        if self.keep:
+            self.trace.values[op.index] = [t.detach().clone() for t in out_tensors]
         op.reads = frozenset(_storage(t) for t in tensors)
         # new storages (a view or a read shares its input's) and the destination of an in-place write
         op.made = frozenset(_storage(t) for t in out_tensors) - op.reads
@@ -316,6 +369,35 @@ class _Recorder(TorchDispatchMode):
             if self.optimizer is None:
                 self._target_write(tensors[0], op)
         return out
+
+    def _repaired(self, func: Any, key: tuple[Any, ...], out_tensors: list[torch.Tensor], computed: list[str]
+                  ) -> list[str] | None:
+        """Copy the reference's results into this operation's outputs where the plan says so and they differ
+        (fresh and in-place outputs of the same shape and dtype; a view is repaired through what it views). Returns
+        the digests the operation computed itself when something was replaced, else None."""
+        repair = self.repair
+        assert repair is not None
+        index = len(self.trace.ops)
+        if repair.broken or index >= len(repair.expected) or repair.expected[index] != key:
+            repair.broken = True
+            return None
+        planned = repair.plan.get(index)
+        returns = func._schema.returns
+        if planned is None or len(planned[1]) != len(out_tensors) or len(returns) != len(out_tensors):
+            return None
+        replaced = False
+        for t, ret, mine, theirs, value in zip(out_tensors, returns, computed, planned[0], planned[1]):
+            alias = ret.alias_info
+            if (alias is not None and not alias.is_write) or t.shape != value.shape or t.dtype != value.dtype \
+                    or t.device != value.device or mine == theirs:
+                continue
+            with torch.no_grad():
+                t.copy_(value)
+            replaced = True
+        if not replaced:
+            return None
+        repair.repaired += 1
+        return list(computed)
 
     def _target_write(self, dest: torch.Tensor, op: Op) -> None:
         name = self.params.get(dest.untyped_storage().data_ptr())
@@ -358,14 +440,72 @@ def _wrap(module: Any, names: tuple[str, ...], recorder: _Recorder, stream: str)
         yield name, original
 
 
+#: the name of a learning-rate schedule step among the recorded operations
+SCHEDULE_STEP = "lr_scheduler.step"
+
+
+def _hyperparameters(optimizer: torch.optim.Optimizer) -> str:
+    """Digest of every param group's scalar hyperparameters (learning rate, betas, weight decay, ...)."""
+    groups = [sorted((k, repr(v)) for k, v in g.items() if k != "params" and isinstance(v, (int, float, bool, tuple,
+                                                                                           str, type(None))))
+              for g in optimizer.param_groups]
+    return hashlib.blake2b(repr(groups).encode(), digest_size=8).hexdigest()
+
+
+def _wrap_schedulers(recorder: _Recorder) -> Iterator[tuple[Any, str, Any]]:
+    """Record every learning-rate schedule ``step()`` (the outermost one: a chained schedule's inner steps are part
+    of it) as an operation whose output is a digest of the learning rates it set; yields what to restore."""
+    from torch.optim import lr_scheduler
+
+    depth = [0]
+    for cls in vars(lr_scheduler).values():
+        if not (isinstance(cls, type) and cls.__module__ == lr_scheduler.__name__ and "step" in vars(cls)):
+            continue
+        original = vars(cls)["step"]
+
+        def step(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            depth[0] += 1
+            try:
+                result = _original(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+            if depth[0] == 0:
+                lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
+                recorder.record(SCHEDULE_STEP, (SCHEDULE_STEP, type(self).__name__, len(lrs)), False, None,
+                                [[len(lrs)]], None, [], [digest(np.asarray(lrs))])
+            return result
+
+        setattr(cls, "step", step)
+        yield cls, "step", original
+
+
+def _wrap_requires_grad(trace: Trace, tracer: LineTracer, params: Mapping[int, str]
+                        ) -> Iterator[tuple[Any, str, Any]]:
+    """Record ``Tensor.requires_grad_`` on canonical parameters (:class:`GradFlip`): which code freezes what (the
+    dispatch mode sits below autograd and never sees it); yields what to restore (None: the inherited method, the
+    attribute is deleted again)."""
+    inherited = torch.Tensor.requires_grad_
+
+    def requires_grad_(self: torch.Tensor, requires_grad: bool = True) -> torch.Tensor:
+        name = params.get(_storage(self))
+        if name is not None:
+            trace.flips.append(GradFlip(name, bool(requires_grad), tracer.stack(), len(trace.ops), len(tracer.lines)))
+        return inherited(self, requires_grad)
+
+    own = vars(torch.Tensor).get("requires_grad_")
+    torch.Tensor.requires_grad_ = requires_grad_  # type: ignore[method-assign]
+    yield torch.Tensor, "requires_grad_", own
+
+
 @contextlib.contextmanager
-def recording(trainer: Any) -> Iterator[Trace]:
+def recording(trainer: Any, keep: bool = False, repair: Repair | None = None) -> Iterator[Trace]:
     """Record everything ``trainer`` does inside the block (see the module docstring); hooks, wrappers and the line
-    tracer are removed afterwards, also when the block raises."""
+    tracer are removed afterwards, also when the block raises. ``keep``: also keep copies of every operation's
+    outputs (``Trace.values``); ``repair``: substitute the reference's results as planned (:class:`Repair`)."""
     module_names, params = canonical_names(trainer)
     trace = Trace()
     tracer = LineTracer(torch.is_grad_enabled)
-    recorder = _Recorder(trace, tracer, params)
+    recorder = _Recorder(trace, tracer, params, keep, repair)
     counts: dict[str, int] = {}
     open_calls: list[int] = []
 
@@ -398,7 +538,8 @@ def recording(trainer: Any) -> Iterator[Trace]:
                 names.append(name)
                 with recorder.pause():
                     grads[name] = "none" if p.grad is None else digest(p.grad)
-        trace.optimizer_steps.append(OptimizerStep(label_of(names), tracer.stack(), len(trace.ops), grads))
+        trace.optimizer_steps.append(OptimizerStep(label_of(names), tracer.stack(), len(trace.ops), grads,
+                                                   hyper=_hyperparameters(optimizer)))
         recorder.optimizer = len(trace.optimizer_steps) - 1
 
     def post_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -415,20 +556,27 @@ def recording(trainer: Any) -> Iterator[Trace]:
         for mod, names, stream in ((np.random, NUMPY_RANDOM, "numpy global"),
                                    (_random, PYTHON_RANDOM, "python global")):
             restore += [(mod, n, o) for n, o in _wrap(mod, names, recorder, stream)]
+        restore += list(_wrap_schedulers(recorder))
+        restore += list(_wrap_requires_grad(trace, tracer, params))
         with tracer, recorder:
             yield trace
     finally:
         for mod, name, original in restore:
-            setattr(mod, name, original)
+            if original is None:
+                delattr(mod, name)
+            else:
+                setattr(mod, name, original)
         for h in handles:
             h.remove()
         trace.lines, trace.conditions = tracer.lines, tracer.conditions
 
 
-def record_step(iso: Any, batch: Any) -> tuple[Trace, Any, BaseException | None]:
-    """Run ``iso.call("step", batch)`` (an :class:`pogo_audit.harness.IsolatedTrainer`) under :func:`recording`;
-    returns the trace, the step's output and the exception it raised, if any (the trace up to the raise is kept)."""
-    with recording(iso.trainer) as trace:
+def record_step(iso: Any, batch: Any, keep: bool = False, repair: Repair | None = None
+                ) -> tuple[Trace, Any, BaseException | None]:
+    """Run ``iso.call("step", batch)`` (an :class:`pogo_audit.harness.IsolatedTrainer`) under :func:`recording`
+    (``keep`` and ``repair`` as there); returns the trace, the step's output and the exception it raised, if any
+    (the trace up to the raise is kept)."""
+    with recording(iso.trainer, keep, repair) as trace:
         try:
             out, error = iso.call("step", batch), None
         except Exception as exc:  # the audited step crashing mid-way is a finding, its trace so far is kept

@@ -11,10 +11,13 @@ At step 0 and after every step the harness compares the canonical observables:
 * ``grad_leak/<name>``: the ``.grad`` of critic/actor0 parameters — a loss of actor i ≥ 1 that writes a gradient
   there makes them differ from the reference's;
 * ``chain/actor<i>/w2``: for a candidate exposing ``policies()``, the W2 it reports is checked against an
-  independent oracle on the actors as they were at the start of the step (see :mod:`checks.chain_oracle`).
+  independent oracle on the actors as they were at the start of the step (see :mod:`checks.chain_oracle`), on
+  steps 1..K, every K-th step and the last (``oracle_every``).
 
 The reference is run twice first-hand (in lock-step) so that a nondeterministic reference yields "inconclusive",
-never a false "not equivalent". Modes: ``bitwise`` (exact equality, hashes included) and ``tolerance``
+never a false "not equivalent"; where the run allows it, the reference and its twin each run in a worker process
+while this one runs the candidate and compares (:mod:`checks.reference_worker`, same observables, same verdicts).
+Modes: ``bitwise`` (exact equality, hashes included) and ``tolerance``
 (``|a - b| <= atol + rtol |b|``; hashes ignored).
 
 Device (``config.device``): on CUDA both trainers run on the same GPU under :func:`pogo_audit.harness.torch_determinism`
@@ -28,6 +31,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import re
 import time
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from checks import HARNESS_DIRS
 from pogo_audit.bundle import Bundle, write_bundle
@@ -51,8 +56,9 @@ GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "a
           "chain (W2 oracle)", "optimizer", "gradients used", "evaluation", "batch")
 
 
+@functools.lru_cache(maxsize=None)
 def group_of(observable: str) -> str:
-    """The table group of a canonical observable name."""
+    """The table group of a canonical observable name (cached: the same few hundred names recur every step)."""
     if observable.startswith("critic/"):
         return "critic losses"
     if observable.startswith("actor0/"):
@@ -115,6 +121,11 @@ class EquivalenceOptions:
     self_check: bool = True
     bundle_dir: str | None = None
     chain_oracle: bool = True
+    #: the W2 oracle (``chain/*``) checks steps 1..K, every K-th step and the last step (K <= 1: every step). It
+    #: recomputes the extra actors' W2 with POT (tens of ms a step); the defects it exists for — a wrong scale, a
+    #: dropped term, a reference actor taken after its update — are in the formula, so they show from the first
+    #: steps on, and a defect that starts late is still seen within K steps. Critic and actor0 are compared every step.
+    oracle_every: int = 10
     sync_init: bool = False
     #: in bitwise mode, fall back to tolerance mode when the self-check finds the reference not bitwise reproducible
     #: (instead of "inconclusive"); None: on for a CUDA device, off on the CPU (where bitwise is the promise)
@@ -131,10 +142,17 @@ class EquivalenceOptions:
     #: replay the step where a distinct finding first shows under tracing and name its line (:mod:`checks.localise`);
     #: None: on with ``isolate``
     localise: bool | None = None
+    #: run the reference and its twin in a worker process while this one runs the candidate, where the run allows
+    #: it (:func:`checks.reference_worker.reference_pair`); None: for runs of at least
+    #: :data:`~checks.reference_worker.MIN_CONCURRENT_STEPS` steps. The comparison and the verdicts are the same
+    concurrent: bool | None = None
 
 
 def _hash(arr: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]
+    """A digest of the bytes of ``arr``: equal bytes give equal digests, any differing bit a different one (XXH3-128,
+    cut to 64 bits; a non-cryptographic hash is enough against accidental differences and hashes several GB/s, so
+    every tensor is hashed every step at a small fraction of a training step's cost)."""
+    return xxhash.xxh3_128_hexdigest(np.ascontiguousarray(arr))[:16]
 
 
 def _numbers(value: Any) -> np.ndarray | None:
@@ -281,6 +299,8 @@ class Comparator:
         g = self.groups.setdefault(group_of(name), _GroupStats())
         g.observables.add(name)
         g.steps.add(step)
+        if isinstance(expected, (float, str)) and type(expected) is type(actual) and expected == actual:
+            return True  # equal numbers or digests pass in every mode (and leave the maxima at their value)
         rtol, atol = self._tol(name, tolerance)
         index, kind = None, None
         numeric = (_numbers(expected), _numbers(actual))
@@ -434,6 +454,20 @@ class _Side:
         with self.guard(method):
             return self.iso.call(method, *args)
 
+    def probe_kind(self) -> str | None:
+        from checks.optimizer_observables import probe_kind
+
+        return probe_kind(self.iso.trainer)
+
+    def attach_probe(self) -> None:
+        from checks.optimizer_observables import make_probe
+
+        self.probe = make_probe(self.iso.trainer)
+
+    def gradients(self) -> dict[str, Any]:
+        """The trainer's ``gradients()`` (a bundle keeps them), {} when it has none."""
+        return self.call("gradients") if hasattr(self.iso.trainer, "gradients") else {}
+
     def observe(self, losses: Mapping[str, Any], full: bool, jax: bool = False) -> dict[str, Any]:
         self.params = self.call("parameters")
         obs: dict[str, Any] = {k: v for k, v in losses.items()}
@@ -510,6 +544,9 @@ def run_equivalence(
                            progress, batch_size, chain_oracle, device, run, localiser or TORCH_LOCALISER)
         except TrainerCrash as exc:
             run.crash = exc.crash
+        finally:
+            if run.pair is not None:
+                run.pair.close()
     result = _result(algo, config, options, labels, device, run)
     result.metrics["device"] = device
     if determinism:
@@ -549,6 +586,8 @@ class _RunState:
     #: steps replayed under tracing, and the sets of findings seen at them
     replays: int = 0
     signatures: set[frozenset[tuple[str, str, str]]] = field(default_factory=set)
+    #: the reference and its twin (:mod:`checks.reference_worker`), closed when the run ends
+    pair: Any = None
 
     def judge(self) -> _Judge:
         """Bitwise unless the device was shown not to be bitwise reproducible for this run."""
@@ -646,6 +685,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
                    localiser: Localiser) -> None:
     from checks.chain_oracle import ChainOracle
     from checks.lockstep_extras import LockStepExtras
+    from checks.reference_worker import CAND_FACTORY, reference_pair
 
     seed = options.seed
     fallback = options.tolerance_fallback
@@ -664,15 +704,20 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
     run.stop_comp = stop_comp
     history, steps_done = run.history, run.steps_done
 
-    ref = _Side.build("reference", reference_factory, config, dataset_spec, seed)
-    twin = _Side.build("reference", reference_factory, config, dataset_spec, seed) if options.self_check else None
-    cand = _Side.build("candidate", candidate_factory, config, dataset_spec, seed)
-    ref_params, cand_params = ref.call("parameters"), cand.call("parameters")
+    run.pair = pair = reference_pair(options, reference_factory, config, dataset_spec, device, algo)
+    ref, twin = pair.ref, getattr(pair, "twin", None)
+    try:
+        cand = _Side.build("candidate", candidate_factory, config, dataset_spec, seed)
+    except TrainerCrash:
+        pair.built(below=CAND_FACTORY)
+        raise
+    ref_params, ref_rng = pair.built()
+    cand_params = cand.call("parameters")
     run.parameter_check = parameter_check(ref_params, cand_params, options.ignore)
     run.candidate_actors = candidate_actors(cand_params)
     if options.sync_init:
         cand.call("load_parameters", {k: v for k, v in ref_params.items() if k.startswith(COMPARED_PARAM_ROLES)})
-        cand.iso.rng = copy.deepcopy(ref.iso.rng)
+        cand.iso.rng = copy.deepcopy(ref_rng)
     oracle = None
     if options.chain_oracle:
         with cand.guard("policies"):
@@ -695,9 +740,14 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
             diverged = stop_comp.compare(step, obs_ref, obs_twin)
         return bool(diverged)
 
-    obs_ref = ref.observe({}, full=True)
-    obs_cand = cand.observe({}, full=True)
-    if twin is not None and self_check(0, obs_ref, twin.observe({}, full=True)):
+    pair.submit(0, None, True)
+    crash = None
+    try:
+        obs_cand = cand.observe({}, full=True)
+    except TrainerCrash as exc:
+        crash = exc
+    obs_ref, obs_twin = pair.collect(crash)  # raises the first crash in the serial order
+    if obs_twin is not None and self_check(0, obs_ref, obs_twin):
         run.inconclusive_step = 0
     for judge in judges:
         diverged = judge.comp.compare(0, obs_ref, obs_cand)
@@ -713,9 +763,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
     for step in range(1, options.steps + 1):
         if run.inconclusive_step is not None:
             break
-        for side in (ref, cand, twin):
-            if side is not None:
-                side.step = step
+        cand.step = step
         if options.isolate:
             isolate(ref, cand)
             cand.params = dict(ref.params)
@@ -723,23 +771,28 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         batch = buffer.sample(batch_size)
         before = (dict(ref.params), dict(cand.params))
         pre_policies = None
-        if oracle is not None:
+        every = options.oracle_every
+        oracle_due = oracle is not None and (every <= 1 or step <= every or step % every == 0 or step == options.steps)
+        if oracle_due:
             with cand.guard("policies"):
                 pre_policies = oracle.snapshot()
         full = step % options.full_every == 0 or step == options.steps
         given = batch_digest(batch)
-        obs_ref = ref.observe(_compared_losses(ref.call("step", own_copy(batch))), full)
+        pair.submit(step, batch, full)
         cand_batch = own_copy(batch)
-        cand_out = cand.call("step", cand_batch)
-        obs_cand = cand.observe(cand_out, full)
+        crash = None
+        try:
+            cand_out = cand.call("step", cand_batch)
+            obs_cand = cand.observe(cand_out, full)
+        except TrainerCrash as exc:
+            crash = exc
+        obs_ref, obs_twin = pair.collect(crash)
         obs_ref[BATCH_OBSERVABLE] = UNCHANGED
         obs_cand[BATCH_OBSERVABLE] = UNCHANGED if batch_digest(cand_batch) == given else MUTATED
-        if twin is not None:
-            obs_twin = twin.observe(_compared_losses(twin.call("step", own_copy(batch))), full)
-            if self_check(step, obs_ref, obs_twin):
-                run.inconclusive_step = step
+        if obs_twin is not None and self_check(step, obs_ref, obs_twin):
+            run.inconclusive_step = step
         tolerances = {}
-        if oracle is not None:
+        if oracle_due:
             with cand.guard("policies"):
                 chain_ref, chain_cand, tolerances = oracle.check(pre_policies, batch, cand_out)
             obs_ref.update(chain_ref)
@@ -753,8 +806,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
             if diverged and judge.bundle_info is None:
                 judge.bundle_info = {
                     "step": step, "batch": batch, "before": before, "obs": (obs_ref, obs_cand), "diverged": diverged,
-                    "grads": (ref.call("gradients") if hasattr(ref.iso.trainer, "gradients") else {},
-                              cand.call("gradients") if hasattr(cand.iso.trainer, "gradients") else {})}
+                    "grads": (ref.gradients(), cand.gradients())}
                 if options.bundle_dir and not fallback:  # with the fallback the mode is known only at the end
                     run.bundle_path = _write(options, algo, config, judge.bundle_info, ref, cand, history,
                                              steps_done, judge.comp, judge.mode)
@@ -1015,29 +1067,46 @@ def _write(options: EquivalenceOptions, algo: str, config: Any, info: dict[str, 
 
 
 def load_factory(spec: str, option: str) -> Callable[..., Any]:
-    """``pkg.module:factory`` → a factory that checks what it builds against the Trainer protocol."""
+    """``pkg.module:factory`` → a factory that checks what it builds against the Trainer protocol (it pickles as its
+    spec, so a worker process loads the same factory)."""
     from pogo_audit.loading import import_callable
 
-    return _checked_factory(import_callable(spec, option, "examples.pogo_adapter:factory"), spec, option)
+    return CheckedFactory(import_callable(spec, option, "examples.pogo_adapter:factory"), spec, option, True)
 
 
 PROTOCOL_METHODS = ("step", "parameters", "load_parameters")
 
 
-def _checked_factory(factory: Callable[..., Any], spec: str, option: str) -> Callable[..., Any]:
+@dataclass(frozen=True)
+class CheckedFactory:
     """``factory`` whose trainer must have the protocol methods (else a usage error naming ``option``). What the
-    factory itself raises is the trainer's defect: the harness reports it as a crash in phase "factory"."""
-    from pogo_audit.errors import UsageError
+    factory itself raises is the trainer's defect: the harness reports it as a crash in phase "factory".
+    ``from_spec``: loaded from ``spec`` by :func:`load_factory`, and pickled as that spec."""
 
-    def build(config: Any, dataset_spec: Any, seed: int) -> Any:
-        trainer = factory(config, dataset_spec, seed)
+    factory: Callable[..., Any]
+    spec: str
+    option: str
+    from_spec: bool = False
+
+    def __call__(self, config: Any, dataset_spec: Any, seed: int) -> Any:
+        from pogo_audit.errors import UsageError
+
+        trainer = self.factory(config, dataset_spec, seed)
         missing = [m for m in PROTOCOL_METHODS if not callable(getattr(trainer, m, None))]
         if missing:
-            raise UsageError(f"{option}: trainer from {spec} lacks protocol method(s) {', '.join(missing)} "
+            raise UsageError(f"{self.option}: trainer from {self.spec} lacks protocol method(s) {', '.join(missing)} "
                              f"(needs step, parameters, load_parameters)")
         return trainer
 
-    return build
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if self.from_spec:
+            return load_factory, (self.spec, self.option)
+        return CheckedFactory, (self.factory, self.spec, self.option, False)
+
+
+def _checked_factory(factory: Callable[..., Any], spec: str, option: str) -> Callable[..., Any]:
+    """:class:`CheckedFactory` of an already loaded ``factory``."""
+    return CheckedFactory(factory, spec, option)
 
 
 def equivalence_for_algo(algo: str, config: Any, options: EquivalenceOptions,
@@ -1056,6 +1125,12 @@ def equivalence_for_algo(algo: str, config: Any, options: EquivalenceOptions,
     from pogo_audit.errors import PogoAuditError
     from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
 
+    from checks.reference_worker import wants_worker
+
+    if wants_worker(options, str(getattr(config, "device", "cpu"))):
+        from checks.workers import warm_up
+
+        warm_up()  # the reference worker's fork server imports torch while the data is prepared
     algorithm = get_algorithm(algo)
     data = prepare_data(config, algorithm)
     def make_buffer() -> ReplayBuffer:
@@ -1134,7 +1209,8 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
                                  rtol=args.rtol, atol=args.atol, full_every=args.full_every,
                                  self_check=not args.no_self_check, bundle_dir=args.bundle_dir,
                                  sync_init=args.sync_init, ignore=tuple(args.ignore), eval_every=args.eval_every,
-                                 eval_episodes=args.eval_episodes, isolate=args.isolate)
+                                 eval_episodes=args.eval_episodes, isolate=args.isolate,
+                                 oracle_every=args.oracle_every)
     for algo in algos:
         yield equivalence(algo, configs[algo], options, reference, candidate,
                           progress=lambda t, algo=algo: progress(f"equivalence {algo}", t, args.steps),
@@ -1156,7 +1232,8 @@ def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
             continue
         say(f"equivalence {algo}")
         cfg = build_config(None, [], algo=algo, seed=opts.seed, device=opts.device if torch_algo else None)
-        options = EquivalenceOptions(steps=opts.steps, seed=opts.seed, bundle_dir=opts.bundle_dir)
+        options = EquivalenceOptions(steps=opts.steps, seed=opts.seed, bundle_dir=opts.bundle_dir,
+                                     concurrent=opts.concurrent)
         if candidate is not None:  # the candidate's evaluation is part of its review: audit it halfway and at the end
             options = dataclasses.replace(options, eval_every=max(1, opts.steps // 2))
         try:

@@ -15,12 +15,12 @@ import concurrent.futures
 import hashlib
 import itertools
 import json
-import multiprocessing
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from checks.workers import process_pool
 from pogo_audit.errors import InputError, UsageError
 from pogo_audit.results import ERROR, CheckResult, RunResults
 
@@ -141,18 +141,6 @@ def run_cell(cell: Cell, bundle_dir: str | None) -> dict[str, Any]:
     return asdict(result)
 
 
-#: imported once by the fork server, so every worker starts with torch and the trainers already loaded
-PRELOAD = ["torch", "ot", "checks.equivalence", "checks.chain_oracle", "multi_actor.trainer", "multi_actor.loop"]
-
-
-def _process_pool(jobs: int) -> concurrent.futures.Executor:
-    """``jobs`` workers forked from a fresh fork server (never from this process, whose torch may hold threads),
-    one cell per worker process."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    return concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1)
-
-
 def _ray_results(cells: list[Cell], bundle_dir: str | None, jobs: int, address: str | None
                  ) -> Iterator[dict[str, Any]]:
     try:
@@ -202,7 +190,7 @@ def run_matrix(cells: list[Cell], results_path: Path, jobs: int = 1, executor: s
             for raw in _ray_results(todo, bundle_dir, jobs, address):
                 record(raw)
         else:
-            with _process_pool(jobs) as pool:
+            with process_pool(jobs) as pool:
                 futures = [pool.submit(run_cell, c, bundle_dir) for c in todo]
                 for future in concurrent.futures.as_completed(futures):
                     record(future.result())

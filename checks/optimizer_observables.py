@@ -117,25 +117,30 @@ class StateProbe:
         return out
 
 
-def make_probe(trainer: Any) -> OptimizerProbe | StateProbe | None:
-    """The probe a trainer supports (``named_tensors`` + ``optimizers``, or ``optimizer_state``), None otherwise."""
+def probe_kind(trainer: Any) -> str | None:
+    """The kind of probe ``trainer`` supports: "optimizers" (``named_tensors`` + ``optimizers``),
+    "optimizer_state", or None."""
     if supports_optimizers(trainer):
-        return OptimizerProbe(trainer)
-    if callable(getattr(trainer, "optimizer_state", None)):
-        return StateProbe(trainer)
-    return None
+        return "optimizers"
+    return "optimizer_state" if callable(getattr(trainer, "optimizer_state", None)) else None
+
+
+def make_probe(trainer: Any) -> OptimizerProbe | StateProbe | None:
+    """The probe a trainer supports (see :func:`probe_kind`), None otherwise."""
+    kind = probe_kind(trainer)
+    return OptimizerProbe(trainer) if kind == "optimizers" else StateProbe(trainer) if kind else None
 
 
 def attach_probes(sides: list[Any]) -> bool:
-    """Give every side (``_Side`` of the equivalence harness, None skipped) its probe when all of their trainers
-    support one, of the same kind; True when they were attached. One side without would make every optimizer
-    observable look absent, so then none is measured."""
+    """Give every side (``_Side`` of the equivalence harness or its worker's proxy, None skipped) its probe when all
+    of their trainers support one, of the same kind; True when they were attached. One side without would make
+    every optimizer observable look absent, so then none is measured."""
     present = [s for s in sides if s is not None]
-    probes = [make_probe(s.iso.trainer) for s in present]
-    if any(p is None for p in probes) or len({type(p) for p in probes}) != 1:
+    kinds = {s.probe_kind() for s in present}
+    if None in kinds or len(kinds) != 1:
         return False
-    for side, probe in zip(present, probes):
-        side.probe = probe
+    for side in present:
+        side.attach_probe()
     return True
 
 

@@ -48,11 +48,14 @@ class ReportStage:
     """How ``pogo-audit report`` runs a check: ``run`` is ``module:function(opts, say) -> list[CheckResult]``
     (``opts`` a :class:`checks.suite.SuiteOptions`), ``produces`` the ``check`` names of its results (what the
     rubric's selectors read), ``audits`` which code it measures: ``self`` (our own code: skipped when the report is
-    about a candidate), ``candidate`` (only with a candidate) or ``either`` (it decides from ``opts``)."""
+    about a candidate), ``candidate`` (only with a candidate) or ``either`` (it decides from ``opts``).
+    ``per_algo``: its results are those of each algorithm of ``opts.algos`` in turn, so ``report --jobs`` may run it
+    one algorithm per worker."""
 
     run: str
     produces: tuple[str, ...]
     audits: str = "self"
+    per_algo: bool = False
 
     def runner(self) -> Callable[..., list[CheckResult]]:
         module, _, fn = self.run.partition(":")
@@ -139,6 +142,9 @@ def _equivalence_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--atol", type=nonneg_float, default=DEFAULT_ATOL, help="tolerance mode: atol (torch default)")
     p.add_argument("--full-every", type=positive_int, default=100, metavar="K",
                    help="compare full parameter tensors every K steps and at the end (default 100)")
+    p.add_argument("--oracle-every", type=positive_int, default=10, metavar="K",
+                   help="check the extra actors' W2 against the POT oracle on steps 1..K, every K-th step and the "
+                        "last step (default 10; 1: every step)")
     p.add_argument("--no-self-check", action="store_true", help="skip running the reference twice")
     p.add_argument("--sync-init", action="store_true",
                    help="start the candidate from the reference's initial parameters and RNG state")
@@ -298,7 +304,8 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "gradient leaks and the W2 chain at every step. On the first divergence a bundle is written for "
         "`pogo-audit inspect`.",
         _equivalence_options, "checks.equivalence:run_command",
-        report=ReportStage("checks.equivalence:suite_stage", ("equivalence",), audits="either"),
+        report=ReportStage("checks.equivalence:suite_stage", ("equivalence",), audits="either",
+                           per_algo=True),
         passed=lambda rs: f"equivalent: critic and actor0 match the reference for {_subjects(rs)}",
         failed=lambda rs: f"not equivalent: {_failed(rs)}"),
     CheckSpec(
@@ -363,7 +370,8 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "failure is reported, the previous checkpoint stays loadable) and must resume bitwise. A hook the adapter "
         "lacks is reported as not measured.",
         _hooks_options, "checks.hooks.runner:run_command",
-        report=ReportStage("checks.hooks.runner:suite_stage", ("fuzz", "logging", "hooks"), audits="candidate"),
+        report=ReportStage("checks.hooks.runner:suite_stage", ("fuzz", "logging", "hooks"), audits="candidate",
+                           per_algo=True),
         passed=lambda rs: "every hook the adapter has behaves (see the not-measured lines for absent ones)",
         failed=lambda rs: f"hook findings: {_failed(rs)}"),
     CheckSpec(

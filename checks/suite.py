@@ -19,7 +19,7 @@ from typing import Any
 from checks.docs_audit import CommandParser
 from checks.registry import CHECKS
 from multi_actor.config import ALGORITHMS
-from pogo_audit.results import RunResults
+from pogo_audit.results import CheckResult, RunResults
 
 Progress = Callable[[str], None]
 
@@ -45,6 +45,11 @@ class SuiteOptions:
     device: str = "cpu"
     #: candidate mode: the candidate's JAX loop to profile (``MOD:FACTORY``, the ``jax-profile --target`` contract)
     jax_target: str | None = None
+    #: ``MOD:CALLABLE`` returning ``parser``: how a ``--jobs`` worker rebuilds it (a parser does not pickle)
+    parser_spec: str | None = None
+    #: the equivalence stage's reference worker (``EquivalenceOptions.concurrent``; off in ``--jobs`` workers, whose
+    #: pool already has the cores)
+    concurrent: bool | None = None
 
     @property
     def external(self) -> bool:
@@ -65,17 +70,70 @@ def stage_name(text: str) -> str:
     return text.strip().replace("_", "-")
 
 
-def run_suite(opts: SuiteOptions, progress: Progress | None = None) -> RunResults:
+def _stages(opts: SuiteOptions) -> list[str]:
+    """The stages to run, in registry order: not skipped, ours only for our own trainer, candidate ones only with
+    a candidate."""
+    skip = {stage_name(s) for s in opts.skip}
+    return [name for name, stage in STAGES.items() if name not in skip and
+            {"self": not opts.external, "candidate": opts.external, "either": True}[stage.audits]]
+
+
+def _tasks(opts: SuiteOptions) -> list[tuple[str, tuple[str, ...]]]:
+    """(stage, algorithms) of every stage to run, in order: one per algorithm for a ``per_algo`` stage."""
+    return [task for name in _stages(opts) for task in
+            ([(name, (a,)) for a in opts.algos] if STAGES[name].per_algo else [(name, opts.algos)])]
+
+
+def run_task(name: str, opts: SuiteOptions, algos: tuple[str, ...], threads: int) -> list[CheckResult]:
+    """One stage on ``algos`` in a ``--jobs`` worker: the parser rebuilt from its spec, the caller's torch thread
+    count (float results can depend on it)."""
+    import dataclasses
+
+    import torch
+
+    from pogo_audit.loading import import_callable
+
+    torch.set_num_threads(threads)
+    if opts.parser is None and opts.parser_spec:
+        opts = dataclasses.replace(opts, parser=import_callable(opts.parser_spec, "parser", "pogo_audit.cli:"
+                                                                                          "build_parser")())
+    return STAGES[name].runner()(dataclasses.replace(opts, algos=algos), lambda _msg: None)
+
+
+def run_suite(opts: SuiteOptions, progress: Progress | None = None, jobs: int = 1) -> RunResults:
     """Every registered report stage not skipped, in registry order, into one results model: stages that audit
-    our own code only for our own trainer, candidate stages only with a candidate."""
+    our own code only for our own trainer, candidate stages only with a candidate.
+
+    ``jobs`` > 1: the stages — a ``per_algo`` stage one algorithm at a time — run in a pool of that many worker
+    processes (:func:`checks.workers.process_pool`); the results are collected in the serial order, so the model
+    is the serial one but for wall times."""
+    import concurrent.futures
+    import dataclasses
+
     say = progress or (lambda _msg: None)
     results = RunResults(command="report")
-    skip = {stage_name(s) for s in opts.skip}
-    for name, stage in STAGES.items():
-        wanted = {"self": not opts.external, "candidate": opts.external, "either": True}[stage.audits]
-        if name in skip or not wanted:
-            continue
-        results.checks.extend(stage.runner()(opts, say))
+    if jobs <= 1:
+        for name in _stages(opts):
+            results.checks.extend(STAGES[name].runner()(opts, say))
+        return results
+    import torch
+
+    from checks.workers import process_pool
+
+    tasks = _tasks(opts)
+    portable = dataclasses.replace(opts, parser=None, concurrent=False)
+    threads = torch.get_num_threads()
+    done: dict[int, list[CheckResult]] = {}
+    with process_pool(jobs) as pool:
+        futures = {pool.submit(run_task, name, portable, algos, threads): i for i, (name, algos) in enumerate(tasks)}
+        for future in concurrent.futures.as_completed(futures):
+            i = futures[future]
+            done[i] = future.result()
+            name, algos = tasks[i]
+            label = f"{name} {algos[0]}" if STAGES[name].per_algo else name
+            say(f"{label} done ({len(done)}/{len(tasks)})")
+    for i in range(len(tasks)):
+        results.checks.extend(done[i])
     return results
 
 

@@ -382,10 +382,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
             readme=args.readme, skip=skip,
             reference=(args.reference, load_factory(args.reference, "--reference")) if args.reference else None,
             candidate=every, candidates=per_algo,
-            parser=build_parser(), device=args.device or "cpu", jax_target=args.jax_target,
+            parser=build_parser(), parser_spec="pogo_audit.cli:build_parser", device=args.device or "cpu",
+            jax_target=args.jax_target,
         )
         with console.status("running checks", spinner="dots") as status:
-            results = run_suite(opts, progress=lambda msg: status.update(f"running checks: {msg}"))
+            results = run_suite(opts, progress=lambda msg: status.update(f"running checks: {msg}"), jobs=args.jobs)
         results_path = out.with_suffix(".results.json")
         results.save(results_path)
         sources = [str(results_path)]
@@ -430,6 +431,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fuzz-examples", type=positive_int, default=200, help="examples per fuzz target (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--skip", default=None, metavar="CHECK,...", help="checks not to run (they show as not measured)")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                   help="run the checks (equivalence and hooks one algorithm at a time) in N worker processes; the "
+                        "results are those of a serial run (default 1: serial)")
     p.add_argument("--from", dest="from_files", action="append", default=[], metavar="RESULTS.json",
                    help="render from saved results instead of running checks (repeatable)")
     p.add_argument("-o", "--output", default="report.md", metavar="PATH", help="output file (default report.md)")

@@ -1,0 +1,341 @@
+"""The reference and its self-check twin in worker processes, in lock-step with the candidate in the caller's.
+
+The equivalence check runs the reference twice (the twin shows whether the reference itself is reproducible) and
+the candidate once. In one process that is three trainers in a row; here the reference and the twin each run in a
+worker forked from the audit's fork server (:mod:`checks.workers`) while the calling process runs the candidate and
+compares, so on two cores a step costs about half of the three trainers' steps instead of all three.
+
+Nothing of the comparison changes. The workers build the two reference trainers exactly as the harness would (same
+factory, config, dataset spec, seed; the caller's global RNG state, torch thread count and default dtype at the start
+of the run), steps them on the same batches (sent by the caller, which samples them) and computes their observables
+with the same code (:meth:`checks.equivalence._Side.observe`: losses, parameter sums, L2 norms and hashes
+every step, full tensors on the same schedule, RNG digests, gradients, optimizer probes). The caller compares them:
+bitwise verdicts, first divergences and the early stop on a nondeterministic reference are those of the serial run.
+
+Crashes keep the serial order. Within one step the serial harness calls reference, candidate, twin; the worker's
+replies say which trainer raised, and the caller raises the earliest of the three (at start-up: reference
+factory, twin factory, candidate factory, reference ``parameters``, candidate ``parameters``).
+
+One thing differs, on purpose: the self-check now compares two trainers built in two fresh processes. A reference
+whose behaviour depends on what was built before it in the same process (a class-level instance counter) shows
+that only in the in-process self-check (``EquivalenceOptions(concurrent=False)``), which is also what short runs,
+``isolate``, localisation and the evaluation audit use.
+
+Messages are pickled with the standard pickler (tensors by value, never through shared memory).
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pogo_audit.findings import TrainerCrash
+
+#: serial order of the start-up calls (a crash of a lower rank is the one the serial harness would report)
+REF_FACTORY, TWIN_FACTORY, CAND_FACTORY, REF_PARAMETERS, CAND_PARAMETERS = range(5)
+#: serial order of the calls of one step
+REF_STEP, CAND_STEP, TWIN_STEP = range(3)
+
+
+def _send(conn: Any, message: Any) -> None:
+    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _recv(conn: Any) -> Any:
+    return pickle.loads(conn.recv_bytes())
+
+
+def picklable(*objects: Any) -> bool:
+    """Whether ``objects`` (factory, config, dataset spec) can be sent to a worker process."""
+    try:
+        pickle.dumps(objects)
+    except Exception:  # noqa: BLE001 - a closure, a lambda, an open resource: the run stays in one process
+        return False
+    return True
+
+
+def _raisable(exc: BaseException) -> BaseException:
+    """``exc`` if it pickles (pogo-audit's own errors do), else a RuntimeError saying what it was."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def serve(conn: Any, factory: Any, config: Any, dataset_spec: Any, seed: int, role: str, rng: Any,
+          threads: int, dtype: Any) -> None:
+    """The worker: build its trainer (``role`` "reference" or "twin"), then answer the caller's requests until
+    ``stop``."""
+    import torch
+
+    from checks.equivalence import _compared_losses, _Side, own_copy
+
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)
+    rng.restore()
+    reference = role == "reference"
+    try:
+        try:
+            rank = REF_FACTORY if reference else TWIN_FACTORY
+            side = _Side.build("reference", factory, config, dataset_spec, seed)
+            rank = REF_PARAMETERS
+            params = side.call("parameters") if reference else {}  # the serial harness asks the reference only
+        except TrainerCrash as exc:
+            _send(conn, ("crash", rank, exc.crash))
+            return
+        _send(conn, ("built", params, side.iso.rng, side.probe_kind(), hasattr(side.iso.trainer, "gradients")))
+        while True:
+            request = _recv(conn)
+            if request[0] == "stop":
+                return
+            if request[0] == "probes":
+                side.attach_probe()
+            elif request[0] == "gradients":
+                try:
+                    _send(conn, ("gradients", side.gradients()))
+                except TrainerCrash as exc:
+                    _send(conn, ("crash", REF_STEP, exc.crash))
+            elif request[0] == "step":
+                _, step, batch, full = request
+                side.step = step
+                try:
+                    losses = {} if batch is None else _compared_losses(side.call("step", own_copy(batch)))
+                    obs = side.observe(losses, full)
+                except TrainerCrash as exc:
+                    _send(conn, ("step", None, None, None, exc.crash))
+                    continue
+                _send(conn, ("step", obs, side.params if reference else None, side.leak if reference else None,
+                             None))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        return
+    except BaseException as exc:  # noqa: BLE001 - the harness's own failure (or a usage error) reaches the caller
+        try:
+            _send(conn, ("raise", _raisable(exc)))
+        except (BrokenPipeError, OSError):
+            pass
+
+
+@dataclass
+class RemoteSide:
+    """What the lock-step loop reads of the reference when it runs in a worker: the parameters and ``.grad``
+    digests of its last observation, and the calls it may make on it (gradients for a bundle, optimizer probes)."""
+
+    pair: ReferenceWorkers
+    side: str = "reference"
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    leak: dict[str, Any] = field(default_factory=dict)
+    step: int | None = None
+    probe: Any = None
+
+    def probe_kind(self) -> str | None:
+        return self.pair.reference.probe_kind
+
+    def attach_probe(self) -> None:
+        """Probes on the reference and the twin (the twin mirrors every call the reference gets)."""
+        if self.probe is None:
+            self.probe = "in worker"
+            for worker in self.pair.workers:
+                worker.request(("probes",))
+
+    def gradients(self) -> dict[str, Any]:
+        if not self.pair.reference.has_gradients:
+            return {}
+        return self.pair.reference.ask(("gradients",))[1]
+
+
+class ReferenceWorker:
+    """One worker process (the reference or the twin), from the caller's end. It is started in a thread, so the
+    caller builds its candidate meanwhile."""
+
+    def __init__(self, factory: Any, config: Any, dataset_spec: Any, seed: int, role: str):
+        import torch
+
+        from checks.workers import forkserver_context
+        from pogo_audit.seeding import GlobalRNGState
+
+        context = forkserver_context()
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=serve, daemon=True, name=f"pogo-audit {role}",
+                                       args=(child, factory, config, dataset_spec, seed, role,
+                                             GlobalRNGState.capture(), torch.get_num_threads(),
+                                             torch.get_default_dtype()))
+
+        def start() -> None:
+            self.process.start()
+            child.close()  # the worker's end: with it closed here, a worker that dies is an EOF, not a hang
+
+        self._starting = threading.Thread(target=start, daemon=True)
+        self._starting.start()
+        self.built: tuple[Any, ...] | None = None
+        self.probe_kind: str | None = None
+        self.has_gradients = False
+
+    def request(self, message: Any) -> None:
+        self._starting.join()
+        _send(self.conn, message)
+
+    def ask(self, message: Any) -> Any:
+        self.request(message)
+        return self.reply()
+
+    def reply(self) -> Any:
+        """The next message; a harness failure in the worker is raised here, a crash reply too."""
+        self._starting.join()
+        try:
+            message = _recv(self.conn)
+        except EOFError:
+            raise RuntimeError(f"the reference worker exited (code {self.process.exitcode}) without replying") \
+                from None
+        if message[0] == "raise":
+            raise message[1]
+        if message[0] == "crash" and self.built is not None:
+            raise TrainerCrash(message[2])
+        return message
+
+    def start_up(self) -> tuple[Any, ...]:
+        """The worker's start-up message (read once): ("built", ...) or ("crash", rank, crash)."""
+        if self.built is None:
+            self.built = self.reply()
+            if self.built[0] == "built":
+                _, _, _, self.probe_kind, self.has_gradients = self.built
+        return self.built
+
+    def close(self) -> None:
+        """Stop the worker (it exits on ``stop`` or when the pipe closes; killed if it does not within 10 s)."""
+        self._starting.join()
+        try:
+            _send(self.conn, ("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        self.conn.close()
+        if self.process.pid is not None:
+            self.process.join(10)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
+
+
+class ReferenceWorkers:
+    """The reference and the twin each in its own worker process, in lock-step with the candidate in the caller's:
+    three trainers on two cores take about one and a half step times instead of three."""
+
+    def __init__(self, factory: Any, config: Any, dataset_spec: Any, seed: int, twin: bool):
+        self.reference = ReferenceWorker(factory, config, dataset_spec, seed, "reference")
+        self.twin_worker = ReferenceWorker(factory, config, dataset_spec, seed, "twin") if twin else None
+        self.workers = [w for w in (self.reference, self.twin_worker) if w is not None]
+        self.ref = RemoteSide(self)
+
+    def built(self, below: int = CAND_PARAMETERS + 1) -> tuple[dict[str, np.ndarray], Any]:
+        """The reference's initial parameters and global RNG state; raises a worker's start-up crash when it comes
+        before ``below`` in the serial order (else the caller's own crash, being raised, stands)."""
+        crashes = [m for m in (w.start_up() for w in self.workers) if m[0] == "crash"]
+        if crashes:
+            first = min(crashes, key=lambda m: m[1])
+            if first[1] < below:
+                raise TrainerCrash(first[2])
+            return {}, None
+        _, params, rng, _, _ = self.reference.start_up()
+        self.ref.params = params
+        return params, rng
+
+    def submit(self, step: int, batch: Any, full: bool) -> None:
+        """Step (``batch`` None: only observe, step 0) the reference and the twin."""
+        self.ref.step = step
+        for worker in self.workers:
+            worker.request(("step", step, batch, full))
+
+    def collect(self, candidate_crash: TrainerCrash | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The reference's and the twin's observables of the submitted step; raises the first crash of the step in
+        the serial order (reference, candidate, twin)."""
+        _, obs_ref, params, leak, crash = self.reference.reply()
+        if crash is not None:
+            raise TrainerCrash(crash)
+        if candidate_crash is not None:
+            raise candidate_crash
+        obs_twin = None
+        if self.twin_worker is not None:
+            _, obs_twin, _, _, crash = self.twin_worker.reply()
+            if crash is not None:
+                raise TrainerCrash(crash)
+        self.ref.params, self.ref.leak = params, leak
+        return obs_ref, obs_twin
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+
+
+class LocalReference:
+    """The reference and the twin in the calling process (the serial harness), behind the same calls as
+    :class:`ReferenceWorker`: the reference steps when its step is submitted, the twin when it is collected, so the
+    calls keep the serial order reference, candidate, twin."""
+
+    def __init__(self, factory: Any, config: Any, dataset_spec: Any, seed: int, twin: bool):
+        from checks.equivalence import _Side
+
+        self.ref = _Side.build("reference", factory, config, dataset_spec, seed)
+        self.twin = _Side.build("reference", factory, config, dataset_spec, seed) if twin else None
+        self._pending: tuple[Any, Any] | None = None
+
+    def built(self, below: int = CAND_PARAMETERS + 1) -> tuple[dict[str, np.ndarray], Any]:
+        if below <= REF_PARAMETERS:
+            return {}, None
+        return self.ref.call("parameters"), self.ref.iso.rng
+
+    def _observe(self, side: Any, batch: Any, full: bool) -> dict[str, Any]:
+        from checks.equivalence import _compared_losses, own_copy
+
+        return side.observe({} if batch is None else _compared_losses(side.call("step", own_copy(batch))), full)
+
+    def submit(self, step: int, batch: Any, full: bool) -> None:
+        for side in (self.ref, self.twin):
+            if side is not None:
+                side.step = step
+        self._pending = (self._observe(self.ref, batch, full), (batch, full))
+
+    def collect(self, candidate_crash: TrainerCrash | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        assert self._pending is not None
+        obs_ref, (batch, full) = self._pending
+        self._pending = None
+        if candidate_crash is not None:
+            raise candidate_crash
+        return obs_ref, None if self.twin is None else self._observe(self.twin, batch, full)
+
+    def close(self) -> None:
+        """Nothing to stop (the worker's counterpart ends its process)."""
+
+
+#: runs shorter than this keep the reference in the calling process: starting the worker (a fork, building the
+#: reference twice) costs about as much as a few steps
+MIN_CONCURRENT_STEPS = 20
+
+
+def wants_worker(options: Any, device: str) -> bool:
+    """Whether the run's options allow the worker: ``concurrent`` (None: at least :data:`MIN_CONCURRENT_STEPS`
+    steps) on the CPU, and no feature that reaches into the reference's live state every step: ``isolate`` (sets the
+    candidate to the reference's state), localisation (deep-copies both trainers), the evaluation audit (drives
+    the reference's RNG and ``evaluate`` between steps)."""
+    localise = options.isolate if options.localise is None else options.localise
+    wanted = options.concurrent if options.concurrent is not None else options.steps >= MIN_CONCURRENT_STEPS
+    return bool(wanted) and device == "cpu" and not options.isolate and not localise and not options.eval_every
+
+
+def _torch(algo: str) -> bool:
+    """A PyTorch algorithm of the registry (a JAX run sets process-wide JAX options a worker would not have)."""
+    from multi_actor import registry
+
+    return algo in registry.names("torch")
+
+
+def reference_pair(options: Any, factory: Any, config: Any, dataset_spec: Any, device: str, algo: str
+                   ) -> ReferenceWorkers | LocalReference:
+    """The workers when the run allows them (:func:`wants_worker`, a PyTorch algorithm) and its reference factory,
+    config and dataset spec pickle; else the in-process pair."""
+    if wants_worker(options, device) and _torch(algo) and picklable(factory, config, dataset_spec):
+        return ReferenceWorkers(factory, config, dataset_spec, options.seed, options.self_check)
+    return LocalReference(factory, config, dataset_spec, options.seed, options.self_check)

@@ -1,0 +1,95 @@
+"""The reference worker (:mod:`checks.reference_worker`): with the reference and its twin in a worker process, a run
+gives the in-process run's result field for field (but the wall time) — verdicts, first divergences, crashes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from checks.equivalence import EquivalenceOptions, equivalence_for_algo
+from checks.mutants import catalog
+from checks.reference_worker import LocalReference, ReferenceWorkers, reference_pair
+from multi_actor.config import build_config
+from multi_actor.trainer import reference_factory
+
+
+def _fields(result) -> str:
+    """Every field of a result but its wall time, as JSON (NaN compares equal as text)."""
+    d = dataclasses.asdict(result)
+    d.pop("seconds")
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def _both(algo, cfg, options, **kwargs):
+    worker = equivalence_for_algo(algo, cfg, dataclasses.replace(options, concurrent=True), **kwargs)
+    local = equivalence_for_algo(algo, cfg, dataclasses.replace(options, concurrent=False), **kwargs)
+    return worker, local
+
+
+@pytest.mark.parametrize("name", ["iql_rewards_not_squeezed", "iql_lr_schedule_not_stepped", "w2_std_term_dropped",
+                                  "actor1_extra_global_draw", "extra_actor_grad_into_critic"])
+def test_a_mutant_gets_the_same_result_with_the_reference_in_a_worker(embedded_dataset, name):
+    mutant = next(m for m in catalog() if m.name == name)
+    cfg = build_config(None, list(mutant.overrides), algo=mutant.algo, num_actors=3)
+    options = EquivalenceOptions(steps=mutant.steps, self_check=True, full_every=2)
+    worker, local = _both(mutant.algo, cfg, options, candidate=(f"mutant:{name}", mutant.factory))
+    caught = worker.first_divergence is not None or worker.metrics["warnings"]  # a .grad leak is a warning
+    assert caught, worker.summary
+    assert _fields(worker) == _fields(local)
+
+
+def test_our_trainer_passes_with_the_same_result_in_a_worker(embedded_dataset):
+    cfg = build_config(None, [], algo="cql", num_actors=3)
+    worker, local = _both("cql", cfg, EquivalenceOptions(steps=4, full_every=2))
+    assert worker.verdict == "pass", worker.summary
+    assert _fields(worker) == _fields(local)
+
+
+class CrashingReference:
+    """The reference, raising in its third step (module level, so the worker can import it)."""
+
+    def __init__(self, config, dataset_spec, seed):
+        self.inner = reference_factory(config, dataset_spec, seed)
+        self.steps = 0
+
+    def step(self, batch):
+        self.steps += 1
+        if self.steps == 3:
+            raise ZeroDivisionError("reference step 3")
+        return self.inner.step(batch)
+
+    def parameters(self):
+        return self.inner.parameters()
+
+    def load_parameters(self, params):
+        self.inner.load_parameters(params)
+
+
+def test_a_reference_crash_in_the_worker_is_the_crash_the_serial_run_reports(embedded_dataset):
+    cfg = build_config(None, [], algo="iql", num_actors=3)
+    worker, local = _both("iql", cfg, EquivalenceOptions(steps=5),
+                          reference=("tests.test_reference_worker:CrashingReference", CrashingReference))
+    assert worker.verdict == "fail" and worker.metrics["crash"]["side"] == "reference"
+    assert worker.metrics["crash"]["step"] == 3 and worker.metrics["crash"]["type"] == "ZeroDivisionError"
+    assert _fields(worker) == _fields(local)
+
+
+def test_the_worker_is_used_only_where_the_run_allows_it(embedded_dataset):
+    from multi_actor.loop import prepare_data
+
+    cfg = build_config(None, [], algo="iql", num_actors=3)
+    spec = prepare_data(cfg).spec
+    cases = [(EquivalenceOptions(steps=50), reference_factory, ReferenceWorkers),
+             (EquivalenceOptions(steps=5), reference_factory, LocalReference),  # too short to pay for the worker
+             (EquivalenceOptions(steps=50, isolate=True), reference_factory, LocalReference),
+             (EquivalenceOptions(steps=50, eval_every=10), reference_factory, LocalReference),
+             (EquivalenceOptions(steps=50), lambda *a: reference_factory(*a), LocalReference),  # does not pickle
+             (EquivalenceOptions(steps=50, concurrent=False), reference_factory, LocalReference)]
+    for options, factory, kind in cases:
+        pair = reference_pair(options, factory, cfg, spec, "cpu", "iql")
+        try:
+            assert isinstance(pair, kind), options
+        finally:
+            pair.close()

@@ -1,0 +1,49 @@
+"""``report --jobs N``: the stages run in worker processes (a per-algorithm stage one algorithm per worker) and the
+results are the serial run's, field for field but wall times; the options rebuild in the workers from their specs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+
+from checks.equivalence import load_factory
+from checks.suite import SuiteOptions, _tasks, run_suite
+
+SKIP = ("mutants", "fuzz", "jax-profile", "conformance", "failure-handling")
+
+
+def _fields(results) -> list[str]:
+    """Every check's fields but its wall time, as JSON (NaN compares equal as text)."""
+    out = []
+    for check in results.checks:
+        d = dataclasses.asdict(check)
+        d.pop("seconds")
+        out.append(json.dumps(d, sort_keys=True, default=str))
+    return out
+
+
+def test_a_per_algorithm_stage_is_one_task_per_algorithm():
+    opts = SuiteOptions(algos=("iql", "cql"), skip=("mutants", "fuzz", "conformance"))
+    assert _tasks(opts) == [("docs", ("iql", "cql")), ("equivalence", ("iql",)), ("equivalence", ("cql",)),
+                            ("jax-profile", ("iql", "cql")), ("failure-handling", ("iql", "cql"))]
+
+
+def test_a_loaded_factory_pickles_as_its_spec():
+    factory = load_factory("multi_actor.trainer:reference_factory", "--reference")
+    again = pickle.loads(pickle.dumps(factory))
+    assert again == factory and again.spec == "multi_actor.trainer:reference_factory"
+
+
+def test_two_jobs_give_the_serial_results(embedded_dataset, tmp_path):
+    from pogo_audit.cli import build_parser
+
+    opts = SuiteOptions(algos=("iql", "cql"), steps=5, skip=SKIP, bundle_dir=str(tmp_path / "bundles"),
+                        parser=build_parser(), parser_spec="pogo_audit.cli:build_parser")
+    serial = run_suite(opts)
+    said: list[str] = []
+    parallel = run_suite(opts, progress=said.append, jobs=2)
+    assert [c.check for c in serial.checks] == ["docs"] * (len(serial.checks) - 2) + ["equivalence"] * 2
+    assert [c.subject for c in serial.checks[-2:]] == ["iql", "cql"]
+    assert _fields(parallel) == _fields(serial)
+    assert len(said) == 3 and {m.split(" done")[0] for m in said} == {"docs", "equivalence iql", "equivalence cql"}

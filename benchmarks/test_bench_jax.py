@@ -3,8 +3,8 @@ loop of jitted steps (the raw ``_step`` and the ``train_step`` API), vs un-jitte
 multi-actor JAX epochs with 1 and 3 actors when ``multi_actor.jax_trainer`` exists.
 
 Per-update normalisation: rows do different numbers of updates per timed call (the un-jitted one only
-``UNJITTED_UPDATES``), so the conftest's ratios (median time per *call*) are only comparable between rows with the same
-``extra_info["updates_per_call"]``. Each row also stores ``seconds_per_update`` (its median / updates_per_call),
+``UNJITTED_UPDATES``), so the conftest's ratios (mean time per *call*) are only comparable between rows with the same
+``extra_info["updates_per_call"]``. Each row also stores ``seconds_per_update`` (its mean / updates_per_call),
 ``updates_per_s`` and ``per_update_ratio`` = its seconds_per_update / the baseline's, measured in the same run.
 """
 
@@ -45,7 +45,7 @@ def _normalise(benchmark, updates: int, baseline: bool = False) -> None:
     stats = getattr(benchmark, "stats", None)
     if stats is None:
         return
-    per_update = stats.stats.median / updates
+    per_update = stats.stats.mean / updates
     if baseline:
         _BASELINE["seconds_per_update"] = per_update
     benchmark.extra_info.update(seconds_per_update=per_update, updates_per_s=1.0 / per_update)

@@ -152,7 +152,7 @@ def _hash(arr: np.ndarray) -> str:
     """A digest of the bytes of ``arr``: equal bytes give equal digests, any differing bit a different one (XXH3-128,
     cut to 64 bits; a non-cryptographic hash is enough against accidental differences and hashes several GB/s, so
     every tensor is hashed every step at a small fraction of a training step's cost)."""
-    return xxhash.xxh3_128_hexdigest(np.ascontiguousarray(arr))[:16]
+    return xxhash.xxh3_128_hexdigest(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))[:16]
 
 
 def _numbers(value: Any) -> np.ndarray | None:
@@ -840,6 +840,21 @@ def _findings_text(comp: Comparator, check: Mapping[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
+def _own_optimizer_first(finding: Mapping[str, Any], loc: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer-state finding (``optim/<label>``) is located first at a learning-rate schedule difference of that
+    same optimizer when the step's localisation names one (the step's first differing operation is then kept as a
+    further line): a skipped schedule step changes no tensor in its step, only that optimizer's next learning rate."""
+    more = loc.get("more") or []
+    own = next((m for m in more if finding["group"] == "optimizer" and m.get("optimizer") is not None
+                and finding["observable"] == f"optim/{m['optimizer']}"), None)
+    if own is None:
+        return loc
+    frames = loc.get("frames") or []
+    first = [{"message": loc["message"], "frame": frames[0]}] if frames else []
+    return {**loc, "kind": "order", "message": own["message"], "frames": [own["frame"]],
+            "more": first + [m for m in more if m is not own]}
+
+
 def located_findings(comp: Comparator, located: Mapping[tuple[str, str, str], dict[str, Any]]
                      ) -> list[dict[str, Any]]:
     """Every distinct finding with, where its first step was replayed under tracing, the located candidate line."""
@@ -848,6 +863,7 @@ def located_findings(comp: Comparator, located: Mapping[tuple[str, str, str], di
         loc = located.get((f["group"], f["observable"], f["kind"]))
         row = dict(f)
         if loc is not None:
+            loc = _own_optimizer_first(f, loc)
             frames = loc.get("frames") or []
             row["location"] = ({"path": frames[0]["file"], "line": frames[0]["line"],
                                 "function": frames[0]["function"], "code": frames[0]["code"]} if frames else None)

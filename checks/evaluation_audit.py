@@ -16,12 +16,15 @@ afterwards is what the following steps of the lock-step compare. The returned nu
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+import random
+import traceback
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from checks import HARNESS_DIRS
-from pogo_audit.findings import describe
+from pogo_audit.findings import describe, own_frame
 from pogo_audit.seeding import EVAL_OFFSET, derived_seed, state_digests
 
 #: global streams an evaluation must leave untouched
@@ -45,6 +48,34 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def reseeds_recorded(found: list[dict[str, Any]]) -> Iterator[None]:
+    """Record every call of a global-stream seeding function (``torch.manual_seed``, ``np.random.seed``,
+    ``random.seed``) made from the trainer's own code while inside: ``{"stream", "call", "frame"}`` appended to
+    ``found``. The call still runs (the audit observes, it does not change what the trainer does)."""
+    import numpy as np
+    import torch
+
+    targets = ((torch, "manual_seed", "torch"), (np.random, "seed", "numpy"), (random, "seed", "random"))
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
+
+    def recording(original: Any, stream: str, call: str) -> Any:
+        def seed(*args: Any, **kwargs: Any) -> Any:
+            frame = own_frame(traceback.extract_stack()[:-1], HARNESS_DIRS)
+            if frame is not None:
+                found.append({"stream": stream, "call": call, "frame": frame})
+            return original(*args, **kwargs)
+        return seed
+
+    for (owner, name, stream), (_, _, original) in zip(targets, saved):
+        setattr(owner, name, recording(original, stream, f"{owner.__name__}.{name}"))
+    try:
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
 class EvaluationAudit:
     """Calls ``evaluate`` on every side every ``every`` steps; keeps the crashes and the returned numbers."""
 
@@ -65,10 +96,12 @@ class EvaluationAudit:
         first: Mapping[str, Any] | None = None
         second: Mapping[str, Any] | None = None
         ok = label not in self._broken
+        reseeds: list[dict[str, Any]] = []
         if ok:
             try:
-                first = dict(side.iso.call("evaluate", self.seed, self.episodes))
-                second = dict(side.iso.call("evaluate", self.seed, self.episodes))
+                with reseeds_recorded(reseeds):
+                    first = dict(side.iso.call("evaluate", self.seed, self.episodes))
+                    second = dict(side.iso.call("evaluate", self.seed, self.episodes))
             except Exception as exc:  # the trainer's evaluation: a finding, not the end of the audit
                 ok = False
                 self._broken.add(label)
@@ -81,8 +114,19 @@ class EvaluationAudit:
         out.update({f"eval/rng_untouched/{s}": float(before[s] == after[s]) for s in STREAMS})
         if label in self.results:
             self.results[label].append({"step": step, "ok": ok, "returned": first,
-                                        "rng_changed": [s for s in STREAMS if before[s] != after[s]]})
+                                        "rng_changed": [s for s in STREAMS if before[s] != after[s]],
+                                        "reseeded": reseeds})
         return out
+
+    def location(self, observable: str, side: str = "candidate") -> dict[str, Any] | None:
+        """The trainer line behind an evaluation finding of ``side``: the crash frame for ``eval/ok`` and
+        ``eval/deterministic`` (a crashed evaluation returns nothing to compare), the first seeding call of that
+        stream for ``eval/rng_untouched/<stream>``; None when nothing was recorded."""
+        if observable in ("eval/ok", "eval/deterministic"):
+            return next((c["frame"] for c in self.crashes if c["side"] == side and c["frame"]), None)
+        stream = observable.rsplit("/", 1)[-1]
+        return next((r["frame"] for call in self.results.get(side, []) for r in call["reseeded"]
+                     if r["stream"] == stream), None)
 
     def metrics(self) -> dict[str, Any]:
         return {"every": self.every, "episodes": self.episodes, "seed": self.seed, "crashes": self.crashes,

@@ -59,6 +59,12 @@ class LockStepExtras:
         if self.evaluation is None:
             return result
         result.metrics["evaluation"] = self.evaluation.metrics()
+        for row in result.metrics.get("findings") or []:
+            frame = self.evaluation.location(row["observable"]) if row["group"] == "evaluation" else None
+            if frame is not None and row.get("location") is None:
+                row.setdefault("also", [])
+                row["location"] = {"path": frame["file"], "line": frame["line"], "function": frame["function"],
+                                   "code": frame["code"]}
         crashes = [c for c in self.evaluation.crashes if c["side"] != "twin"]
         if crashes:
             c = crashes[0]

@@ -73,8 +73,14 @@ def _outside(path: Path, dirs: Iterable[Path]) -> bool:
 def trainer_frame(tb: TracebackType | None, harness_dirs: Iterable[Path] = ()) -> dict[str, Any] | None:
     """The innermost frame of ``tb`` in the trainer's own code: not in the standard library, site-packages or
     ``harness_dirs`` (pogo_audit is always one); None when every frame is library or harness code."""
+    return own_frame(traceback.extract_tb(tb), harness_dirs)
+
+
+def own_frame(frames: Iterable[traceback.FrameSummary], harness_dirs: Iterable[Path] = ()) -> dict[str, Any] | None:
+    """The innermost of ``frames`` (outermost first: a traceback or ``traceback.extract_stack()``) in the trainer's
+    own code, as :func:`trainer_frame` defines it."""
     excluded = (*_LIBRARY_DIRS, POGO_AUDIT_DIR, *(Path(d).resolve() for d in harness_dirs))
-    for fs in reversed(traceback.extract_tb(tb)):
+    for fs in reversed(list(frames)):
         if fs.filename.startswith("<"):
             continue
         path = Path(fs.filename).resolve()

@@ -213,3 +213,29 @@ def test_adapt_proposes_the_adapters_table_for_the_raw_iql_trainer():
         ("target/q_target", ["q1_targ", "q2_targ"], True)]
     assert p.extra_actors == {"chain.0": "actor1", "chain.1": "actor2"}
     assert p.notes == ["the candidate has no step(batch): log keys were not matched"]
+
+
+def test_isolate_locates_each_training_loop_defect_of_the_broken_trainer(embedded_dataset):
+    """One ``--isolate`` run with the evaluation audit names (c) at the actor optimizer step its schedule step should
+    follow, (a) at the crashing line and (b) at the reseeding line; the leak (d) stays a hygiene warning."""
+    import inspect
+
+    import examples.user_pogo_iql_broken as user
+
+    src = inspect.getsource(user).splitlines()
+
+    def line_of(text):
+        (n,) = [i + 1 for i, s in enumerate(src) if text in s]
+        return n
+
+    opts = EquivalenceOptions(steps=12, seed=0, bundle_dir=None, self_check=False, isolate=True, eval_every=10,
+                              eval_episodes=1)
+    res = equivalence_for_algo("iql", iql_config(), opts, candidate=(IQL_BROKEN, load_factory(IQL_BROKEN, "--candidate")))
+    found = {f["observable"]: f for f in res.metrics["findings"]}
+    path = "examples/user_pogo_iql_broken.py"
+    schedule = found["optim/actor0/actor"]
+    assert (schedule["location"]["path"], schedule["location"]["line"]) == (path, line_of("self.pi_opt.step()"))
+    assert schedule["localisation"]["message"].startswith("candidate skips the reference's learning-rate schedule step")
+    assert found["eval/ok"]["location"]["line"] == line_of("s = (torch.tensor(state.reshape(1, -1)")
+    assert found["eval/rng_untouched/numpy"]["location"]["line"] == line_of("np.random.seed(seed)  # (b)")
+    assert res.verdict == "fail" and [w["observable"].split("/")[0] for w in res.metrics["warnings"]] == ["grad_leak"]

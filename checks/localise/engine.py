@@ -327,6 +327,44 @@ def further_differences(ref: Trace, cand: Trace, first: _Difference, limit: int 
     return out
 
 
+def schedule_step_differences(ref: Trace, cand: Trace) -> list[dict[str, Any]]:
+    """Learning-rate schedule steps the candidate skips (or adds) after an optimizer's step, counted per optimizer
+    label (the optimizer step before each schedule step), each located at the candidate's step of that optimizer.
+
+    Counting rather than aligning operations: a trainer that computes the same numbers with other operations (a
+    third-party trainer) misaligns the op sequences, but its optimizer steps still carry canonical labels."""
+    def per_label(trace: Trace) -> dict[str, list[Op]]:
+        out: dict[str, list[Op]] = {}
+        for op in trace.ops:
+            if op.name != SCHEDULE_STEP:
+                continue
+            before = [s for s in trace.optimizer_steps if s.first_op < op.index]
+            label = before[-1].label if before else ""
+            out.setdefault(label, []).append(op)
+        return out
+
+    theirs, mine = per_label(ref), per_label(cand)
+    found = []
+    for label in [*theirs, *(k for k in mine if k not in theirs)]:
+        n_ref, n_cand = len(theirs.get(label, [])), len(mine.get(label, []))
+        if n_ref == n_cand:
+            continue
+        steps = [s for s in cand.optimizer_steps if s.label == label]
+        where = steps[-1].stack[-1] if steps and steps[-1].stack else None
+        if n_cand > n_ref:
+            where = mine[label][n_ref].frame() or where
+        if where is None:
+            continue
+        ref_where = theirs[label][0].frame() if n_ref else None
+        what = (f"candidate runs {n_cand - n_ref} more learning-rate schedule step(s) than the reference" if
+                n_cand > n_ref else
+                "candidate skips the reference's learning-rate schedule step" +
+                (f" ({ref_where.where()})" if ref_where else "") + f" after the optimizer step of `{label}`")
+        found.append({"message": f"{what} at {where.where()}: `{where.code}`", "frame": where.as_dict(),
+                      "optimizer": label})
+    return found
+
+
 def _replace_kind(ref_ops: list[Op], cand_ops: list[Op]) -> str:
     """A replaced block that starts with missing (or extra) operations: the candidate's first operation is one the
     reference runs later in the block (a *delete*), or the reference's first one is one the candidate runs later
@@ -522,7 +560,9 @@ def _incomplete_freeze(cand: Trace, op: Op) -> tuple[Frame, str] | None:
     compared parameters before (``requires_grad_(False)``): the freeze left it out, and what a freeze covers is
     chosen where the freezing function is called (or its context built) — the last line before the freezing code
     ran that names that function; else the freezing line itself. None when the candidate froze nothing compared."""
-    leaking = next(n for n, grad in op.params if grad and n.startswith(COMPARED_PARAM_ROLES))
+    leaking = next((n for n, grad in op.params if grad and n.startswith(COMPARED_PARAM_ROLES)), None)
+    if leaking is None:
+        return None
     flips = [f for f in cand.flips if f.op <= op.index and not f.value and f.name != leaking
              and f.name.startswith(COMPARED_PARAM_ROLES) and f.stack]
     if not flips:
@@ -763,6 +803,10 @@ def compare_traces(ref: Trace, cand: Trace) -> Localisation:
     ref_op = d.ref if d.tag != "insert" else d.prev_ref
     first_line = (frame.file, frame.line) if frame is not None else None
     more = [m for m in further_differences(ref, cand, d) if (m["frame"]["file"], m["frame"]["line"]) != first_line]
+    if rule != "lr schedule":
+        named = {first_line, *((m["frame"]["file"], m["frame"]["line"]) for m in more)}
+        more += [m for m in schedule_step_differences(ref, cand)
+                 if (m["frame"]["file"], m["frame"]["line"]) not in named]
     return Localisation(
         kind, message, [f.as_dict() for f in frames],
         [f.as_dict() for f in reversed(ref_op.stack)] if ref_op is not None else [],

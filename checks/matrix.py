@@ -192,8 +192,12 @@ def run_matrix(cells: list[Cell], results_path: Path, jobs: int = 1, executor: s
         else:
             with process_pool(jobs) as pool:
                 futures = [pool.submit(run_cell, c, bundle_dir) for c in todo]
-                for future in concurrent.futures.as_completed(futures):
-                    record(future.result())
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        record(future.result())
+                except BaseException:  # an interrupt stops now; finished cells are already in the file
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
     return [done[c.key] for c in cells]
 
 

@@ -165,9 +165,15 @@ class ReferenceWorker:
                                              GlobalRNGState.capture(), torch.get_num_threads(),
                                              torch.get_default_dtype()))
 
+        self._start_error: BaseException | None = None
+
         def start() -> None:
-            self.process.start()
-            child.close()  # the worker's end: with it closed here, a worker that dies is an EOF, not a hang
+            try:
+                self.process.start()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by request()
+                self._start_error = exc
+            finally:
+                child.close()  # the worker's end: with it closed here, a worker that dies is an EOF, not a hang
 
         self._starting = threading.Thread(target=start, daemon=True)
         self._starting.start()
@@ -177,6 +183,8 @@ class ReferenceWorker:
 
     def request(self, message: Any) -> None:
         self._starting.join()
+        if self._start_error is not None:
+            raise self._start_error
         _send(self.conn, message)
 
     def ask(self, message: Any) -> Any:

@@ -301,7 +301,7 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "equivalence", "is the critic and actor0 of the multi-actor trainer still the original algorithm?",
         "Train the CORL-style single-actor reference and the multi-actor trainer side by side (same seed, same "
         "initial parameters, identical batches) and compare critic/actor0 losses, parameter digests, RNG digests, "
-        "gradient leaks and the W2 chain at every step. On the first divergence a bundle is written for "
+        "gradient leaks at every step and the W2 chain against the POT oracle on a schedule (--oracle-every). On the first divergence a bundle is written for "
         "`pogo-audit inspect`.",
         _equivalence_options, "checks.equivalence:run_command",
         report=ReportStage("checks.equivalence:suite_stage", ("equivalence",), audits="either",

@@ -126,12 +126,16 @@ def run_suite(opts: SuiteOptions, progress: Progress | None = None, jobs: int = 
     done: dict[int, list[CheckResult]] = {}
     with process_pool(jobs) as pool:
         futures = {pool.submit(run_task, name, portable, algos, threads): i for i, (name, algos) in enumerate(tasks)}
-        for future in concurrent.futures.as_completed(futures):
-            i = futures[future]
-            done[i] = future.result()
-            name, algos = tasks[i]
-            label = f"{name} {algos[0]}" if STAGES[name].per_algo else name
-            say(f"{label} done ({len(done)}/{len(tasks)})")
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                i = futures[future]
+                done[i] = future.result()
+                name, algos = tasks[i]
+                label = f"{name} {algos[0]}" if STAGES[name].per_algo else name
+                say(f"{label} done ({len(done)}/{len(tasks)})")
+        except BaseException:  # a usage error or an interrupt ends the report now, not after every queued stage
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     for i in range(len(tasks)):
         results.checks.extend(done[i])
     return results

@@ -46,6 +46,8 @@ def _send(conn: Any, message: Any) -> None:
 
 
 def _recv(conn: Any) -> Any:
+    """The next message of a pipe between this process and its own forked worker (what ``multiprocessing`` does
+    internally); no user file is ever read here — checkpoints and traces keep their non-pickle loaders."""
     return pickle.loads(conn.recv_bytes())
 
 

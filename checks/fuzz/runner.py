@@ -12,6 +12,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.errors import FlakyFailure
 
 from checks.fuzz.registry import Property, properties_for
 from pogo_audit.errors import UsageError
@@ -33,17 +34,24 @@ def _runner_frame(frame: traceback.FrameSummary) -> bool:
 
 
 def _finding(name: str, exc: BaseException) -> dict[str, Any]:
-    """A finding: property, minimal example (repr, truncated), exception and the innermost frames."""
+    """A finding: property, minimal example (repr, truncated), exception and the innermost frames.
+
+    A :class:`FlakyFailure` (the example failed, then passed when hypothesis replayed it) is reported through the
+    failure it wraps, marked ``flaky``: the wrapper's own text says nothing about what failed."""
+    flaky = isinstance(exc, FlakyFailure) and bool(exc.exceptions)
+    if flaky:
+        exc = exc.exceptions[0]
     example = getattr(exc, _EXAMPLE_ATTR, None)
     try:
         shown = None if example is None else _truncate(repr(example))
     except Exception as repr_exc:  # noqa: BLE001 - a broken __repr__ must not hide the finding
         shown = f"<repr failed: {type(repr_exc).__name__}>"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not _runner_frame(f)]
+    prefix = "flaky (passed when replayed): " if flaky else ""
     return {
         "property": name,
         "minimal_example": shown,
-        "exception": _truncate(f"{type(exc).__name__}: {exc}", 1000),
+        "exception": _truncate(f"{prefix}{type(exc).__name__}: {exc}", 1000),
         "traceback_tail": "".join(traceback.format_list(frames[-4:])).rstrip(),
     }
 

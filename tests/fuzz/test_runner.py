@@ -44,3 +44,23 @@ def test_explicit_settings_win_over_the_ci_profile(tmp_path):
         settings.load_profile(previous)
     assert result.verdict == "fail"
     assert any(p.is_file() for p in (tmp_path / "db").rglob("*")), "failing example not saved to the database"
+
+
+def test_a_flaky_failure_is_reported_through_the_failure_it_wraps():
+    from hypothesis import strategies as st
+
+    from checks.fuzz.registry import Property
+    from checks.fuzz.runner import run_property
+
+    calls = {"n": 0}
+
+    def fails_once(value: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError(f"step diverged for {value}")
+
+    result = run_property(Property("fails_once", "configs", lambda: st.integers(0, 9), fails_once), 5, 0, None)
+    assert result.verdict == "fail"
+    (finding,) = result.metrics["findings"]
+    assert finding["exception"].startswith("flaky (passed when replayed): ValueError: step diverged for ")
+    assert finding["minimal_example"] is not None and "fails_once" in finding["traceback_tail"]

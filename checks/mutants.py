@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.equivalence import GROUPS, EquivalenceOptions, equivalence_for_algo, group_of
-from checks.source_patch import SourceLine, SourcePatch, SourcePatchError, reroute, resolves_to
+from checks.source_patch import SourceLine, SourcePatch, SourcePatchError, build_together, reroute, resolves_to
 from multi_actor.trainer import MultiActorTrainer, evaluator_factory_for, multi_actor_factory
 from pogo_audit.results import ERROR, FAIL, PASS, CheckResult
 
@@ -111,11 +111,7 @@ class Mutant:
     def resolve(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
         """``(original, replacement)``: the function the candidate runs and what replaces it. Raises
         :class:`SourcePatchError` when the patch no longer applies."""
-        if isinstance(self.patch, Behaviour):
-            return self.patch.original, self.patch.replacement
-        original, replacement = self.patch.target, self.patch.build().function
-        for caller in reversed(self.via):
-            original, replacement = caller, reroute(caller, original, replacement)
+        ((_, original, replacement),) = resolve_together([self])
         return original, replacement
 
     def factory(self, config: Any, dataset_spec: Any, seed: int) -> Any:
@@ -264,6 +260,50 @@ def _catalog() -> list[Mutant]:
                            "self._snapshots = [copy.deepcopy(p).requires_grad_(False) for p in self.policies()[:-1]]",
                            "self._snapshots = self.policies()[:-1]"), at_construction=True, overrides=gauss),
     ]
+
+
+def resolve_together(mutants: list[Mutant]) -> list[tuple[Install, Callable[..., Any], Callable[..., Any]]]:
+    """How several mutants reach one candidate together: ``(install, original, replacement)`` per distinct code
+    path the candidate runs (one per outermost function reached).
+
+    Patches of one function are compiled into one function (:func:`checks.source_patch.build_together`); every
+    caller on a ``via`` chain is rerouted to the final version of its callee, so a mutant deep in the call chain and
+    one in its caller both run (e.g. two bugs in ``rebrac.update`` and ``update_actor`` under one patched
+    ``loop_body``). A :class:`Behaviour` replaces its function whole and cannot share it with another mutant.
+    Raises :class:`SourcePatchError` when the mutants cannot be combined (overlapping lines, a shared behaviour)."""
+    patches: dict[Callable[..., Any], list[SourcePatch]] = {}
+    calls: dict[Callable[..., Any], list[Callable[..., Any]]] = {}
+    behaviours: dict[Callable[..., Any], Callable[..., Any]] = {}
+    roots: dict[Callable[..., Any], Install] = {}
+    for m in mutants:
+        if isinstance(m.patch, Behaviour):
+            if m.patch.original in behaviours or m.patch.original in roots:
+                raise SourcePatchError(f"{m.name}: replaces {m.patch.original.__qualname__} whole, which another "
+                                       "mutant of the combination also changes")
+            behaviours[m.patch.original] = m.patch.replacement
+            roots[m.patch.original] = m.install
+            continue
+        chain = (*m.via, m.patch.target)
+        patches.setdefault(m.patch.target, []).append(m.patch)
+        for caller, callee in zip(chain, chain[1:]):
+            if callee not in calls.setdefault(caller, []):
+                calls[caller].append(callee)
+        roots.setdefault(chain[0], m.install)
+    if set(behaviours) & (set(patches) | set(calls)):
+        raise SourcePatchError("a behavioural mutant replaces a function another mutant of the combination patches")
+    final: dict[Callable[..., Any], Callable[..., Any]] = dict(behaviours)
+
+    def version(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if fn not in final:
+            built = build_together(patches[fn])[0] if fn in patches else fn
+            for callee in calls.get(fn, []):
+                replacement = version(callee)
+                if replacement is not callee:
+                    built = reroute(built, callee, replacement)
+            final[fn] = built
+        return final[fn]
+
+    return [(install, root, version(root)) for root, install in roots.items()]
 
 
 def catalog(algo: str | None = None) -> list[Mutant]:

@@ -53,6 +53,7 @@ def jax_catalog() -> list[Mutant]:
     sampled = ("actor_configs=[{type: deterministic}, {type: tanh_gaussian}, {type: tanh_gaussian}]",)
     common = dict(algo="rebrac", framework="jax", base_factory=rebrac_multi_actor_factory)
     loop_body = attribute("loop_body_fn")
+    in_update = dict(via=(rebrac.loop_body, rebrac.update), install=loop_body, **common)  # critic/actor updates
     return [
         Mutant("jax_extra_key_split", description="an extra key split off the reference key chain (for the extra "
                "actors)", expected="rng",
@@ -67,13 +68,27 @@ def jax_catalog() -> list[Mutant]:
         Mutant("jax_actor_target_post_step", description="actor target soft-updated toward the post-step actor "
                "(CORL uses the pre-step parameters)", expected="target params",
                patch=SourcePatch(rebrac.update_actor, "incremental_update(actor.params, actor.target_params",
-                                 "incremental_update(new_actor.params, actor.target_params"),
-               via=(rebrac.loop_body, rebrac.update), install=loop_body, **common),
+                                 "incremental_update(new_actor.params, actor.target_params"), **in_update),
         Mutant("jax_bc_coefs_swapped", description="critic BC coefficient swapped with the actor's",
                expected="critic losses",
                patch=SourcePatch(rebrac.update, "critic_bc_coef=cfg.critic_bc_coef",
                                  "critic_bc_coef=cfg.actor_bc_coef"),
                via=(rebrac.loop_body,), install=loop_body, overrides=("base.actor_bc_coef=0.5",), **common),
+        Mutant("jax_critic_target_online_actor", description="critic target's next actions from the online actor "
+               "instead of the target actor", expected="critic losses",
+               patch=SourcePatch(rebrac.update_critic,
+                                 'actor.apply_fn(actor.target_params, batch["next_states"])',
+                                 'actor.apply_fn(actor.params, batch["next_states"])'), **in_update),
+        Mutant("jax_noise_args_swapped", description="target policy noise scale and clip passed in swapped order",
+               expected="critic losses",
+               patch=SourcePatch(rebrac.update_critic,
+                                 "target_policy_noise(actions_key, next_actions.shape, policy_noise, noise_clip)",
+                                 "target_policy_noise(actions_key, next_actions.shape, noise_clip, policy_noise)"),
+               **in_update),
+        Mutant("jax_actor_q_from_target_critic", description="actor loss evaluates Q with the target critic",
+               expected="actor0 losses",
+               patch=SourcePatch(rebrac.update_actor, 'critic.apply_fn(critic.params, batch["states"], actions)',
+                                 'critic.apply_fn(critic.target_params, batch["states"], actions)'), **in_update),
         Mutant("jax_sinkhorn_plan_normalized", description="Sinkhorn plan renormalised to unit mass per iteration "
                "instead of matching its marginals", expected="chain (W2 oracle)",
                patch=Behaviour(w2_jax.policy_w2, partial(w2_jax.policy_w2, sinkhorn=_sinkhorn_plan_normalized),

@@ -121,30 +121,62 @@ class SourcePatch:
     def build(self) -> Patched:
         """The patched function compiled in ``target``'s module namespace, and its location (see the module
         docstring for the checks). Raises :class:`SourcePatchError` when the patch does not apply."""
-        fn, lines, start, path = _source(self.target)
-        where = f"{fn.__qualname__} ({display_path(path, REPO_ROOT)}:{start})"
-        source = "".join(lines)
-        at = _find_once(fn, source, path, start, self.old)
+        function, (location,), lines, new_lines = _apply(self.target, [self])
+        return Patched(function, location, lines, new_lines)
+
+
+def build_together(patches: list[SourcePatch]) -> tuple[Callable[..., Any], list[Location]]:
+    """Several patches of **one** function compiled into one function (several bugs injected into the same code),
+    with one location per patch, in the order given. Each fragment is found in the original source under the same
+    rules as :meth:`SourcePatch.build`; patches whose lines overlap cannot be combined (:class:`SourcePatchError`)."""
+    if not patches:
+        raise SourcePatchError("no patch to build")
+    targets = {inspect.unwrap(p.target) for p in patches}
+    if len(targets) != 1:
+        raise SourcePatchError("patches of different functions cannot be built into one function")
+    function, locations, _, _ = _apply(patches[0].target, patches)
+    return function, locations
+
+
+def _apply(target: Callable[..., Any], patches: list[SourcePatch]
+           ) -> tuple[Callable[..., Any], list[Location], list[str], list[str]]:
+    """Apply every patch (fragments found in the original source, line ranges disjoint) and compile the result."""
+    fn, lines, start, path = _source(target)
+    where = f"{fn.__qualname__} ({display_path(path, REPO_ROOT)}:{start})"
+    source = "".join(lines)
+    edits = []
+    for patch in patches:
+        at = _find_once(fn, source, path, start, patch.old)
         first = source[:at].count("\n")
-        last = source[:at + len(self.old.rstrip("\n"))].count("\n")
-        if last - first + 1 != self.lines:
-            raise SourcePatchError(f"{where}: fragment {self.old!r} spans {last - first + 1} line(s), the patch "
-                                   f"declares {self.lines}")
-        if self.new.count("\n") != self.old.count("\n"):
-            raise SourcePatchError(f"{where}: new fragment {self.new!r} has {self.new.count(chr(10)) + 1} line(s), "
-                                   f"old has {self.old.count(chr(10)) + 1}; keep the line count (join an inserted "
+        last = source[:at + len(patch.old.rstrip("\n"))].count("\n")
+        if last - first + 1 != patch.lines:
+            raise SourcePatchError(f"{where}: fragment {patch.old!r} spans {last - first + 1} line(s), the patch "
+                                   f"declares {patch.lines}")
+        if patch.new.count("\n") != patch.old.count("\n"):
+            raise SourcePatchError(f"{where}: new fragment {patch.new!r} has {patch.new.count(chr(10)) + 1} line(s), "
+                                   f"old has {patch.old.count(chr(10)) + 1}; keep the line count (join an inserted "
                                    "statement with ';') so every other line keeps its real line number")
-        mutated = source[:at] + self.new + source[at + len(self.old):]
-        new_lines = mutated.splitlines(keepends=True)
-        # same line count and an edit confined to lines first..last: no other line can differ
+        edits.append((at, first, last, patch))
+    ordered = sorted(edits, key=lambda e: e[0])
+    for (_, _, last, a), (_, first, _, b) in zip(ordered, ordered[1:]):
+        if first <= last:
+            raise SourcePatchError(f"{where}: fragments {a.old!r} and {b.old!r} share a line; they cannot be "
+                                   "applied together")
+    mutated = source
+    for at, _, _, patch in reversed(ordered):
+        mutated = mutated[:at] + patch.new + mutated[at + len(patch.old):]
+    new_lines = mutated.splitlines(keepends=True)
+    locations = []
+    for _, first, last, patch in edits:
+        # same line count and every edit confined to its own lines first..last: no other line can differ
         changed = [i for i in range(first, last + 1) if lines[i] != new_lines[i]]
         if not changed:
-            raise SourcePatchError(f"{where}: the new fragment {self.new!r} changes nothing")
-        _refuse_name_mangling(fn, mutated, where)
-        function = _compile(fn, mutated, start, path)
+            raise SourcePatchError(f"{where}: the new fragment {patch.new!r} changes nothing")
         i = changed[0]
-        location = Location(display_path(path, REPO_ROOT), start + i, fn.__qualname__, lines[i].strip(), new_lines[i].strip())
-        return Patched(function, location, list(lines), new_lines)
+        locations.append(Location(display_path(path, REPO_ROOT), start + i, fn.__qualname__, lines[i].strip(),
+                                  new_lines[i].strip()))
+    _refuse_name_mangling(fn, mutated, where)
+    return _compile(fn, mutated, start, path), locations, list(lines), new_lines
 
 
 def _refuse_name_mangling(fn: Callable[..., Any], source: str, where: str) -> None:

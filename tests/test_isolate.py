@@ -4,6 +4,7 @@ at each located line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -198,3 +199,17 @@ def test_jax_accuracy_is_measured_through_the_isolate_path(embedded_dataset):
     assert (row["located"]["path"], row["located"]["line"]) == ("reference_algos/jax/rebrac.py", 295)
     assert "critic_kwargs['critic_bc_coef']" in row["message"]
     json.dumps(report)
+
+
+def test_three_jax_defects_are_each_named_in_one_run(embedded_dataset):
+    """An extra key split (key chain), a swapped coefficient (a constant chosen at 295, used at 212) and a critic
+    target from the online actor (a module applied to other parameters at 242) injected into one ReBRAC candidate:
+    one ``--isolate`` run names all three lines, and nothing else."""
+    pytest.importorskip("jax")
+    from checks.localise.measure import run_combination
+
+    trio = _mutants("jax_extra_key_split", "jax_bc_coefs_swapped", "jax_critic_target_online_actor")
+    row = run_combination([dataclasses.replace(m, steps=3) for m in trio])
+    assert row["named"] == [True, True, True], row
+    assert row["located"] == ["reference_algos/jax/rebrac.py:242", "reference_algos/jax/rebrac.py:295",
+                              "reference_algos/jax/rebrac.py:326"]

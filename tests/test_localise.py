@@ -189,6 +189,9 @@ def _jax_mutant_localised(name: str):
     ("jax_extra_key_split", "rng", 326),           # an extra jax.random.split in the ReBRAC loop body
     ("jax_actor_target_post_step", "numeric", 287),  # the target soft-updated toward the post-step actor
     ("jax_bc_coefs_swapped", "numeric", 295),      # a coefficient passed at 295, used (as a literal) at 212
+    ("jax_noise_args_swapped", "numeric", 243),    # two arguments passed in swapped order, used inside a helper
+    ("jax_critic_target_online_actor", "numeric", 242),  # other parameters read inside the module applied at 242
+    ("jax_actor_q_from_target_critic", "numeric", 272),  # ditto, inside the actor loss's critic application
 ])
 def test_jax_mutant_is_located_by_its_traced_update(embedded_dataset, name, kind, line):
     found, unchanged = _jax_mutant_localised(name)

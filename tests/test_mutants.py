@@ -10,8 +10,8 @@ import traceback
 
 import pytest
 
-from checks.mutants import Behaviour, Mutant, attribute, catalog, method_of, run_mutant
-from checks.source_patch import REPO_ROOT, SourceLine, SourcePatch, SourcePatchError, reroute
+from checks.mutants import Behaviour, Mutant, attribute, catalog, method_of, resolve_together, run_mutant
+from checks.source_patch import REPO_ROOT, SourceLine, SourcePatch, SourcePatchError, build_together, reroute
 from reference_algos.torch import iql, td3_bc
 
 
@@ -47,7 +47,7 @@ def scratch_module(tmp_path, request):
 
 def test_every_mutant_builds_at_the_mutated_line_of_the_real_file():
     mutants = catalog()
-    assert len(mutants) == 34 and len({m.name for m in mutants}) == 34
+    assert len(mutants) == 37 and len({m.name for m in mutants}) == 37
     for m in mutants:
         loc = m.location()
         assert (REPO_ROOT / loc["path"]).is_file(), m.name
@@ -257,6 +257,70 @@ def test_reroute_reaches_a_shared_function_only_through_the_copy(scratch_module)
     assert module.formula is not mutated and module.caller.__globals__["formula"] is module.formula
     with pytest.raises(SourcePatchError, match="does not call"):
         reroute(module.formula, module.caller, mutated)
+
+
+def test_patches_of_one_function_build_together_and_overlaps_are_refused(scratch_module):
+    module, _ = scratch_module("""
+        def f(x):
+            y = x + 1
+            z = y * 2
+            return z - 3
+    """)
+    function, locations = build_together([SourcePatch(module.f, "x + 1", "x + 10"),
+                                          SourcePatch(module.f, "z - 3", "z - 30")])
+    assert function(0) == 20 - 30 and module.f(0) == -1
+    assert [(loc.line, loc.mutated) for loc in locations] == [(3, "y = x + 10"), (5, "return z - 30")]
+    with pytest.raises(SourcePatchError, match="share a line"):
+        build_together([SourcePatch(module.f, "x + 1", "x + 10"), SourcePatch(module.f, "y = x", "y = -x")])
+    with pytest.raises(SourcePatchError, match="different functions"):
+        build_together([SourcePatch(module.f, "x + 1", "x + 10"),
+                        SourcePatch(td3_bc.TD3BC._critic_targets, "torch.min(target_q1, target_q2)", "target_q1")])
+
+
+def test_mutants_of_one_call_chain_reach_the_candidate_together(scratch_module):
+    """Two bugs in the same function and one in its callee, each reached through ``via``: one installed caller runs
+    all three; the module keeps its functions."""
+    module, _ = scratch_module("""
+        def inner(x):
+            return x + 1
+
+
+        def middle(x):
+            a = inner(x)
+            return a * 2
+
+
+        def outer(x):
+            b = middle(x)
+            return b - 3
+    """)
+
+    class Holder:
+        fn = staticmethod(module.outer)
+
+    common = dict(algo="iql", description="", expected="critic losses", install=attribute("fn"))
+    trio = [Mutant("a", patch=SourcePatch(module.inner, "x + 1", "x + 100"), via=(module.outer, module.middle),
+                   **common),
+            Mutant("b", patch=SourcePatch(module.middle, "a * 2", "a * 20"), via=(module.outer,), **common),
+            Mutant("c", patch=SourcePatch(module.outer, "b - 3", "b - 300"), **common)]
+    ((install, original, replacement),) = resolve_together(trio)
+    assert original is module.outer and replacement(0) == 100 * 20 - 300
+    holder = Holder()
+    install(holder, original, replacement)
+    assert holder.fn(0) == 1700 and module.outer(0) == -1 and Holder.fn(0) == -1
+    assert [m.resolve()[1](0) for m in trio] == [(100 * 2) - 3, 20 - 3, 2 - 300]
+
+
+def test_every_countable_jax_mutant_combines_with_every_other():
+    pytest.importorskip("jax")
+    from checks.localise.measure import _pools, combined_factory, combined_overrides
+
+    (pool,) = _pools("jax").values()
+    assert len(pool) >= 7
+    for i, a in enumerate(pool):
+        for b in pool[i + 1:]:
+            combined_factory([a, b])
+            combined_overrides([a, b])
 
 
 # ------------------------------------------------------------------------------------ the reference is untouched

@@ -25,6 +25,7 @@ import difflib
 import hashlib
 import inspect
 import linecache
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -200,7 +201,7 @@ def compare_jaxprs(ref: list[Equation], cand: list[Equation]) -> Localisation:
             frame = _located(c, prev)
             what = f"candidate traces `{c.primitive}` where the reference traces `{r.primitive}`"
         else:
-            frame = c.frame()
+            frame = _module_application(c) or c.frame()
             part = "literal/parameter" if r.key[:4] != c.key[:4] else "inputs"
             if _constant_difference(r, c):
                 part, tag = "constants (literal, parameter or closed-over value)", "constant"
@@ -210,12 +211,117 @@ def compare_jaxprs(ref: list[Equation], cand: list[Equation]) -> Localisation:
         if kind == "rng" and tag == "insert":
             what = f"candidate's key chain has an extra `{c.primitive}`" if c is not None else what
         message = what + (f" at {frame.where()}: `{frame.code}`" if frame is not None else "")
+        first = {(frame.file, frame.line)} if frame is not None else set()
+        more = [d for d in structural_differences(ref, cand) if (d["frame"]["file"], d["frame"]["line"]) not in first]
         return Localisation(kind, message, [frame.as_dict()] if frame is not None else [],
                             [f.as_dict() for f in reversed(r.stack)] if r is not None else [],
                             {"reference": [e.describe() for e in ref[max(i1 - 3, 0):i1 + 4]],
                              "candidate": [e.describe() for e in cand[max(j1 - 3, 0):j1 + 4]]},
-                            rule=f"jaxpr {tag}")
+                            rule=f"jaxpr {tag}", more=more)
     return Localisation("none", f"the traced updates are identical ({len(ref)} equations)")
+
+
+def _shape_key(e: Equation) -> tuple[Any, ...]:
+    """An equation's key without where its inputs come from (literal and constant values left out too): what two
+    traces are aligned by before their data flow is compared through that alignment."""
+    prim, ins, outs, params, sources = e.key
+    return prim, ins, outs, params, tuple(s[0] if isinstance(s, tuple) else "var" for s in sources)
+
+
+def _mapped(source: Any, index: dict[int, int]) -> Any:
+    """A candidate input source with every equation number replaced by its aligned reference equation's
+    (``?n`` for an unaligned one); literals, constants and free variables unchanged."""
+    if not isinstance(source, str) or source == "free":
+        return source
+    *scope, last = source.split("/")
+    scope = [str(index.get(int(p), f"?{p}")) if i % 2 == 0 else p for i, p in enumerate(scope)]
+    if not last.startswith("in"):
+        n, k = last.split(".")
+        last = f"{index.get(int(n), f'?{n}')}.{k}"
+    return "/".join([*scope, last])
+
+
+def _producer(source: Any, eqns: list[Equation]) -> Equation | None:
+    if not isinstance(source, str) or source == "free" or source.rsplit("/", 1)[-1].startswith("in"):
+        return None
+    return eqns[int(source.rsplit("/", 1)[-1].split(".")[0])]
+
+
+_APPLY = re.compile(r"\.apply(_fn)?\(")
+
+
+def _module_application(eqn: Equation) -> Frame | None:
+    """The innermost frame of ``eqn``'s stack that applies a (flax) module — ``state.apply_fn(params, ...)`` or
+    ``module.apply(params, ...)``. A module receives its parameters only there, so when an equation inside a module
+    reads other parameters, that line chose them (not the layer inside the module that reads them)."""
+    return next((f for f in reversed(eqn.stack) if _APPLY.search(f.code)), None)
+
+
+def _parting(consumer: Equation, producer: Equation | None) -> Frame | None:
+    """The consumer's frame at the level where its stack parts from its input's producer's: the line that passed
+    that input (a call site), not the helper that uses it; the innermost frame when the producer has no stack."""
+    if producer is None or not producer.stack or not consumer.stack:
+        return consumer.frame()
+    for level, here in enumerate(consumer.stack):
+        if level >= len(producer.stack) or (here.function, here.line) != (producer.stack[level].function,
+                                                                         producer.stack[level].line):
+            return here
+    return consumer.frame()
+
+
+def structural_differences(ref: list[Equation], cand: list[Equation]) -> list[dict[str, Any]]:
+    """Every structural difference of two traces, in the candidate's order, one per candidate line
+    (``{"message", "frame"}``, the shape of :attr:`Localisation.more`, with ``"constant": True`` on a constant
+    difference, which :func:`localise_traced` moves to the line that chose the value): equations only one side traces, aligned
+    equations that use another literal/constant, and aligned equations that read another (aligned) producer — the
+    data flow of the code, not its values, so a difference does not propagate to everything downstream of it. An
+    input coming from an equation only one side traces is explained by that equation and not reported again."""
+    matcher = difflib.SequenceMatcher(None, [_shape_key(e) for e in ref], [_shape_key(e) for e in cand],
+                                      autojunk=False)
+    index: dict[int, int] = {}
+    opcodes = matcher.get_opcodes()
+    for tag, i1, _, j1, j2 in opcodes:
+        if tag == "equal":
+            index.update({j: i1 + (j - j1) for j in range(j1, j2)})
+    aligned_ref = set(index.values())
+    found: list[tuple[int, Frame | None, str, bool]] = []
+    for tag, i1, i2, j1, j2 in opcodes:
+        if tag != "equal":
+            c = cand[j1] if j1 < len(cand) else None
+            r = ref[i1] if i1 < len(ref) else None
+            frame = _located(c, cand[j1 - 1] if j1 else None) if c is not None and tag != "delete" else (
+                c.frame() if c is not None else (cand[-1].frame() if cand else None))
+            what = (f"candidate skips the reference's `{r.primitive}`" if tag == "delete" and r is not None else
+                    f"candidate traces `{c.primitive}`" + (f" where the reference traces `{r.primitive}`"
+                                                           if tag == "replace" and r is not None else " extra")
+                    if c is not None else "candidate's trace ends early")
+            if frame is not None:
+                found.append((j1, frame, what, False))
+            continue
+        for j in range(j1, j2):
+            r, c = ref[index[j]], cand[j]
+            for r_src, c_src in zip(r.key[4], c.key[4]):
+                if isinstance(r_src, tuple) or isinstance(c_src, tuple):
+                    if r_src != c_src:
+                        found.append((j, c.frame(), f"candidate's `{c.primitive}` uses another constant", True))
+                        break
+                    continue
+                c_prod, r_prod = _producer(c_src, cand), _producer(r_src, ref)
+                if (c_prod is not None and c_prod.index not in index) or (
+                        r_prod is not None and r_prod.index not in aligned_ref):
+                    continue  # explained by an equation only one side traces
+                if _mapped(c_src, index) != r_src:
+                    frame = _module_application(c) or _parting(c, c_prod if c_prod is not None else r_prod)
+                    found.append((j, frame, f"candidate's `{c.primitive}` reads another input", False))
+                    break
+    out, seen = [], set()
+    for _, frame, what, constant in sorted(found, key=lambda t: t[0]):
+        if frame is None or (frame.file, frame.line) in seen:
+            continue
+        seen.add((frame.file, frame.line))
+        out.append({"message": f"{what} at {frame.where()}: `{frame.code}`", "frame": frame.as_dict(),
+                    **({"constant": True} if constant else {})})
+    return out
 
 
 @dataclass(frozen=True)
@@ -302,16 +408,19 @@ def traced_values(fn: Callable[..., Any], *args: Any) -> list[Assignment]:
     return tracer.assignments
 
 
-def first_differing_value(ref: list[Assignment], cand: list[Assignment]) -> tuple[Assignment, Assignment] | None:
-    """The first aligned (same line, same name) pair of values that differ, (reference, candidate), or None."""
+def differing_values(ref: list[Assignment], cand: list[Assignment]) -> list[tuple[Assignment, Assignment]]:
+    """Every aligned (same line, same name) pair of values that differ, (reference, candidate), in order, the first
+    per candidate line."""
     matcher = difflib.SequenceMatcher(None, [a.key for a in ref], [a.key for a in cand], autojunk=False)
+    out, lines = [], set()
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag != "equal":
             continue
         for r, c in zip(ref[i1:i2], cand[j1:j2]):
-            if r.digest != c.digest:
-                return r, c
-    return None
+            if r.digest != c.digest and c.key[:2] not in lines:
+                lines.add(c.key[:2])
+                out.append((r, c))
+    return out
 
 
 def _shown(value: Any) -> str:
@@ -322,9 +431,9 @@ def _shown(value: Any) -> str:
     return repr(arr.item()) if arr.ndim == 0 else f"a {arr.dtype}{list(arr.shape)} array"
 
 
-def value_difference(ref: Any, cand: Any, path: str = "") -> tuple[str, str, str]:
-    """Where two concrete values first differ — ``(path, reference shown, candidate shown)`` — descending into
-    dicts, tuples, lists and dataclasses of equal shape (``critic_kwargs['critic_bc_coef']``)."""
+def differing_leaf(ref: Any, cand: Any, path: str = "") -> tuple[str, Any, Any]:
+    """Where two concrete values first differ — ``(path, reference leaf, candidate leaf)`` — descending into dicts,
+    tuples, lists and dataclasses of equal shape (``critic_kwargs['critic_bc_coef']``)."""
     if isinstance(ref, dict) and isinstance(cand, dict) and list(ref) == list(cand):
         items = [(f"{path}[{k!r}]", ref[k], cand[k]) for k in ref]
     elif isinstance(ref, (tuple, list)) and type(ref) is type(cand) and len(ref) == len(cand):
@@ -332,28 +441,60 @@ def value_difference(ref: Any, cand: Any, path: str = "") -> tuple[str, str, str
     elif dataclasses.is_dataclass(ref) and type(ref) is type(cand) and not isinstance(ref, type):
         items = [(f"{path}.{f.name}", getattr(ref, f.name), getattr(cand, f.name)) for f in dataclasses.fields(ref)]
     else:
-        return path, _shown(ref), _shown(cand)
+        return path, ref, cand
     for sub, r, c in items:
         if value_digest(r) != value_digest(c):
-            return value_difference(r, c, sub)
-    return path, _shown(ref), _shown(cand)
+            return differing_leaf(r, c, sub)
+    return path, ref, cand
 
 
-def _relocate_constant(found: Localisation, ref_fn: Callable[..., Any], ref_args: tuple[Any, ...],
-                       cand_fn: Callable[..., Any], cand_args: tuple[Any, ...]) -> Localisation:
-    """For a constant difference: the line that chose the differing value (first differing traced value), with the
-    equation that uses it kept in the message; ``found`` unchanged when no traced value differs."""
-    pair = first_differing_value(traced_values(ref_fn, *ref_args), traced_values(cand_fn, *cand_args))
-    if pair is None:
-        return found
-    r, c = pair
+def value_difference(ref: Any, cand: Any) -> tuple[str, str, str]:
+    """:func:`differing_leaf` with both leaves shown as a message shows them."""
+    path, r, c = differing_leaf(ref, cand)
+    return path, _shown(r), _shown(c)
+
+
+def _value_message(r: Assignment, c: Assignment) -> str:
     where, r_shown, c_shown = value_difference(r.value, c.value)
     what = f"`{c.name}{where}`" if "(" not in c.name else f"argument `{c.name}{where}`"
-    message = (f"candidate sets {what} to {c_shown} where the reference has {r_shown} at {c.frame.where()}: "
-               f"`{c.frame.code}`; used by: {found.message}")
-    return dataclasses.replace(found, message=message, frames=[c.frame.as_dict()] + found.frames,
-                               reference_frames=[r.frame.as_dict()] + found.reference_frames,
-                               rule="jaxpr constant, traced value")
+    return f"candidate sets {what} to {c_shown} where the reference has {r_shown} at {c.frame.where()}: `{c.frame.code}`"
+
+
+def _leaf_digests(r: Assignment, c: Assignment) -> tuple[str | None, str | None]:
+    _, r_leaf, c_leaf = differing_leaf(r.value, c.value)
+    return value_digest(r_leaf), value_digest(c_leaf)
+
+
+def _relocate_constants(found: Localisation, ref_fn: Callable[..., Any], ref_args: tuple[Any, ...],
+                        cand_fn: Callable[..., Any], cand_args: tuple[Any, ...]) -> Localisation:
+    """Constant differences moved to the lines that chose the differing values (the concrete values user lines
+    assign or pass differently, :func:`differing_values`): the first for a constant primary difference, with the
+    equation that uses it kept in the message, the others replacing the constant differences among ``more``.
+    ``found`` unchanged when no traced value differs."""
+    primary = found.rule == "jaxpr constant"
+    if not primary and not any(m.get("constant") for m in found.more):
+        return found
+    pairs = differing_values(traced_values(ref_fn, *ref_args), traced_values(cand_fn, *cand_args))
+    if not pairs:
+        return found
+    if primary:
+        r, c = pairs[0]
+        found = dataclasses.replace(found, message=f"{_value_message(r, c)}; used by: {found.message}",
+                                    frames=[c.frame.as_dict()] + found.frames,
+                                    reference_frames=[r.frame.as_dict()] + found.reference_frames,
+                                    rule="jaxpr constant, traced value")
+    if pairs and any(m.get("constant") for m in found.more):
+        # a value passed on (a dict entry, then the keyword argument it fills) is named once, where it was chosen
+        seen = {_leaf_digests(r, c)} if primary else set()
+        values = []
+        for r, c in pairs:
+            if _leaf_digests(r, c) not in seen:
+                seen.add(_leaf_digests(r, c))
+                values.append({"message": _value_message(r, c), "frame": c.frame.as_dict()})
+        constants = [m for m in found.more if m.get("constant")]
+        found = dataclasses.replace(found, more=[m for m in found.more if not m.get("constant")]
+                                    + (values if values or primary else constants))
+    return found
 
 
 def _differing_input(ref_fn: Callable[..., Any], ref_args: tuple[Any, ...], cand_args: tuple[Any, ...]
@@ -387,12 +528,13 @@ def localise_traced(reference_fn: Callable[..., Any], reference_args: tuple[Any,
     (traced, nothing runs): a differing input first, else the first differing equation, a constant difference
     followed back to the line that chose the value."""
     found = _differing_input(reference_fn, reference_args, candidate_args)
-    if found is not None:
-        return found
-    found = compare_jaxprs(trace_update(reference_fn, *reference_args), trace_update(candidate_fn, *candidate_args))
-    if found.rule == "jaxpr constant":
-        found = _relocate_constant(found, reference_fn, reference_args, candidate_fn, candidate_args)
-    return found
+    ref_eqns = trace_update(reference_fn, *reference_args)
+    cand_eqns = trace_update(candidate_fn, *candidate_args)
+    if found is not None:  # the code may differ too: its structural differences are further findings
+        found = dataclasses.replace(found, more=structural_differences(ref_eqns, cand_eqns))
+    else:
+        found = compare_jaxprs(ref_eqns, cand_eqns)
+    return _relocate_constants(found, reference_fn, reference_args, candidate_fn, candidate_args)
 
 
 def localise_jax_update(reference_fn: Callable[..., Any], candidate_fn: Callable[..., Any], *args: Any

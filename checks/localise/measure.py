@@ -161,23 +161,47 @@ def jax_localisation_accuracy(mutants: list[Any] | None = None, seed: int = 0, a
 
 
 def combinable(mutant: Any) -> bool:
-    """Mutants that can be injected together into one multi-actor trainer: PyTorch, installed on the built trainer
-    with the default config, judged by the compared observables (not the W2 oracle, the evaluation audit or the
-    gradient-hygiene warning)."""
-    return (mutant.framework == "torch" and not mutant.at_construction and mutant.base_factory is None
-            and not mutant.overrides and not mutant.eval_every
-            and mutant.expected not in ("chain (W2 oracle)", "grad leak"))
+    """Mutants that can be injected together into one multi-actor trainer: installed on the built trainer, judged by
+    the compared observables (not the W2 oracle, the evaluation audit or the gradient-hygiene warning). PyTorch
+    mutants also keep the default config; a JAX mutant may carry config overrides (a combination takes their union,
+    see :func:`combined_overrides`)."""
+    return (not mutant.at_construction and not mutant.eval_every
+            and mutant.expected not in ("chain (W2 oracle)", "grad leak")
+            and (mutant.framework == "jax" or (mutant.base_factory is None and not mutant.overrides)))
+
+
+def combined_overrides(mutants: list[Any]) -> list[str]:
+    """The union of the mutants' config overrides; two that set one key to different values cannot be combined."""
+    from checks.source_patch import SourcePatchError
+
+    chosen: dict[str, str] = {}
+    for m in mutants:
+        for assignment in m.overrides:
+            key = assignment.split("=", 1)[0].strip()
+            if chosen.setdefault(key, assignment) != assignment:
+                raise SourcePatchError(f"{m.name}: override {assignment!r} conflicts with {chosen[key]!r}")
+    return list(chosen.values())
 
 
 def combined_factory(mutants: list[Any]) -> Any:
-    """A multi-actor trainer factory with every mutant of ``mutants`` installed."""
+    """A trainer factory with every mutant of ``mutants`` installed (their common ``base_factory``, default the
+    PyTorch multi-actor trainer), patches of one function compiled together
+    (:func:`checks.mutants.resolve_together`). Raises :class:`~checks.source_patch.SourcePatchError` at once when
+    they cannot be combined."""
+    from checks.mutants import resolve_together
+    from checks.source_patch import SourcePatchError
     from multi_actor.trainer import multi_actor_factory
 
+    bases = {m.base_factory for m in mutants}
+    if len(bases) > 1:
+        raise SourcePatchError("mutants built on different trainer factories cannot be combined")
+    base = bases.pop() or multi_actor_factory
+    resolve_together(mutants)
+
     def factory(config: Any, dataset_spec: Any, seed: int) -> Any:
-        trainer = multi_actor_factory(config, dataset_spec, seed)
-        for m in mutants:
-            original, replacement = m.resolve()
-            m.install(trainer, original, replacement)
+        trainer = base(config, dataset_spec, seed)
+        for install, original, replacement in resolve_together(mutants):
+            install(trainer, original, replacement)
         return trainer
 
     return factory
@@ -192,43 +216,92 @@ def located_lines(result: Any) -> set[tuple[str, int]]:
     return out
 
 
-def separation(combinations: int = 30, seed: int = 0, progress: Any = None) -> dict[str, Any]:
-    """Seeded random combinations of 3 mutants of one algorithm injected together; the share of combinations where
-    one ``--isolate`` run names all three mutated lines."""
-    import random
-
+def run_combination(trio: list[Any], seed: int = 0) -> dict[str, Any]:
+    """Inject ``trio`` together into one candidate, run ``equivalence --isolate`` once and say which mutated lines
+    it names (every mutant's own number of steps: the longest)."""
     from checks.equivalence import EquivalenceOptions, equivalence_for_algo
-    from checks.mutants import catalog
     from multi_actor.config import build_config
+
+    t0 = time.perf_counter()
+    algo, framework = trio[0].algo, trio[0].framework
+    cfg = build_config(None, combined_overrides(trio), algo=algo, num_actors=3, seed=seed)
+    options = EquivalenceOptions(steps=max(m.steps for m in trio), seed=seed, isolate=True, self_check=False,
+                                 bundle_dir=None)
+    candidate = ("mutants", combined_factory(trio))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if framework == "jax":
+            from checks.equivalence_jax import equivalence_for_rebrac
+
+            result = equivalence_for_rebrac(cfg, options, candidate=candidate)
+        else:
+            result = equivalence_for_algo(algo, cfg, options, candidate=candidate)
+    lines = located_lines(result)
+    truth = [(m.location()["path"], m.location()["line"]) for m in trio]
+    return {"algo": algo, "framework": framework, "mutants": [m.name for m in trio],
+            "named": [t in lines for t in truth], "located": sorted(f"{p}:{n}" for p, n in lines),
+            "seconds": time.perf_counter() - t0}
+
+
+def _pools(framework: str) -> dict[str, list[Any]]:
+    from checks.mutants import catalog
 
     pools: dict[str, list[Any]] = {}
     for m in catalog():
-        if combinable(m):
+        if m.framework == framework and combinable(m):
             pools.setdefault(m.algo, []).append(m)
-    algos = sorted(a for a, ms in pools.items() if len(ms) >= 3)
-    rng = random.Random(seed)
-    rows = []
-    while len(rows) < combinations:
-        algo = rng.choice(algos)
-        trio = rng.sample(pools[algo], 3)
-        if len({m.resolve()[0] for m in trio}) < 3:  # two patches of one function cannot both be installed
-            continue
-        t0 = time.perf_counter()
-        cfg = build_config(None, [], algo=algo, num_actors=3, seed=seed)
-        options = EquivalenceOptions(steps=max(m.steps for m in trio), seed=seed, isolate=True, self_check=False,
-                                     bundle_dir=None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = equivalence_for_algo(algo, cfg, options, candidate=("mutants", combined_factory(trio)))
-        lines = located_lines(result)
-        truth = [(m.location()["path"], m.location()["line"]) for m in trio]
-        rows.append({"algo": algo, "mutants": [m.name for m in trio], "named": [t in lines for t in truth],
-                     "located": sorted(f"{p}:{n}" for p, n in lines), "seconds": time.perf_counter() - t0})
-        if progress is not None:
-            progress(len(rows), combinations)
+    return {a: ms for a, ms in pools.items() if len(ms) >= 3}
+
+
+def _summary(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     named = sum(all(r["named"]) for r in rows)
     return {"combinations": len(rows), "all_named": named, "separation": named / len(rows) if rows else None,
-            "mutants_named": sum(sum(r["named"]) for r in rows), "rows": rows}
+            "mutants_named": sum(sum(r["named"]) for r in rows), **extra, "rows": rows}
+
+
+def separation(combinations: int = 30, seed: int = 0, progress: Any = None) -> dict[str, Any]:
+    """Seeded random combinations of 3 PyTorch mutants of one algorithm injected together; the share of
+    combinations where one ``--isolate`` run names all three mutated lines. Mutants of one function are compiled
+    together; a draw whose patches cannot be combined (two edits of one line) is redrawn and counted as
+    ``not_combinable``."""
+    import random
+
+    from checks.source_patch import SourcePatchError
+
+    pools = _pools("torch")
+    algos = sorted(pools)
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    refused = 0
+    while len(rows) < combinations:
+        trio = rng.sample(pools[rng.choice(algos)], 3)
+        try:
+            combined_factory(trio)
+            combined_overrides(trio)
+        except SourcePatchError:
+            refused += 1
+            continue
+        rows.append(run_combination(trio, seed))
+        if progress is not None:
+            progress(len(rows), combinations)
+    return _summary(rows, framework="torch", not_combinable=refused)
+
+
+def jax_separation(combinations: int = 30, seed: int = 0, progress: Any = None) -> dict[str, Any]:
+    """Seeded random *distinct* combinations of 3 countable JAX mutants of one algorithm (all of them when there are
+    fewer: the JAX catalog is small, so draws with repetition would count one triple several times), injected
+    together; the share where one ``--isolate`` run names all three mutated lines."""
+    import itertools
+    import random
+
+    combos = [list(t) for _, ms in sorted(_pools("jax").items()) for t in itertools.combinations(ms, 3)]
+    chosen = combos if len(combos) <= combinations else random.Random(seed).sample(combos, combinations)
+    rows = []
+    for i, trio in enumerate(chosen, 1):
+        rows.append(run_combination(trio, seed))
+        if progress is not None:
+            progress(i, len(chosen))
+    return _summary(rows, framework="jax", not_combinable=0, distinct_triples=len(combos))
 
 
 def isolate_cost(algo: str = "iql", steps: int = 300, seed: int = 0) -> dict[str, Any]:
@@ -282,6 +355,17 @@ def localise_command(args: Any, progress: Any) -> Any:
                               f"--isolate run ({100 * (sep['separation'] or 0):.1f} %, goal "
                               f"{100 * SEPARATION_GOAL:.0f} %); {sep['mutants_named']}/{3 * sep['combinations']} "
                               "mutants named", metrics=sep, seconds=time.perf_counter() - t0)
+    if jax_mutants:
+        t0 = time.perf_counter()
+        jsep = jax_separation(args.combinations, args.seed,
+                              lambda done, total: progress("jax combinations", done, total))
+        yield CheckResult("localisation", "separation (jax)",
+                          PASS if (jsep["separation"] or 0) >= SEPARATION_GOAL else FAIL,
+                          summary=f"{jsep['all_named']}/{jsep['combinations']} triples of JAX mutants (of "
+                                  f"{jsep['distinct_triples']} distinct) fully named by one --isolate run "
+                                  f"({100 * (jsep['separation'] or 0):.1f} %, goal {100 * SEPARATION_GOAL:.0f} %); "
+                                  f"{jsep['mutants_named']}/{3 * jsep['combinations']} mutants named",
+                          metrics=jsep, seconds=time.perf_counter() - t0)
     t0 = time.perf_counter()
     cost = isolate_cost(steps=args.cost_steps, seed=args.seed)
     yield CheckResult("localisation", "cost", PASS,

@@ -17,6 +17,10 @@ Rules that keep a patch honest:
   the compiled function keeps its real line number;
 - ``old`` lies on one line unless the patch declares ``lines=N`` (e.g. two swapped statements); only those lines can
   change, and the location is the first line that does.
+
+Several patches of one function (several bugs injected into the same code) compile into one function with
+:func:`build_together`, each found in the original source and located on its own lines; patches sharing a line are
+refused.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ At step 0 and after every step the harness compares the canonical observables:
   independent oracle on the actors as they were at the start of the step (see :mod:`checks.chain_oracle`), on
   steps 1..K, every K-th step and the last (``oracle_every``).
 
-The reference is run twice first-hand (in lock-step) so that a nondeterministic reference yields "inconclusive",
-never a false "not equivalent"; where the run allows it, the reference and its twin each run in a worker process
+The reference is run twice first-hand (in lock-step; the twin for the first ``self_check_steps`` steps) so that a
+nondeterministic reference yields "inconclusive", never a false "not equivalent"; where the run allows it, the reference and its twin each run in a worker process
 while this one runs the candidate and compares (:mod:`checks.reference_worker`, same observables, same verdicts).
 Modes: ``bitwise`` (exact equality, hashes included) and ``tolerance``
 (``|a - b| <= atol + rtol |b|``; hashes ignored).
@@ -119,6 +119,11 @@ class EquivalenceOptions:
     atol: float = DEFAULT_ATOL
     full_every: int = 100
     self_check: bool = True
+    #: the self-check twin (the reference built and run a second time) runs steps 1..N (0: every step). A
+    #: nondeterministic reference (atomics, thread scheduling, an unseeded draw) differs at the step the
+    #: nondeterminism acts, in practice from the first steps on; past N the twin's steps — each as costly as the
+    #: reference's — are not paid (its process ends). Critic and actor0 are compared with the reference every step.
+    self_check_steps: int = 100
     bundle_dir: str | None = None
     chain_oracle: bool = True
     #: the W2 oracle (``chain/*``) checks steps 1..K, every K-th step and the last step (K <= 1: every step). It
@@ -787,6 +792,8 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         except TrainerCrash as exc:
             crash = exc
         obs_ref, obs_twin = pair.collect(crash)
+        if obs_twin is None:
+            extras.twin = None  # no twin (any more): the evaluation audit no longer drives it
         obs_ref[BATCH_OBSERVABLE] = UNCHANGED
         obs_cand[BATCH_OBSERVABLE] = UNCHANGED if batch_digest(cand_batch) == given else MUTATED
         if obs_twin is not None and self_check(step, obs_ref, obs_twin):
@@ -933,6 +940,8 @@ def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[s
         "reference": labels[0],
         "candidate": labels[1],
         "self_check": self_check_state,
+        "self_check_steps": (0 if not options.self_check else
+                             min(options.self_check_steps or options.steps, options.steps)),
         "parameter_check": run.parameter_check,
         "absent": comp.absences(),
         "ignored": {"patterns": list(options.ignore), "observables": sorted(comp.ignored)},
@@ -1223,7 +1232,8 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
                    args.candidate_device or configs[algos[0]].device)
     options = EquivalenceOptions(steps=args.steps, seed=args.seed if args.seed is not None else 0, mode=args.mode,
                                  rtol=args.rtol, atol=args.atol, full_every=args.full_every,
-                                 self_check=not args.no_self_check, bundle_dir=args.bundle_dir,
+                                 self_check=not args.no_self_check, self_check_steps=args.self_check_steps,
+                                 bundle_dir=args.bundle_dir,
                                  sync_init=args.sync_init, ignore=tuple(args.ignore), eval_every=args.eval_every,
                                  eval_episodes=args.eval_episodes, isolate=args.isolate,
                                  oracle_every=args.oracle_every)

@@ -232,13 +232,16 @@ class ReferenceWorker:
 
 class ReferenceWorkers:
     """The reference and the twin each in its own worker process, in lock-step with the candidate in the caller's:
-    three trainers on two cores take about one and a half step times instead of three."""
+    three trainers on two cores take about one and a half step times instead of three. The twin runs the first
+    ``twin_steps`` steps (0: all), then its process ends."""
 
-    def __init__(self, factory: Any, config: Any, dataset_spec: Any, seed: int, twin: bool):
+    def __init__(self, factory: Any, config: Any, dataset_spec: Any, seed: int, twin: bool, twin_steps: int = 0):
         self.reference = ReferenceWorker(factory, config, dataset_spec, seed, "reference")
         self.twin_worker = ReferenceWorker(factory, config, dataset_spec, seed, "twin") if twin else None
         self.workers = [w for w in (self.reference, self.twin_worker) if w is not None]
         self.ref = RemoteSide(self)
+        self.twin_steps = twin_steps
+        self._twin_due = False
 
     def built(self, below: int = CAND_PARAMETERS + 1) -> tuple[dict[str, np.ndarray], Any]:
         """The reference's initial parameters and global RNG state; raises a worker's start-up crash when it comes
@@ -256,6 +259,11 @@ class ReferenceWorkers:
     def submit(self, step: int, batch: Any, full: bool) -> None:
         """Step (``batch`` None: only observe, step 0) the reference and the twin."""
         self.ref.step = step
+        if self.twin_worker is not None and not twin_due(step, self.twin_steps):
+            self.twin_worker.close()  # its steps are over: its core goes to the candidate
+            self.twin_worker = None
+            self.workers = [self.reference]
+        self._twin_due = self.twin_worker is not None
         for worker in self.workers:
             worker.request(("step", step, batch, full))
 
@@ -268,7 +276,7 @@ class ReferenceWorkers:
         if candidate_crash is not None:
             raise candidate_crash
         obs_twin = None
-        if self.twin_worker is not None:
+        if self._twin_due and self.twin_worker is not None:
             _, obs_twin, _, _, crash = self.twin_worker.reply()
             if crash is not None:
                 raise TrainerCrash(crash)
@@ -285,11 +293,12 @@ class LocalReference:
     :class:`ReferenceWorker`: the reference steps when its step is submitted, the twin when it is collected, so the
     calls keep the serial order reference, candidate, twin."""
 
-    def __init__(self, factory: Any, config: Any, dataset_spec: Any, seed: int, twin: bool):
+    def __init__(self, factory: Any, config: Any, dataset_spec: Any, seed: int, twin: bool, twin_steps: int = 0):
         from checks.equivalence import _Side
 
         self.ref = _Side.build("reference", factory, config, dataset_spec, seed)
         self.twin = _Side.build("reference", factory, config, dataset_spec, seed) if twin else None
+        self.twin_steps = twin_steps
         self._pending: tuple[Any, Any] | None = None
 
     def built(self, below: int = CAND_PARAMETERS + 1) -> tuple[dict[str, np.ndarray], Any]:
@@ -303,6 +312,8 @@ class LocalReference:
         return side.observe({} if batch is None else _compared_losses(side.call("step", own_copy(batch))), full)
 
     def submit(self, step: int, batch: Any, full: bool) -> None:
+        if self.twin is not None and not twin_due(step, self.twin_steps):
+            self.twin = None
         for side in (self.ref, self.twin):
             if side is not None:
                 side.step = step
@@ -318,6 +329,11 @@ class LocalReference:
 
     def close(self) -> None:
         """Nothing to stop (the worker's counterpart ends its process)."""
+
+
+def twin_due(step: int, twin_steps: int) -> bool:
+    """Whether the self-check twin runs ``step`` (``twin_steps`` 0: every step; step 0 is construction)."""
+    return twin_steps == 0 or step <= twin_steps
 
 
 #: runs shorter than this keep the reference in the calling process: starting the worker (a fork, building the
@@ -347,5 +363,6 @@ def reference_pair(options: Any, factory: Any, config: Any, dataset_spec: Any, d
     """The workers when the run allows them (:func:`wants_worker`, a PyTorch algorithm) and its reference factory,
     config and dataset spec pickle; else the in-process pair."""
     if wants_worker(options, device) and _torch(algo) and picklable(factory, config, dataset_spec):
-        return ReferenceWorkers(factory, config, dataset_spec, options.seed, options.self_check)
-    return LocalReference(factory, config, dataset_spec, options.seed, options.self_check)
+        return ReferenceWorkers(factory, config, dataset_spec, options.seed, options.self_check,
+                                options.self_check_steps)
+    return LocalReference(factory, config, dataset_spec, options.seed, options.self_check, options.self_check_steps)

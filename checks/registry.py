@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from checks.conformance import F32_REL, F32_STEPS, F64_REL, PRECISION_CHOICES
 from multi_actor import registry as algorithms
-from pogo_audit.argtypes import int_list, nonneg_float, positive_int, seed_list
+from pogo_audit.argtypes import int_list, nonneg_float, nonneg_int, positive_int, seed_list
 from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
 from pogo_audit.results import CheckResult
 
@@ -146,6 +146,8 @@ def _equivalence_options(p: argparse.ArgumentParser) -> None:
                    help="check the extra actors' W2 against the POT oracle on steps 1..K, every K-th step and the "
                         "last step (default 10; 1: every step)")
     p.add_argument("--no-self-check", action="store_true", help="skip running the reference twice")
+    p.add_argument("--self-check-steps", type=nonneg_int, default=100, metavar="N",
+                   help="run the reference's self-check twin for the first N steps (default 100; 0: every step)")
     p.add_argument("--sync-init", action="store_true",
                    help="start the candidate from the reference's initial parameters and RNG state")
     p.add_argument("--isolate", action="store_true",

@@ -181,3 +181,13 @@ def test_every_mutant_is_killed(embedded_dataset, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == f"all {n} mutants killed"
     assert any(line.startswith(f"mutation catalog: {n}/{n} killed (100%)") for line in lines)
+
+
+@pytest.mark.parametrize("twin_steps, verdict", [(2, "pass"), (3, "inconclusive"), (0, "inconclusive")])
+def test_the_self_check_twin_runs_its_first_steps_only(embedded_dataset, twin_steps, verdict):
+    """The twin drifts at step 3: seen when the self-check covers step 3 (or every step, 0), not when it stops at 2."""
+    _FlakyReference.built = 0
+    res = equivalence_for_algo("td3_bc", cfg_for("td3_bc"), EquivalenceOptions(steps=5, self_check_steps=twin_steps),
+                               reference=("flaky", _FlakyReference))
+    assert res.verdict == verdict, res.summary
+    assert res.metrics["self_check_steps"] == (twin_steps or 5)

@@ -93,3 +93,27 @@ def test_the_worker_is_used_only_where_the_run_allows_it(embedded_dataset):
             assert isinstance(pair, kind), options
         finally:
             pair.close()
+
+
+def test_the_twin_worker_ends_after_its_steps(embedded_dataset):
+    from multi_actor.loop import prepare_data
+    from pogo_audit.data import ReplayBuffer
+
+    cfg = build_config(None, [], algo="iql", num_actors=3)
+    data = prepare_data(cfg)
+    buffer = ReplayBuffer(data.processed, 1)
+    pair = reference_pair(EquivalenceOptions(steps=50, self_check_steps=1), reference_factory, cfg, data.spec, "cpu",
+                          "iql")
+    try:
+        assert isinstance(pair, ReferenceWorkers)
+        pair.built()
+        twin = pair.twin_worker
+        seen = []
+        for step in range(3):
+            pair.submit(step, None if step == 0 else buffer.sample(8), False)
+            seen.append(pair.collect(None)[1] is not None)
+        assert seen == [True, True, False]
+        assert pair.twin_worker is None and pair.workers == [pair.reference]
+        assert twin.process.exitcode is not None  # its process has ended
+    finally:
+        pair.close()

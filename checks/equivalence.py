@@ -14,9 +14,9 @@ At step 0 and after every step the harness compares the canonical observables:
   independent oracle on the actors as they were at the start of the step (see :mod:`checks.chain_oracle`), on
   steps 1..K, every K-th step and the last (``oracle_every``).
 
-The reference is run twice first-hand (in lock-step; the twin for the first ``self_check_steps`` steps) so that a
-nondeterministic reference yields "inconclusive", never a false "not equivalent"; where the run allows it, the reference and its twin each run in a worker process
-while this one runs the candidate and compares (:mod:`checks.reference_worker`, same observables, same verdicts).
+The reference is run twice first-hand (in lock-step; on the CPU the twin runs the first ``self_check_steps`` steps)
+so that a nondeterministic reference yields "inconclusive", never a false "not equivalent"; where the run allows it,
+the reference and its twin each run in a worker process while this one runs the candidate and compares (:mod:`checks.reference_worker`, same observables, same verdicts).
 Modes: ``bitwise`` (exact equality, hashes included) and ``tolerance``
 (``|a - b| <= atol + rtol |b|``; hashes ignored).
 
@@ -119,10 +119,11 @@ class EquivalenceOptions:
     atol: float = DEFAULT_ATOL
     full_every: int = 100
     self_check: bool = True
-    #: the self-check twin (the reference built and run a second time) runs steps 1..N (0: every step). A
-    #: nondeterministic reference (atomics, thread scheduling, an unseeded draw) differs at the step the
-    #: nondeterminism acts, in practice from the first steps on; past N the twin's steps — each as costly as the
-    #: reference's — are not paid (its process ends). Critic and actor0 are compared with the reference every step.
+    #: on the CPU the self-check twin (the reference built and run a second time) runs steps 1..N (0: every step).
+    #: A nondeterministic reference (thread scheduling, an unseeded draw) differs at the step the nondeterminism
+    #: acts, in practice from the first steps on; past N the twin's steps — each as costly as the reference's — are
+    #: not paid (its process ends). On other devices the twin runs every step: it decides the tolerance fallback.
+    #: Critic and actor0 are compared with the reference every step.
     self_check_steps: int = 100
     bundle_dir: str | None = None
     chain_oracle: bool = True
@@ -568,6 +569,12 @@ class _Judge:
     bundle_info: dict[str, Any] | None = None
 
 
+def twin_steps(options: EquivalenceOptions, device: str) -> int:
+    """How many steps the self-check twin runs (0: every step): ``options.self_check_steps`` on the CPU, every step
+    on other devices, where the twin decides whether bitwise comparison holds at all."""
+    return options.self_check_steps if device == "cpu" else 0
+
+
 @dataclass
 class _RunState:
     """What the lock-step run has established so far — kept when a trainer crashes, so the result shows it."""
@@ -940,8 +947,8 @@ def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[s
         "reference": labels[0],
         "candidate": labels[1],
         "self_check": self_check_state,
-        "self_check_steps": (0 if not options.self_check else
-                             min(options.self_check_steps or options.steps, options.steps)),
+        "self_check_steps": 0 if not options.self_check else min(twin_steps(options, device) or options.steps,
+                                                                  options.steps),
         "parameter_check": run.parameter_check,
         "absent": comp.absences(),
         "ignored": {"patterns": list(options.ignore), "observables": sorted(comp.ignored)},

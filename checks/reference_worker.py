@@ -362,7 +362,9 @@ def reference_pair(options: Any, factory: Any, config: Any, dataset_spec: Any, d
                    ) -> ReferenceWorkers | LocalReference:
     """The workers when the run allows them (:func:`wants_worker`, a PyTorch algorithm) and its reference factory,
     config and dataset spec pickle; else the in-process pair."""
+    from checks.equivalence import twin_steps
+
+    steps = twin_steps(options, device)
     if wants_worker(options, device) and _torch(algo) and picklable(factory, config, dataset_spec):
-        return ReferenceWorkers(factory, config, dataset_spec, options.seed, options.self_check,
-                                options.self_check_steps)
-    return LocalReference(factory, config, dataset_spec, options.seed, options.self_check, options.self_check_steps)
+        return ReferenceWorkers(factory, config, dataset_spec, options.seed, options.self_check, steps)
+    return LocalReference(factory, config, dataset_spec, options.seed, options.self_check, steps)

@@ -147,7 +147,8 @@ def _equivalence_options(p: argparse.ArgumentParser) -> None:
                         "last step (default 10; 1: every step)")
     p.add_argument("--no-self-check", action="store_true", help="skip running the reference twice")
     p.add_argument("--self-check-steps", type=nonneg_int, default=100, metavar="N",
-                   help="run the reference's self-check twin for the first N steps (default 100; 0: every step)")
+                   help="on the CPU, run the reference's self-check twin for the first N steps only (default 100; "
+                        "0: every step; other devices: every step)")
     p.add_argument("--sync-init", action="store_true",
                    help="start the candidate from the reference's initial parameters and RNG state")
     p.add_argument("--isolate", action="store_true",

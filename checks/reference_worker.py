@@ -241,7 +241,6 @@ class ReferenceWorkers:
         self.workers = [w for w in (self.reference, self.twin_worker) if w is not None]
         self.ref = RemoteSide(self)
         self.twin_steps = twin_steps
-        self._twin_due = False
 
     def built(self, below: int = CAND_PARAMETERS + 1) -> tuple[dict[str, np.ndarray], Any]:
         """The reference's initial parameters and global RNG state; raises a worker's start-up crash when it comes
@@ -263,7 +262,6 @@ class ReferenceWorkers:
             self.twin_worker.close()  # its steps are over: its core goes to the candidate
             self.twin_worker = None
             self.workers = [self.reference]
-        self._twin_due = self.twin_worker is not None
         for worker in self.workers:
             worker.request(("step", step, batch, full))
 
@@ -276,7 +274,7 @@ class ReferenceWorkers:
         if candidate_crash is not None:
             raise candidate_crash
         obs_twin = None
-        if self._twin_due and self.twin_worker is not None:
+        if self.twin_worker is not None:  # still there: it got this step (it ends only in submit)
             _, obs_twin, _, _, crash = self.twin_worker.reply()
             if crash is not None:
                 raise TrainerCrash(crash)

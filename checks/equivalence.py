@@ -268,6 +268,8 @@ class Comparator:
         self.groups: dict[str, _GroupStats] = {g: _GroupStats() for g in GROUPS}
         self.first: Divergence | None = None
         self.diverged_at_step: list[str] = []
+        #: ``(observable, side lacking it)`` for the losses only one side logged at the last compared step
+        self.lacking_at_step: frozenset[tuple[str, str]] = frozenset()
         self.ignore = tuple(ignore)
         self.ignored: set[str] = set()
         #: observed entity -> the Divergence (kind = absence kind) of its first absence
@@ -373,6 +375,8 @@ class Comparator:
         for name in cand:  # a critic/actor0 loss the reference did not log at this step
             if name.startswith(LOSS_PREFIXES) and name not in ref:
                 self._missing.append((step, name, "reference"))
+        self.lacking_at_step = frozenset((name, side) for s, name, side in self._missing
+                                         if s == step and name.startswith(LOSS_PREFIXES))
         return list(self.diverged_at_step)
 
     def settle(self) -> None:
@@ -597,7 +601,7 @@ class _RunState:
     located: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     #: steps replayed under tracing, and the sets of findings seen at them
     replays: int = 0
-    signatures: set[frozenset[tuple[str, str, str]]] = field(default_factory=set)
+    signatures: set[frozenset[tuple[str, ...]]] = field(default_factory=set)
     #: the reference and its twin (:mod:`checks.reference_worker`), closed when the run ends
     pair: Any = None
 
@@ -678,10 +682,13 @@ def _localise_new(run: _RunState, comp: Comparator, step: int, snapshot: Any, ba
 
     here = frozenset(k for k, f in comp.findings.items() if step in f["steps"] and k[0] not in NOT_LOCALISED)
     new = [k for k in here if comp.findings[k]["first_step"] == step and k not in run.located]
-    if not new and (not here or here in run.signatures):
+    # which losses only one side logged belongs to the step's signature: a block one side runs on other steps
+    # than the other (an actor update due on other steps) leaves the same set of differing observables
+    signature = here | frozenset(comp.lacking_at_step)
+    if not new and (not here or signature in run.signatures):
         return
     run.replays += 1
-    run.signatures.add(here)
+    run.signatures.add(signature)
     found = _traced(localise, snapshot, own_copy(batch))
     for key in new:
         run.located[key] = found

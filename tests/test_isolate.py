@@ -63,6 +63,14 @@ def test_three_injected_defects_are_each_named_in_one_run(embedded_dataset, tmp_
     # total_it += 2 makes the candidate update actor0 at step 1 already: the detached action only shows at step 2,
     # whose set of findings is new, so that step is replayed too
     (("td3_no_grad_actor0_action", "td3_total_it_incremented_twice", "td3_target_without_min"), (182, 196, 168)),
+    # the policy delay is checked before the increment: the candidate updates actor0 on odd steps, the reference on
+    # even ones, so no step has both sides' actor updates; the BC term scaled by alpha inside it is named by
+    # replaying step 2 with the skipped condition jumped over into its block
+    (("td3_target_without_min", "td3_bc_scaled_by_alpha", "td3_policy_freq_before_increment"), (168, 65, 200)),
+    # the two schedule defects cancel out in the condition's outcome: the counter read (4, not 2) is named where it
+    # was assigned, and the condition itself because, given the reference's counter, it still skips the block
+    (("td3_bc_scaled_by_alpha", "td3_total_it_incremented_twice", "td3_policy_freq_before_increment"),
+     (65, 196, 200)),
 ])
 def test_defects_hidden_behind_another_are_named_in_one_run(embedded_dataset, names, lines):
     trio = _mutants(*names)

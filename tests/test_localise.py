@@ -289,3 +289,44 @@ def test_jax_inputs_are_compared_by_value_not_by_static_fields():
     other = state(jax.tree.map(lambda x: x + 1, params))
     found = _differing_input(update, (key, a), (key, other))
     assert found.kind == "numeric" and "`actor" in found.message and "params" in found.message
+
+
+class _Counter:
+    """A step with a delayed block, as TD3's policy delay (the tracer sees it as user code: tests/ is not the tool)."""
+
+    def __init__(self) -> None:
+        self.total_it = 0
+        self.ran: list[str] = []
+
+    def step(self) -> None:
+        self.total_it += 1
+        if self.total_it % 2 == 0:
+            self.ran.append("block")
+        self.ran.append("after")
+
+
+def _line_of(obj: object, code: str) -> int:
+    source, start = inspect.getsourcelines(obj)
+    return start + next(i for i, text in enumerate(source) if text.strip() == code)
+
+
+def test_a_jump_enters_the_block_its_condition_skips_and_an_assignment_sets_what_the_condition_reads():
+    from checks.localise.frames import Assign, Jump, LineTracer, display_path
+
+    file = display_path(inspect.getsourcefile(_Counter) or "")
+    cond = _line_of(_Counter.step, "if self.total_it % 2 == 0:")
+
+    counter = _Counter()
+    with LineTracer(lambda: True, Jump(file, cond, 0, cond + 1)) as tracer:
+        counter.step()  # total_it 1: the condition would skip the block
+    assert tracer.edited and counter.ran == ["block", "after"]
+
+    counter = _Counter()
+    with LineTracer(lambda: True, Assign(file, cond, 0, (("total_it", 2),))) as tracer:
+        counter.step()
+    assert tracer.edited and counter.ran == ["block", "after"] and counter.total_it == 2
+
+    counter = _Counter()
+    with LineTracer(lambda: True, Jump(file, cond, 1, cond + 1)) as tracer:  # no second run of the line: no jump
+        counter.step()
+    assert not tracer.edited and counter.ran == ["after"]

@@ -27,8 +27,12 @@ Two rules replace the ladder's answer: a difference inside an optimizer step who
 reference's, with the two sides' learning-rate schedule steps differing too -> the skipped (or extra) schedule step
 (:func:`_schedule_cause`); a compared parameter used with ``requires_grad`` after the reference's step while the
 candidate froze others -> where the freeze's tensors are chosen (:func:`_leak_past_freeze`). Further defects of the
-same step are named by repaired replays (:func:`repaired_differences`); a difference present right after
-construction by replaying both constructions (:func:`localise_construction`).
+same step are named by repaired replays (:func:`repaired_differences`); defects around a block one side enters and
+the other skips (a condition deciding otherwise) by replays that set what the condition reads to the reference's
+values or jump into the skipped block (:func:`forced_differences`); a difference present right after construction
+by replaying both constructions (:func:`localise_construction`). Operations of the candidate that extend the
+reference's step without touching anything compared (extra actors) are kept out of the alignment
+(:func:`extension_ops`).
 
 The result is a :class:`Localisation`: its kind (``rng``, ``numeric``, ``order``, ``gradient``, ``none``), a message,
 the located frames (candidate first), and excerpts of both traces around the divergence.
@@ -47,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.equivalence import COMPARED_PARAM_ROLES
-from checks.localise.frames import BRANCH, REPO_ROOT, Frame
+from checks.localise.frames import BRANCH, REPO_ROOT, Assign, Frame, Jump
 from checks.localise.trace import SCHEDULE_STEP, ModuleCall, Op, Repair, Trace, record_step, recording
 
 KINDS = ("rng", "numeric", "order", "gradient", "none")
@@ -110,8 +114,9 @@ def localise_step(reference: Any, candidate: Any, batch: Any, rounds: int | None
         if result.kind != "none" and ref_error is None and cand_error is None:
             seen = {(f["file"], f["line"]) for f in result.frames[:1]} | {
                 (m["frame"]["file"], m["frame"]["line"]) for m in result.more}
-            result.more += repaired_differences(ref_trace, cand_trace, candidate, batch, seen,
-                                                REPAIR_ROUNDS if rounds is None else rounds)
+            rounds = REPAIR_ROUNDS if rounds is None else rounds
+            result.more += repaired_differences(ref_trace, cand_trace, candidate, batch, seen, rounds)
+            result.more += forced_differences(ref_trace, cand_trace, candidate, batch, seen, rounds)
     for side, error in (("reference", ref_error), ("candidate", cand_error)):
         if error is not None:
             result.errors[side] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
@@ -178,8 +183,8 @@ def aligned_pairs(ref: Trace, cand: Trace) -> dict[int, int]:
     """Candidate operation index -> the reference operation it is aligned with: by signature and input values, and
     inside a changed block by signature alone (in order)."""
     out: dict[int, int] = {}
-    matcher = difflib.SequenceMatcher(None, [(o.key, tuple(o.inputs)) for o in ref.ops],
-                                      [(o.key, tuple(o.inputs)) for o in cand.ops], autojunk=False)
+    matcher = difflib.SequenceMatcher(None, _keys(ref, frozenset(), True),
+                                      _keys(cand, extension_ops(ref, cand), True), autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             out.update(zip(range(j1, j2), range(i1, i2)))
@@ -192,14 +197,16 @@ def aligned_pairs(ref: Trace, cand: Trace) -> dict[int, int]:
 
 
 def repaired_differences(ref: Trace, cand: Trace, candidate: Any, batch: Any, seen: set[tuple[str, int]],
-                         rounds: int = REPAIR_ROUNDS) -> list[dict[str, Any]]:
+                         rounds: int = REPAIR_ROUNDS, jump: Jump | None = None, note: str = ""
+                         ) -> list[dict[str, Any]]:
     """Further defects of the same step, each ``{"message", "frame"}``: after a numeric difference every later value
     differs, so a second defect that only changes values would stay hidden. The candidate's step is replayed again
     (from a fresh copy, same RNG states) with every operation aligned with a reference operation returning the
     reference's result where it computed another one (:class:`checks.localise.trace.Repair`); what follows a
     repaired operation sees the reference's values again, so every remaining difference — an operation computing
     something else from equal inputs, or extra, missing and changed operations aligned again on equal values — is
-    located like the first, each line once (``seen``: lines already named)."""
+    located like the first, each line once (``seen``: lines already named). ``jump``: the replays enter a block the
+    candidate skipped (:func:`forced_differences`), ``note`` says so in the messages."""
     out: list[dict[str, Any]] = []
     previous = cand
     for _ in range(rounds):
@@ -207,26 +214,151 @@ def repaired_differences(ref: Trace, cand: Trace, candidate: Any, batch: Any, se
         pairs = aligned_pairs(ref, previous)
         repair = Repair([o.key for o in previous.ops],
                         {k: (ref.ops[j].outputs, ref.values[j]) for k, j in pairs.items() if j in ref.values})
-        trace, _, error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch), repair=repair)
+        trace, _, error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch), repair=repair, edit=jump)
         if error is not None or not repair.repaired:
             break
-        for d in differences(ref, trace):
-            try:
-                frame, _rule, what = _locate(ref, trace, d)
-            except (IndexError, ValueError, AttributeError, AssertionError):  # an odd block: keep the others
-                continue
-            if frame is None or (frame.file, frame.line) in seen:
-                continue
-            seen.add((frame.file, frame.line))
-            out.append({"message": f"{what} at {frame.where()}: `{frame.code}` (after repairing the values before "
-                                   "it)", "frame": frame.as_dict()})
-            if len(out) >= MORE_LIMIT:
-                return out
+        out += _newly_located(ref, trace, seen, "after repairing the values before it" + (f", {note}" if note else ""),
+                              MORE_LIMIT - len(out))
+        if len(out) >= MORE_LIMIT:
+            return out
         if len(out) == named:  # a round that named nothing new: the next one would align the same way
             break
         previous = trace
     return out
 
+
+def _newly_located(ref: Trace, cand: Trace, seen: set[tuple[str, int]], note: str, limit: int,
+                   first_only: bool = False) -> list[dict[str, Any]]:
+    """Every difference of ``cand`` from ``ref`` (``first_only``: the first one — after a value differs, the
+    alignment by values of what follows is no evidence) located at a line not in ``seen`` (added to it), at most
+    ``limit``, each ``{"message", "frame"}`` with ``note`` in parentheses."""
+    out: list[dict[str, Any]] = []
+    for n, d in enumerate(differences(ref, cand)):
+        if len(out) >= limit or (first_only and n):
+            break
+        try:
+            frame, _rule, what = _locate(ref, cand, d)
+        except (IndexError, ValueError, AttributeError, AssertionError):  # an odd block: keep the others
+            continue
+        if frame is None or (frame.file, frame.line) in seen:
+            continue
+        seen.add((frame.file, frame.line))
+        out.append({"message": f"{what} at {frame.where()}: `{frame.code}` ({note})", "frame": frame.as_dict()})
+    return out
+
+
+#: at most this many skipped branches are entered per replayed step
+MAX_JUMPS = 2
+
+
+def _entering_condition(trace: Trace, prev: Op | None, first: Op) -> tuple[int, Frame] | None:
+    """The ``if``/``elif`` condition of ``trace`` through which ``first`` was reached after ``prev`` (its index in
+    ``trace.lines``), and the first line of its block (None when ``first`` was not reached through a condition in
+    the same call)."""
+    if prev is None or not first.stack:
+        return None
+    located = None
+    for level in range(min(len(first.stack), len(prev.stack))):
+        here, there = first.stack[level], prev.stack[level]
+        if here.call != there.call:
+            located = first.stack[level - 1] if level else None
+            break
+        if here.line != there.line:
+            located = here
+            break
+    if located is None:
+        return None
+    before = [i for i in range(max(prev.line_index - 1, 0), first.line_index)
+              if trace.lines[i][0].call == located.call and trace.lines[i][0].line < located.line]
+    if not before or not _source(trace.lines[before[-1]][0]).startswith(("if ", "elif ")):
+        return None
+    cond = trace.lines[before[-1]][0]
+    body = next((f for f, _ in trace.lines[before[-1] + 1:] if f.call == cond.call), None)
+    return (before[-1], body) if body is not None and body.line > cond.line else None
+
+
+def _occurrence(trace: Trace, index: int) -> int:
+    """How many times the line at ``trace.lines[index]`` ran before it in the step."""
+    here = trace.lines[index][0]
+    return sum(1 for f, _ in trace.lines[:index] if (f.file, f.line) == (here.file, here.line))
+
+
+def _enters(trace: Trace, at: Frame, occurrence: int, body: int) -> bool | None:
+    """Whether the ``occurrence``-th run of the line ``at`` in ``trace`` was followed, in its call, by line ``body``
+    (None: that run is not in the trace)."""
+    runs = [i for i, (f, _) in enumerate(trace.lines) if (f.file, f.line) == (at.file, at.line)]
+    if occurrence >= len(runs):
+        return None
+    here = trace.lines[runs[occurrence]][0]
+    following = next((f for f, _ in trace.lines[runs[occurrence] + 1:] if f.call == here.call), None)
+    return following is not None and following.line == body
+
+
+def _decisions(ref: Trace, cand: Trace) -> Iterator[tuple[_Difference, int, int, bool]]:
+    """Blocks one side enters and the other skips at a condition both run: ``(difference, index of the candidate's
+    condition in cand.lines, the block's first line in the candidate's code, whether the candidate enters it)``,
+    found on the alignment by signature (after a value differs, an alignment by values no longer shows blocks)."""
+    for d in structural_differences(ref, cand):
+        if d.tag == "delete":
+            skipped = _condition_of_skipped(ref, cand, d)
+            if skipped is not None:
+                i, cond, body = skipped
+                yield d, i, cand.lines[i][0].line + body.line - cond.line, False
+        elif d.tag == "insert" and d.inserted:
+            entered = _entering_condition(cand, d.prev_cand, d.inserted[0])
+            if entered is not None and _reference_line(ref, cand.lines[entered[0]][0],
+                                                       d.ref.line_index if d.ref else len(ref.lines)) is not None:
+                yield d, entered[0], entered[1].line, True
+
+
+def forced_differences(ref: Trace, cand: Trace, candidate: Any, batch: Any, seen: set[tuple[str, int]],
+                       rounds: int = REPAIR_ROUNDS) -> list[dict[str, Any]]:
+    """Defects around a block one side enters and the other skips at this step (a condition deciding otherwise than
+    the reference's, e.g. an actor update due on other steps):
+
+    * a condition that read ``self.<attr>`` values other than the reference's is evaluated again on the reference's
+      values (:class:`checks.localise.frames.Assign`); when it still decides as before, the condition itself differs
+      and is named too (the assignment that changed the value is named by the plain localisation);
+    * a block the candidate skips is entered (:class:`checks.localise.frames.Jump`) and compared with the
+      reference's block of the same step, plainly and then with repairs: without this a defect inside a block one
+      side runs on other steps than the other has no same-step counterpart and stays unnamed."""
+    jumps: list[Jump] = []
+    checks: list[tuple[Assign, int, bool, Frame]] = []
+    for d, i, body, enters in _decisions(ref, cand):
+        here = cand.lines[i][0]
+        occurrence = _occurrence(cand, i)
+        if not enters and len(jumps) < MAX_JUMPS:
+            jump = Jump(here.file, here.line, occurrence, body)
+            if jump not in jumps:
+                jumps.append(jump)
+        mine = cand.conditions.get(i, {})
+        j = _reference_line(ref, here, (d.ref.line_index if d.ref is not None else len(ref.lines)))
+        theirs = ref.conditions.get(j, {}) if j is not None else {}
+        differing = tuple((n, theirs[n]) for n in mine if n in theirs and mine[n] != theirs[n])
+        if differing and len(checks) < MAX_JUMPS:
+            checks.append((Assign(here.file, here.line, occurrence, differing), body, enters, here))
+    out: list[dict[str, Any]] = []
+    for assign, body, enters, here in checks:
+        trace, _, error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch), edit=assign)
+        if error is not None or not trace.edited or (here.file, here.line) in seen:
+            continue
+        if _enters(trace, here, assign.occurrence, body) == enters:
+            values = ", ".join(f"`self.{n}` = {v!r}" for n, v in assign.values)
+            seen.add((here.file, here.line))
+            out.append({"message": f"with {values} as in the reference, the candidate's condition still "
+                                   f"{'enters' if enters else 'skips'} the block the reference "
+                                   f"{'skips' if enters else 'enters'}: the condition itself differs at "
+                                   f"{here.where()}: `{here.code}`", "frame": here.as_dict()})
+    for jump in jumps:
+        trace, _, error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch), edit=jump)
+        if error is not None or not trace.edited:
+            continue
+        note = f"with the condition at {jump.file}:{jump.line} taken as in the reference"
+        out += _newly_located(ref, trace, seen, note, MORE_LIMIT - len(out), first_only=True)
+        out += repaired_differences(ref, trace, candidate, batch, seen, rounds, jump, note)[:MORE_LIMIT - len(out)]
+        if len(out) >= MORE_LIMIT:
+            break
+    return out
 
 # ------------------------------------------------------------------------------------------------- alignment
 
@@ -249,8 +381,8 @@ def differences(ref: Trace, cand: Trace) -> Iterator[_Difference]:
     snapshots and extra actors): no global-stream draw, no write to or gradient-requiring use of a compared parameter
     (:func:`_relevant_extension`), and no later aligned operation reads what they produced. An aligned operation
     differs when what it computed (before a repair, :attr:`Op.computed`) differs from the reference's result."""
-    matcher = difflib.SequenceMatcher(None, [(o.key, tuple(o.inputs)) for o in ref.ops],
-                                      [(o.key, tuple(o.inputs)) for o in cand.ops], autojunk=False)
+    ext = extension_ops(ref, cand)
+    matcher = difflib.SequenceMatcher(None, _keys(ref, frozenset(), True), _keys(cand, ext, True), autojunk=False)
     opcodes = matcher.get_opcodes()
     aligned_reads: list[frozenset[int]] = []  # per opcode: storages read by aligned candidate ops from there on
     later: frozenset[int] = frozenset()
@@ -263,8 +395,10 @@ def differences(ref: Trace, cand: Trace) -> Iterator[_Difference]:
         if tag == "insert" and _relevant_extension(cand.ops[j1:j2]) is None and \
                 not frozenset().union(*(o.made for o in cand.ops[j1:j2])) & aligned_reads[n]:
             continue
+        if tag == "insert" and all(o.index in ext for o in cand.ops[j1:j2]):
+            continue
         prev_r = ref.ops[i1 - 1] if i1 else None
-        prev_c = cand.ops[j1 - 1] if j1 else None
+        prev_c = _own(cand, ext, j1 - 1, -1)
         if tag == "equal":
             for k in range(i2 - i1):
                 r, c = ref.ops[i1 + k], cand.ops[j1 + k]
@@ -273,14 +407,10 @@ def differences(ref: Trace, cand: Trace) -> Iterator[_Difference]:
                                       cand.ops[j1 + k - 1] if j1 + k else None)
             continue
         if tag == "replace":
-            tag = _replace_kind(ref.ops[i1:i2], cand.ops[j1:j2])
-            if tag == "delete":  # the candidate resumes at a later reference operation: that one's predecessors
-                j2 = j1
-            elif tag == "insert":
-                i2 = i1
+            tag, i2, j1, j2 = _replace_block(ref, cand, ext, i1, i2, j1, j2)
         r = ref.ops[i1] if i1 < len(ref.ops) else None
-        c = cand.ops[j1] if j1 < len(cand.ops) else None
-        yield _Difference(tag, r, c, prev_r, prev_c, ref.ops[i1:i2], cand.ops[j1:j2])
+        c = _own(cand, ext, j1, 1)
+        yield _Difference(tag, r, c, prev_r, prev_c, ref.ops[i1:i2], [o for o in cand.ops[j1:j2] if o.index not in ext])
 
 
 def first_difference(ref: Trace, cand: Trace) -> _Difference | None:
@@ -288,32 +418,35 @@ def first_difference(ref: Trace, cand: Trace) -> _Difference | None:
     return next(differences(ref, cand), None)
 
 
-def further_differences(ref: Trace, cand: Trace, first: _Difference, limit: int = 6) -> list[dict[str, Any]]:
-    """Structural differences after ``first``: the operation sequences aligned by signature alone (values differ
-    anyway after a numeric difference), every extra, missing or changed block that matters located like the first.
-    A defect that only changes values after the first difference stays hidden (values already differ there)."""
-    matcher = difflib.SequenceMatcher(None, [o.key for o in ref.ops], [o.key for o in cand.ops], autojunk=False)
-    anchor = next((k for k, o in enumerate(cand.ops) if o is (first.cand or first.prev_cand)), -1)
+def structural_differences(ref: Trace, cand: Trace, after: int = -1) -> Iterator[_Difference]:
+    """The extra, missing and changed blocks that matter when the operation sequences are aligned by signature alone
+    (values differ anyway after a numeric difference), from candidate operation ``after`` + 1 on."""
+    ext = extension_ops(ref, cand)
+    matcher = difflib.SequenceMatcher(None, _keys(ref, frozenset(), False), _keys(cand, ext, False), autojunk=False)
     later_reads: list[frozenset[int]] = [frozenset()] * (len(cand.ops) + 1)  # storages read by ops from j on
     for j in range(len(cand.ops) - 1, -1, -1):
         later_reads[j] = later_reads[j + 1] | cand.ops[j].reads
-    seen = set()
-    out: list[dict[str, Any]] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal" or j1 <= anchor:
+        if tag == "equal" or j1 <= after:
             continue
-        if tag == "insert" and _relevant_extension(cand.ops[j1:j2]) is None and \
-                not frozenset().union(*(o.made for o in cand.ops[j1:j2])) & later_reads[j2]:
+        if tag == "insert" and (all(o.index in ext for o in cand.ops[j1:j2]) or (
+                _relevant_extension(cand.ops[j1:j2]) is None and
+                not frozenset().union(*(o.made for o in cand.ops[j1:j2])) & later_reads[j2])):
             continue
         if tag == "replace":
-            tag = _replace_kind(ref.ops[i1:i2], cand.ops[j1:j2])
-            if tag == "delete":
-                j2 = j1
-            elif tag == "insert":
-                i2 = i1
-        d = _Difference(tag, ref.ops[i1] if i1 < len(ref.ops) else None, cand.ops[j1] if j1 < len(cand.ops) else None,
-                        ref.ops[i1 - 1] if i1 else None, cand.ops[j1 - 1] if j1 else None, ref.ops[i1:i2],
-                        cand.ops[j1:j2])
+            tag, i2, j1, j2 = _replace_block(ref, cand, ext, i1, i2, j1, j2)
+        yield _Difference(tag, ref.ops[i1] if i1 < len(ref.ops) else None, _own(cand, ext, j1, 1),
+                          ref.ops[i1 - 1] if i1 else None, _own(cand, ext, j1 - 1, -1), ref.ops[i1:i2],
+                          [o for o in cand.ops[j1:j2] if o.index not in ext])
+
+
+def further_differences(ref: Trace, cand: Trace, first: _Difference, limit: int = 6) -> list[dict[str, Any]]:
+    """Structural differences after ``first`` (:func:`structural_differences`), each located like the first.
+    A defect that only changes values after the first difference stays hidden (values already differ there)."""
+    anchor = next((k for k, o in enumerate(cand.ops) if o is (first.cand or first.prev_cand)), -1)
+    seen = set()
+    out: list[dict[str, Any]] = []
+    for d in structural_differences(ref, cand, anchor):
         try:
             frame, _rule, what = _locate(ref, cand, d)
         except (IndexError, ValueError, AttributeError):  # an odd block: keep the others
@@ -363,6 +496,57 @@ def schedule_step_differences(ref: Trace, cand: Trace) -> list[dict[str, Any]]:
         found.append({"message": f"{what} at {where.where()}: `{where.code}`", "frame": where.as_dict(),
                       "optimizer": label})
     return found
+
+
+def extension_ops(ref: Trace, cand: Trace) -> frozenset[int]:
+    """Indices of the candidate's operations that extend the reference's step without touching anything compared (a
+    multi-actor trainer's extra-actor updates): run inside a function the reference never runs (below the
+    outermost frame), no global-stream draw, no write to a compared parameter (optimizer steps included), no
+    compared parameter used with ``requires_grad`` under autograd, and nothing they produce read by a later
+    operation outside the extension. Alignment gives them keys that match nothing, so they are never taken for the
+    reference's operations of similar shape (an extra actor's update for actor0's update the candidate skips)."""
+    known = frozenset(f.name for o in ref.ops for f in o.stack)
+    out: set[int] = set()
+    read_later: frozenset[int] = frozenset()
+    for op in reversed(cand.ops):
+        if (any(f.name not in known for f in op.stack[1:]) and _relevant_extension([op]) is None
+                and not (op.writes or "").startswith(COMPARED_PARAM_ROLES) and not op.made & read_later):
+            out.add(op.index)
+        else:
+            read_later = read_later | op.reads
+    return frozenset(out)
+
+
+def _own(trace: Trace, ext: frozenset[int], start: int, direction: int) -> Op | None:
+    """The first operation of ``trace`` from index ``start`` on (``direction`` 1) or back (-1) that is not in
+    ``ext`` (None: there is none)."""
+    k = start
+    while 0 <= k < len(trace.ops):
+        if k not in ext:
+            return trace.ops[k]
+        k += direction
+    return None
+
+
+def _keys(trace: Trace, ext: frozenset[int], values: bool) -> list[tuple[Any, ...]]:
+    """Alignment keys of ``trace``'s operations (with their input digests when ``values``), unique ones for
+    :func:`extension_ops`."""
+    return [("extension", o.index) if o.index in ext else ((o.key, tuple(o.inputs)) if values else o.key)
+            for o in trace.ops]
+
+
+def _replace_block(ref: Trace, cand: Trace, ext: frozenset[int], i1: int, i2: int, j1: int, j2: int
+                   ) -> tuple[str, int, int, int]:
+    """``(tag, i2, j1, j2)`` of a replaced block: a delete when the candidate's side holds only extension operations
+    (or starts with operations the reference runs later), an insert when the reference's side starts with ones the
+    candidate runs later, else a replace (see :func:`_replace_kind`)."""
+    own = [o for o in cand.ops[j1:j2] if o.index not in ext]
+    tag = _replace_kind(ref.ops[i1:i2], own) if own else "delete"
+    if tag == "delete":  # the candidate resumes at a later reference operation: that one's predecessors
+        return tag, i2, j1, j1
+    if tag == "insert":
+        return tag, i1, j1, j2
+    return tag, i2, j1, j2
 
 
 def _replace_kind(ref_ops: list[Op], cand_ops: list[Op]) -> str:
@@ -458,14 +642,49 @@ def _inserted_at(ref: Trace, cand: Trace, d: _Difference) -> tuple[Frame | None,
     return located, ""
 
 
+def _reference_line(ref: Trace, here: Frame, end: int) -> int | None:
+    """The index in ``ref.lines``, before ``end``, of the last run of the reference's counterpart of the candidate
+    line ``here``: the same function name and source, else (a changed line of the same code) the same file and
+    line."""
+    for same in (lambda f: f.name == here.name and f.code == here.code,
+                 lambda f: (f.file, f.line) == (here.file, here.line)):
+        found = next((i for i in range(min(end, len(ref.lines)) - 1, -1, -1) if same(ref.lines[i][0])), None)
+        if found is not None:
+            return found
+    return None
+
+
+def _condition_of_skipped(ref: Trace, cand: Trace, d: _Difference) -> tuple[int, Frame, Frame] | None:
+    """For operations the candidate skips (``d``, a delete) that the reference ran inside an ``if`` block: the index
+    in ``cand.lines`` of the candidate's run of that condition (same file and line, or same function and source),
+    the reference's condition and its block's first line (None when the block was not entered through such a
+    condition, or the candidate entered it too)."""
+    if not d.deleted:
+        return None
+    entering = _entering_condition(ref, d.prev_ref, d.deleted[0])
+    if entering is None:
+        return None
+    cond, body = ref.lines[entering[0]][0], entering[1]
+    start = max(d.prev_cand.line_index - 1, 0) if d.prev_cand is not None else 0
+    end = d.cand.line_index if d.cand is not None else len(cand.lines)
+    for i in range(start, min(end, len(cand.lines))):
+        f = cand.lines[i][0]
+        if (f.file, f.line) != (cond.file, cond.line) and (f.name, f.code) != (cond.name, cond.code):
+            continue
+        following = next((g for g, _ in cand.lines[i + 1:] if g.call == f.call), None)
+        if following is not None and following.line == f.line + body.line - cond.line:
+            return None  # the candidate entered the block: the operations are missing for another reason
+        return i, cond, body
+    return None
+
+
 def _condition_cause(ref: Trace, cand: Trace, index: int, r: Op | None) -> tuple[Frame, str] | None:
     """When the candidate's branch condition (line ``index``) read a ``self.<attr>`` value other than the same
     condition in the reference, the candidate's last line before it that assigned that attribute."""
     here = cand.lines[index][0]
     values = cand.conditions.get(index, {})
-    end = r.line_index if r is not None else len(ref.lines)
-    theirs = next((ref.conditions.get(i, {}) for i in range(end - 1, -1, -1)
-                   if ref.lines[i][0].name == here.name and ref.lines[i][0].code == here.code), {})
+    i = _reference_line(ref, here, r.line_index if r is not None else len(ref.lines))
+    theirs = ref.conditions.get(i, {}) if i is not None else {}
     differing = [n for n in values if n in theirs and values[n] != theirs[n]]
     for name in differing:
         assigns = re.compile(rf"\bself\.{name}\s*(?:[-+*/%@&|^]|//|\*\*)?=(?!=)")
@@ -637,8 +856,13 @@ def _locate(ref: Trace, cand: Trace, d: _Difference) -> tuple[Frame | None, str,
         return frame, "extra operations", f"candidate runs `{_shape(c)}` and more the reference does not{why}"
     if d.tag == "delete":
         gone = d.deleted[0]
-        return _deleted_at(cand, d), "missing operations", f"candidate skips the reference's `{_shape(gone)}`" + (
-            f" ({gone.frame().where()})" if gone.frame() else "")
+        what = f"candidate skips the reference's `{_shape(gone)}`" + (f" ({gone.frame().where()})" if gone.frame()
+                                                                      else "")
+        skipped = _condition_of_skipped(ref, cand, d)
+        cause = _condition_cause(ref, cand, skipped[0], d.ref) if skipped is not None else None
+        if cause is not None:  # the condition skipped it because it read another value
+            return cause[0], "missing operations", what + cause[1]
+        return _deleted_at(cand, d), "missing operations", what
     assert c is not None and r is not None
     changed = _module_change(ref, cand, d)
     if changed is not None:

@@ -88,11 +88,40 @@ def _frame(f: FrameType, serials: dict[int, int]) -> Frame:
                  linecache.getline(code.co_filename, f.f_lineno).strip(), serials.get(id(f), 0))
 
 
-class LineTracer:
-    """``sys.settrace`` on user code only: call serials, a log of the user lines started, and user stacks."""
+@dataclass(frozen=True)
+class Jump:
+    """Continue the ``occurrence``-th run (0-based, in the traced step) of ``file:line`` at line ``target`` of the
+    same function, without running ``line``: a branch condition the candidate evaluated otherwise than the reference
+    is skipped and its block entered, so the block's own code can be compared with the reference's."""
 
-    def __init__(self, grad_enabled: Callable[[], bool]):
+    file: str
+    line: int
+    occurrence: int
+    target: int
+
+
+@dataclass(frozen=True)
+class Assign:
+    """Before the ``occurrence``-th run of ``file:line``, set attributes of the running method's ``self``
+    (``values``: ``(name, value)`` pairs): a branch condition evaluated on the reference's values, to tell a
+    condition that reads another value from a condition that is itself other."""
+
+    file: str
+    line: int
+    occurrence: int
+    values: tuple[tuple[str, Any], ...]
+
+
+class LineTracer:
+    """``sys.settrace`` on user code only: call serials, a log of the user lines started, and user stacks
+    (``edit``: one intervention at one line, :class:`Jump` or :class:`Assign`)."""
+
+    def __init__(self, grad_enabled: Callable[[], bool], edit: Jump | Assign | None = None):
         self._grad_enabled = grad_enabled
+        self._edit = edit
+        self._seen = 0
+        #: whether ``edit`` was made
+        self.edited = False
         self._next = 0
         self.serials: dict[int, int] = {}
         #: (frame, grad mode when the line started) for every user line, in execution order
@@ -115,6 +144,19 @@ class LineTracer:
     def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
         if event == "line":
             here = _frame(frame, self.serials)
+            edit = self._edit
+            if edit is not None and not self.edited and (here.file, here.line) == (edit.file, edit.line):
+                self._seen += 1
+                if self._seen > edit.occurrence:
+                    self.edited = True
+                    if isinstance(edit, Jump):
+                        self.lines.append((here, self._grad_enabled()))
+                        frame.f_lineno = edit.target  # Python emits no line event for the line jumped to
+                        here = _frame(frame, self.serials)
+                    else:
+                        owner = frame.f_locals.get("self")
+                        for name, value in edit.values:
+                            setattr(owner, name, value)
             if here.code.startswith(BRANCH):
                 self._remember_condition(frame, here.code)
             self.lines.append((here, self._grad_enabled()))

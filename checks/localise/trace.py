@@ -34,7 +34,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from checks.localise.frames import Frame, LineTracer
+from checks.localise.frames import Assign, Frame, Jump, LineTracer
 
 #: aten operations that draw from a generator (overload packet names)
 RANDOM_ATEN = frozenset({
@@ -169,6 +169,8 @@ class Trace:
     values: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     #: ``requires_grad_`` calls on named parameters, in order
     flips: list[GradFlip] = field(default_factory=list)
+    #: whether the recording's intervention (:class:`checks.localise.frames.Jump` / ``Assign``) was made
+    edited: bool = False
 
     def schedule(self) -> list[tuple[str, int]]:
         """Optimizer steps and target updates in execution order: ``(label, first op index)``."""
@@ -498,13 +500,16 @@ def _wrap_requires_grad(trace: Trace, tracer: LineTracer, params: Mapping[int, s
 
 
 @contextlib.contextmanager
-def recording(trainer: Any, keep: bool = False, repair: Repair | None = None) -> Iterator[Trace]:
+def recording(trainer: Any, keep: bool = False, repair: Repair | None = None, edit: Jump | Assign | None = None
+              ) -> Iterator[Trace]:
     """Record everything ``trainer`` does inside the block (see the module docstring); hooks, wrappers and the line
     tracer are removed afterwards, also when the block raises. ``keep``: also keep copies of every operation's
-    outputs (``Trace.values``); ``repair``: substitute the reference's results as planned (:class:`Repair`)."""
+    outputs (``Trace.values``); ``repair``: substitute the reference's results as planned (:class:`Repair`);
+    ``edit``: one intervention at one line (:class:`checks.localise.frames.Jump`, ``Assign``; ``Trace.edited``
+    says whether it was made)."""
     module_names, params = canonical_names(trainer)
     trace = Trace()
-    tracer = LineTracer(torch.is_grad_enabled)
+    tracer = LineTracer(torch.is_grad_enabled, edit)
     recorder = _Recorder(trace, tracer, params, keep, repair)
     counts: dict[str, int] = {}
     open_calls: list[int] = []
@@ -568,15 +573,15 @@ def recording(trainer: Any, keep: bool = False, repair: Repair | None = None) ->
                 setattr(mod, name, original)
         for h in handles:
             h.remove()
-        trace.lines, trace.conditions = tracer.lines, tracer.conditions
+        trace.lines, trace.conditions, trace.edited = tracer.lines, tracer.conditions, tracer.edited
 
 
-def record_step(iso: Any, batch: Any, keep: bool = False, repair: Repair | None = None
-                ) -> tuple[Trace, Any, BaseException | None]:
+def record_step(iso: Any, batch: Any, keep: bool = False, repair: Repair | None = None,
+                edit: Jump | Assign | None = None) -> tuple[Trace, Any, BaseException | None]:
     """Run ``iso.call("step", batch)`` (an :class:`pogo_audit.harness.IsolatedTrainer`) under :func:`recording`
-    (``keep`` and ``repair`` as there); returns the trace, the step's output and the exception it raised, if any
+    (``keep``, ``repair`` and ``edit`` as there); returns the trace, the step's output and the exception it raised, if any
     (the trace up to the raise is kept)."""
-    with recording(iso.trainer, keep, repair) as trace:
+    with recording(iso.trainer, keep, repair, edit) as trace:
         try:
             out, error = iso.call("step", batch), None
         except Exception as exc:  # the audited step crashing mid-way is a finding, its trace so far is kept

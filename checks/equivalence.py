@@ -175,34 +175,76 @@ def _not_numeric(value: Any) -> str:
     return f"not numeric: {type(value).__name__}"
 
 
-def param_observables(params: Mapping[str, np.ndarray]) -> dict[str, Any]:
+class Deferred:
+    """A magnitude observable (a tensor's sum or norm) of the candidate, computed only when the tensor's digest
+    (``digest``: the name of its ``.../hash`` observable) differs from the reference's: equal digests mean equal
+    bytes, hence equal sums and norms, so the reference's numbers are taken (:func:`settle_deferred`). The
+    digest (XXH3, several GB/s) is far cheaper than a float64 sum, and the candidate's observation runs on the
+    audit's critical path while the reference's runs beside it."""
+
+    __slots__ = ("compute", "digest")
+
+    def __init__(self, compute: Callable[[], float], digest: str):
+        self.compute, self.digest = compute, digest
+
+
+def settle_deferred(obs_ref: Mapping[str, Any], obs_cand: dict[str, Any]) -> None:
+    """Replace every :class:`Deferred` of ``obs_cand`` in place: by the reference's value when the tensor's digest
+    equals the reference's, else by computing it."""
+    for name, value in obs_cand.items():
+        if isinstance(value, Deferred):
+            same = name in obs_ref and value.digest in obs_ref and obs_ref[value.digest] == obs_cand.get(value.digest)
+            obs_cand[name] = obs_ref[name] if same else value.compute()
+
+
+def _sum(arr: np.ndarray) -> float:
+    return float(np.asarray(arr, dtype=np.float64).ravel().sum())
+
+
+def _l2(arr: np.ndarray) -> float:
+    x = np.asarray(arr, dtype=np.float64).ravel()
+    return float(np.sqrt((x * x).sum()))
+
+
+def _numeric(arr: Any) -> bool:
+    return isinstance(arr, np.ndarray) and arr.dtype.kind in "biuf" or _numbers(arr) is not None
+
+
+def magnitude(fn: Callable[[np.ndarray], float], arr: np.ndarray, digest: str, lazy: bool) -> Any:
+    """``fn(arr)`` now, or (``lazy``) a :class:`Deferred` of it tied to the digest observable ``digest``."""
+    return Deferred(lambda: fn(arr), digest) if lazy else fn(arr)
+
+
+def param_observables(params: Mapping[str, np.ndarray], lazy: bool = False) -> dict[str, Any]:
     """``params/<name>/{sum,l2,hash}`` for the compared roles (critic, target, actor0); a value that is not a
-    numeric array gets a "not numeric" marker instead, which never equals the reference's number."""
+    numeric array gets a "not numeric" marker instead, which never equals the reference's number. ``lazy``: sums and
+    norms as :class:`Deferred`."""
     out: dict[str, Any] = {}
     for name, arr in params.items():
         if not name.startswith(COMPARED_PARAM_ROLES):
             continue
-        numbers = _numbers(arr)
-        if numbers is None:
+        if not _numeric(arr):
             for part in ("sum", "l2", "hash"):
                 out[f"params/{name}/{part}"] = _not_numeric(arr)
             continue
-        x = numbers.ravel()
-        out[f"params/{name}/sum"] = float(x.sum())
-        out[f"params/{name}/l2"] = float(np.sqrt((x * x).sum()))
-        out[f"params/{name}/hash"] = _hash(np.asarray(arr))
+        digest = f"params/{name}/hash"
+        out[f"params/{name}/sum"] = magnitude(_sum, arr, digest, lazy)
+        out[f"params/{name}/l2"] = magnitude(_l2, arr, digest, lazy)
+        out[digest] = _hash(np.asarray(arr))
     return out
 
 
-def grad_observables(grads: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def grad_observables(grads: Mapping[str, np.ndarray], lazy: bool = False) -> dict[str, Any]:
+    """``grad_leak/<name>/{l2,hash}`` of the gradients left on parameters after a step (``lazy`` as
+    :func:`param_observables`)."""
     out: dict[str, Any] = {}
     for name, g in grads.items():
-        numbers = _numbers(g)
-        if numbers is None:
+        if not _numeric(g):
             out[f"grad_leak/{name}/l2"] = out[f"grad_leak/{name}/hash"] = _not_numeric(g)
             continue
-        out[f"grad_leak/{name}/l2"] = float(np.sqrt((numbers ** 2).sum()))
-        out[f"grad_leak/{name}/hash"] = _hash(np.asarray(g))
+        digest = f"grad_leak/{name}/hash"
+        out[f"grad_leak/{name}/l2"] = magnitude(_l2, g, digest, lazy)
+        out[digest] = _hash(np.asarray(g))
     return out
 
 
@@ -351,6 +393,8 @@ class Comparator:
 
     def _kept(self, obs: Mapping[str, Any]) -> dict[str, Any]:
         """``obs`` without the ignored observables and None values (recording what was ignored)."""
+        if not self.ignore:
+            return {name: value for name, value in obs.items() if value is not None}
         out = {}
         for name, value in obs.items():
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in self.ignore):
@@ -478,10 +522,12 @@ class _Side:
         """The trainer's ``gradients()`` (a bundle keeps them), {} when it has none."""
         return self.call("gradients") if hasattr(self.iso.trainer, "gradients") else {}
 
-    def observe(self, losses: Mapping[str, Any], full: bool, jax: bool = False) -> dict[str, Any]:
+    def observe(self, losses: Mapping[str, Any], full: bool, jax: bool = False, lazy: bool = False
+                ) -> dict[str, Any]:
+        """The observables after a step (``lazy``: magnitudes as :class:`Deferred`, see :func:`settle_deferred`)."""
         self.params = self.call("parameters")
         obs: dict[str, Any] = {k: v for k, v in losses.items()}
-        obs.update(param_observables(self.params))
+        obs.update(param_observables(self.params, lazy))
         if full:
             obs.update({f"params/{k}/full": np.asarray(v) for k, v in self.params.items()
                         if k.startswith(COMPARED_PARAM_ROLES)})
@@ -490,13 +536,13 @@ class _Side:
         if hasattr(trainer, "rng_digests"):
             obs.update(self.call("rng_digests"))
         if hasattr(trainer, "gradients"):
-            grads = grad_observables(self.call("gradients"))
+            grads = grad_observables(self.call("gradients"), lazy)
             if self.probe is None:
                 obs.update(grads)
             else:
                 self.leak = grads
         if self.probe is not None:
-            obs.update(self.probe.observe())
+            obs.update(self.probe.observe(lazy))
         return obs
 
 
@@ -802,10 +848,13 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         crash = None
         try:
             cand_out = cand.call("step", cand_batch)
-            obs_cand = cand.observe(cand_out, full)
+            obs_cand = cand.observe(cand_out, full, lazy=True)
         except TrainerCrash as exc:
             crash = exc
         obs_ref, obs_twin = pair.collect(crash)
+        settle_deferred(obs_ref, obs_cand)
+        if cand.leak:
+            settle_deferred(ref.leak or {}, cand.leak)
         if obs_twin is None:
             extras.twin = None  # no twin (any more): the evaluation audit no longer drives it
         obs_ref[BATCH_OBSERVABLE] = UNCHANGED

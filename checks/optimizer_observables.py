@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from checks.equivalence import Comparator
+from checks.equivalence import Comparator, _l2, _sum, magnitude
 from checks.equivalence import _hash as _digest
 
 #: canonical roles whose optimizers are observed (targets are not optimized)
@@ -61,10 +61,10 @@ class OptimizerProbe:
             grad = np.zeros(tuple(p.shape), np.float32) if p.grad is None else _numpy(p.grad).copy()
             self.used.setdefault(name, []).append(grad)
 
-    def observe(self) -> dict[str, Any]:
+    def observe(self, lazy: bool = False) -> dict[str, Any]:
         """The optimizer observables now, and the gradients consumed since the last call (then forgotten). The
         first call (step 0, before any optimizer step, when there is no optimizer state) returns nothing: they are
-        compared from step 1."""
+        compared from step 1. ``lazy``: sums and norms as :class:`checks.equivalence.Deferred`."""
         self.observed += 1
         out: dict[str, Any] = {}
         if self.observed == 1:
@@ -75,24 +75,24 @@ class OptimizerProbe:
                 step = state.get("step", 0)
                 tensors = {k: _numpy(v) for k, v in state.items() if k != "step" and hasattr(v, "detach")}
                 out.update(state_observables(name, float(step.item() if hasattr(step, "item") else step), tensors,
-                                             float(group["lr"])))
+                                             float(group["lr"]), lazy))
         for name, grads in self.used.items():
             flat = np.concatenate([g.ravel() for g in grads])
-            wide = flat.astype(np.float64)
-            out[f"grad_used/{name}/l2"] = float(np.sqrt((wide * wide).sum()))
+            out[f"grad_used/{name}/l2"] = magnitude(_l2, flat, f"grad_used/{name}/hash", lazy)
             out[f"grad_used/{name}/hash"] = _digest(flat)
         self.used = {}
         return out
 
 
 def state_observables(name: str, step: float, tensors: Mapping[str, np.ndarray],
-                      lr: float | None = None) -> dict[str, Any]:
-    """``optim/<name>/{lr,step}`` and ``optim/<name>/<state>/{sum,hash}`` of one parameter's optimizer state."""
+                      lr: float | None = None, lazy: bool = False) -> dict[str, Any]:
+    """``optim/<name>/{lr,step}`` and ``optim/<name>/<state>/{sum,hash}`` of one parameter's optimizer state
+    (``lazy``: sums as :class:`checks.equivalence.Deferred`)."""
     key = f"optim/{name}"
     out: dict[str, Any] = {} if lr is None else {f"{key}/lr": lr}
     out[f"{key}/step"] = float(step)
     for k, arr in sorted(tensors.items()):
-        out[f"{key}/{k}/sum"] = float(np.asarray(arr, dtype=np.float64).sum())
+        out[f"{key}/{k}/sum"] = magnitude(_sum, np.asarray(arr), f"{key}/{k}/hash", lazy)
         out[f"{key}/{k}/hash"] = _digest(np.asarray(arr))
     return out
 
@@ -107,13 +107,14 @@ class StateProbe:
         self.trainer = trainer
         self.observed = 0
 
-    def observe(self) -> dict[str, Any]:
+    def observe(self, lazy: bool = False) -> dict[str, Any]:
         self.observed += 1
         out: dict[str, Any] = {}
         if self.observed == 1:  # step 0, as OptimizerProbe
             return out
         for name, state in self.trainer.optimizer_state().items():
-            out.update(state_observables(name, state["step"], {k: v for k, v in state.items() if k != "step"}))
+            out.update(state_observables(name, state["step"], {k: v for k, v in state.items() if k != "step"},
+                                         lazy=lazy))
         return out
 
 

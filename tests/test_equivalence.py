@@ -191,3 +191,22 @@ def test_the_self_check_twin_runs_its_first_steps_only(embedded_dataset, twin_st
                                reference=("flaky", _FlakyReference))
     assert res.verdict == verdict, res.summary
     assert res.metrics["self_check_steps"] == (twin_steps or 5)
+
+
+def test_candidate_magnitudes_are_computed_only_for_tensors_whose_digest_differs():
+    """The lazy observation gives exactly the eager one: sums and norms of a tensor whose digest equals the
+    reference's are the reference's numbers, the others are computed."""
+    from checks.equivalence import Deferred, param_observables, settle_deferred
+
+    same = np.arange(6, dtype=np.float32).reshape(2, 3)
+    other = same.copy()
+    other[0, 0] = 7.0
+    ref = param_observables({"critic/q/w": same, "actor0/pi/w": same})
+    cand = param_observables({"critic/q/w": same, "actor0/pi/w": other}, lazy=True)
+    computed = []
+    for name, value in cand.items():
+        if isinstance(value, Deferred):
+            value.compute = (lambda f=value.compute, n=name: computed.append(n) or f())
+    settle_deferred(ref, cand)
+    assert cand == param_observables({"critic/q/w": same, "actor0/pi/w": other})
+    assert sorted(computed) == ["params/actor0/pi/w/l2", "params/actor0/pi/w/sum"]

@@ -43,6 +43,8 @@ def fork_server():
     process.join()
 
 
+# pytest-timeout's 900 s would cut the 1000-step rows (CQL bare: ~20 min here) and report them as failures
+@pytest.mark.timeout(max(900, 3 * STEPS))
 @pytest.mark.parametrize("algo", ["iql", "cql"])
 @pytest.mark.parametrize("what", ["bare", *AUDITS])
 def test_audit_overhead(benchmark, offline_data, fork_server, algo, what):

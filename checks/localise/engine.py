@@ -500,8 +500,8 @@ def schedule_step_differences(ref: Trace, cand: Trace) -> list[dict[str, Any]]:
 
 def extension_ops(ref: Trace, cand: Trace) -> frozenset[int]:
     """Indices of the candidate's operations that extend the reference's step without touching anything compared (a
-    multi-actor trainer's extra-actor updates): run inside a function the reference never runs (below the
-    outermost frame), no global-stream draw, no write to a compared parameter (optimizer steps included), no
+    multi-actor trainer's extra-actor updates): run inside a function of a name the reference never runs (below
+    the outermost frame), no global-stream draw, no write to a compared parameter (optimizer steps included), no
     compared parameter used with ``requires_grad`` under autograd, and nothing they produce read by a later
     operation outside the extension. Alignment gives them keys that match nothing, so they are never taken for the
     reference's operations of similar shape (an extra actor's update for actor0's update the candidate skips)."""

@@ -40,13 +40,15 @@ def _normal(shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: 
 
 @dataclass
 class _Memo:
-    """The network output on one input tensor (``input`` by identity), the parameter versions it was computed with
-    and whether it carries the autograd graph (``grad``); ``output`` None until first computed."""
+    """The network output on one input tensor (``input`` by identity, unchanged in place since it was armed:
+    ``input_version``), the parameter versions it was computed with and whether it carries the autograd graph
+    (``grad``); ``output`` None until first computed."""
 
     input: torch.Tensor
     output: torch.Tensor | None = None
     versions: tuple[int, ...] = ()
     grad: bool = False
+    input_version: int = -1
 
 
 class Policy(nn.Module):
@@ -101,7 +103,7 @@ class Policy(nn.Module):
     # The energy and the W2 term of an extra actor both evaluate its network on the same batch of states, and the
     # W2 reference of actor i+1 (actor i at the start of the step) evaluates the same network on the same states
     # again. The trainer arms a memo for that batch so the network runs once per step and actor; the memo is
-    # exact (same input tensor, same parameter versions): a parameter changed in place since means a fresh forward.
+    # exact (same input tensor unchanged in place, same parameter versions): a change since means a fresh forward.
 
     _memo: _Memo | None = None
 
@@ -111,7 +113,7 @@ class Policy(nn.Module):
     def _net(self, x: torch.Tensor) -> torch.Tensor:
         """``self.net(x)``, computed once per armed input while the parameters are unchanged."""
         memo = self._memo
-        if memo is None or memo.input is not x:
+        if memo is None or memo.input is not x or x._version != memo.input_version:
             return self.net(x)
         versions, grad = self._param_versions(), torch.is_grad_enabled()
         if memo.output is None or memo.versions != versions or (grad and not memo.grad):
@@ -120,7 +122,7 @@ class Policy(nn.Module):
 
     def remember(self, x: torch.Tensor) -> None:
         """Arm the memo for input ``x`` (computed on first use)."""
-        self._memo = _Memo(x)
+        self._memo = _Memo(x, input_version=x._version)
 
     #: parameter versions of (this policy, its source) right after :meth:`copy_from`
     _copied: tuple[tuple[int, ...], tuple[int, ...]] | None = None
@@ -143,7 +145,8 @@ class Policy(nn.Module):
             return
         if self._copied == (self._param_versions(), source_versions):
             self._memo = _Memo(memo.input, memo.output.detach(), self._copied[0],
-                               grad=not any(p.requires_grad for p in self.parameters()))
+                               grad=not any(p.requires_grad for p in self.parameters()),
+                               input_version=memo.input_version)
 
     def forget(self) -> None:
         """Drop the memo (and the autograd graph it holds)."""

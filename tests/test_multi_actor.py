@@ -188,5 +188,8 @@ def test_a_memo_never_serves_a_stale_or_graphless_output():
     policy.mean_std(obs)
     late.adopt(policy)  # the source changed after the copy: its output is not the copy's
     assert late._memo is None
+    served = policy._net(obs)
+    obs.mul_(2.0)  # the armed input changed in place: a fresh forward, not the memo
+    assert not torch.equal(policy._net(obs), served) and torch.equal(policy._net(obs), policy.net(obs))
     policy.forget()
     assert policy._memo is None

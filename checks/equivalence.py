@@ -206,6 +206,20 @@ def _l2(arr: np.ndarray) -> float:
     return float(np.sqrt((x * x).sum()))
 
 
+class _Widened:
+    """``arr`` as a flat float64 array, converted once for both its sum and its norm (and only when one is asked)."""
+
+    __slots__ = ("arr", "wide")
+
+    def __init__(self, arr: np.ndarray):
+        self.arr, self.wide = arr, None
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if self.wide is None:
+            self.wide = np.asarray(self.arr, dtype=np.float64).ravel()
+        return self.wide
+
+
 def _numeric(arr: Any) -> bool:
     return isinstance(arr, np.ndarray) and arr.dtype.kind in "biuf" or _numbers(arr) is not None
 
@@ -227,9 +241,9 @@ def param_observables(params: Mapping[str, np.ndarray], lazy: bool = False) -> d
             for part in ("sum", "l2", "hash"):
                 out[f"params/{name}/{part}"] = _not_numeric(arr)
             continue
-        digest = f"params/{name}/hash"
-        out[f"params/{name}/sum"] = magnitude(_sum, arr, digest, lazy)
-        out[f"params/{name}/l2"] = magnitude(_l2, arr, digest, lazy)
+        digest, wide = f"params/{name}/hash", _Widened(arr)
+        out[f"params/{name}/sum"] = magnitude(_sum, wide, digest, lazy)
+        out[f"params/{name}/l2"] = magnitude(_l2, wide, digest, lazy)
         out[digest] = _hash(np.asarray(arr))
     return out
 

@@ -507,13 +507,13 @@ def extension_ops(ref: Trace, cand: Trace) -> frozenset[int]:
     reference's operations of similar shape (an extra actor's update for actor0's update the candidate skips)."""
     known = frozenset(f.name for o in ref.ops for f in o.stack)
     out: set[int] = set()
-    read_later: frozenset[int] = frozenset()
+    read_later: set[int] = set()
     for op in reversed(cand.ops):
         if (any(f.name not in known for f in op.stack[1:]) and _relevant_extension([op]) is None
                 and not (op.writes or "").startswith(COMPARED_PARAM_ROLES) and not op.made & read_later):
             out.add(op.index)
         else:
-            read_later = read_later | op.reads
+            read_later.update(op.reads)
     return frozenset(out)
 
 

@@ -102,10 +102,17 @@ class TorchAlgorithm:
                   shared: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError(f"energy 'advantage' is not defined for {self.name}")
 
+    def start_outputs(self, base: Any) -> dict[str, tuple[torch.nn.Module, int]]:
+        """Base modules whose forward on this step's batch at their start-of-step parameters an energy reuses:
+        name -> (module, how many leading batch tensors it takes: 1 states, 2 states and actions). The trainer
+        records those forwards while the base step runs and passes them as ``shared["start/<name>"]``."""
+        return {}
+
     def energy(self, kind: str, base: Any, policy: Policy, obs: torch.Tensor, actions: torch.Tensor,
                gen: torch.Generator, shared: dict[str, torch.Tensor]) -> torch.Tensor:
         """Energy ``kind`` of ``policy``. ``shared`` holds no-grad quantities of the frozen base on this batch that
-        every extra actor of the step needs (computed by the first that asks, reused by the others)."""
+        every extra actor of the step needs (computed by the first that asks, reused by the others) and the
+        recorded start-of-step forwards of :meth:`start_outputs`."""
         if kind == "base":
             return self.base_energy(base, policy, obs, actions, gen, shared)
         if kind == "q":
@@ -134,10 +141,20 @@ class IQL(TorchAlgorithm):
     def critic_value(self, base, obs, actions):
         return base.qf(obs, actions)
 
+    def start_outputs(self, base):
+        return {"q_target": (base.q_target, 2), "vf": (base.vf, 1)}
+
     def _adv_data(self, base, obs, actions, shared):
+        """The advantage actor0's AWR update used at this step, ``Q_target(s, a) - V(s)`` under the critic at the
+        start of the step (CORL computes it before the value update): the forwards the base step ran, reused.
+        Without them (a modified base step that made no such forward, or a fresh evaluation) it is computed from
+        ``base`` as it is."""
         if "adv" not in shared:
             with torch.no_grad():
-                shared["adv"] = base.q_target(obs, actions) - base.vf(obs)
+                q, v = shared.get("start/q_target"), shared.get("start/vf")
+                if q is None or v is None:
+                    q, v = base.q_target(obs, actions), base.vf(obs)
+                shared["adv"] = q - v
         return shared["adv"]
 
     def base_energy(self, base, policy, obs, actions, gen, shared):

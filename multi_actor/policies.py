@@ -9,7 +9,7 @@ these paths never touch the global RNG the critic and actor0 use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -36,6 +36,12 @@ def _normal(shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: 
     if generator is None:
         raise ValueError("stochastic policies here sample only from an explicit torch.Generator")
     return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def _gaussian(mean: torch.Tensor, std: torch.Tensor) -> Normal:
+    """``Normal(mean, std)`` without argument validation: each check is a host synchronisation (a device-to-host
+    transfer per call on a GPU) and shows nothing the loss does not (an invalid std gives a NaN loss, logged)."""
+    return Normal(mean, std, validate_args=False)
 
 
 @dataclass
@@ -108,7 +114,7 @@ class Policy(nn.Module):
     _memo: _Memo | None = None
 
     def _param_versions(self) -> tuple[int, ...]:
-        return tuple(p._version for p in self.parameters())
+        return param_versions(self)
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
         """``self.net(x)``, computed once per armed input while the parameters are unchanged."""
@@ -138,19 +144,77 @@ class Policy(nn.Module):
 
     def adopt(self, source: Policy) -> None:
         """Take ``source``'s memoized output, detached, as this policy's own — only when neither side changed since
-        this policy copied ``source`` and the output is current (a snapshot of an actor not updated yet). The
-        detached output stands for a grad-mode forward only when no parameter here requires grad."""
+        this policy copied ``source`` and the output is current (a snapshot of an actor not updated yet)."""
         memo, source_versions = source._memo, source._param_versions()
         if memo is None or memo.output is None or memo.versions != source_versions:
             return
-        if self._copied == (self._param_versions(), source_versions):
-            self._memo = _Memo(memo.input, memo.output.detach(), self._copied[0],
-                               grad=not any(p.requires_grad for p in self.parameters()),
-                               input_version=memo.input_version)
+        if memo.input._version == memo.input_version:
+            self.adopt_output(memo.input, memo.output.detach(), source_versions)
+
+    def adopt_output(self, x: torch.Tensor, output: Any, source_versions: tuple[int, ...]) -> bool:
+        """Take ``output`` — the network output of the policy this one copied, on ``x``, computed at parameter
+        versions ``source_versions`` and carrying no graph — as this policy's memo, only when this policy still
+        holds exactly those parameters (it copied that source at those versions and did not change since). The
+        graph-less output stands for a grad-mode forward only when no parameter here requires grad. True when
+        adopted."""
+        if self._copied != (self._param_versions(), source_versions):
+            return False
+        self._memo = _Memo(x, output, self._copied[0], grad=not any(p.requires_grad for p in self.parameters()),
+                           input_version=x._version)
+        return True
 
     def forget(self) -> None:
         """Drop the memo (and the autograd graph it holds)."""
         self._memo = None
+
+
+def param_versions(module: nn.Module) -> tuple[int, ...]:
+    """In-place version counters of ``module``'s parameters: equal tuples mean unchanged parameters."""
+    return tuple(p._version for p in module.parameters())
+
+
+def detached(output: Any) -> Any:
+    """A network output without its autograd graph: tensors detached, a ``Normal`` rebuilt from detached
+    parameters; None for any other output type (not reusable)."""
+    if isinstance(output, torch.Tensor):
+        return output.detach()
+    if isinstance(output, Normal):
+        return _gaussian(output.loc.detach(), output.scale.detach())
+    return None
+
+
+class StartOutput:
+    """Forward hook recording what a module computed on this step's inputs at its start-of-step parameters.
+
+    The trainer arms it at the start of a step with the batch tensors the base algorithm receives; every forward
+    of the hooked module whose leading arguments are those very tensors (identity, unchanged in place) and whose
+    parameters are still those of the arming time is kept — by reference, without running any operation, so the
+    base algorithm's recorded work is unchanged. :meth:`take` returns the output when exactly one such forward
+    ran (else None: not computed, or ambiguous) together with the parameter versions it was computed at, and
+    disarms. A deep copy of the trainer copies the hook with it (it is an object, not a closure)."""
+
+    def __init__(self) -> None:
+        self._inputs: tuple[torch.Tensor, ...] | None = None
+        self._input_versions: tuple[int, ...] = ()
+        self._versions: tuple[int, ...] = ()
+        self._outputs: list[Any] = []
+
+    def arm(self, module: nn.Module, *inputs: torch.Tensor) -> None:
+        self._inputs, self._outputs = inputs, []
+        self._input_versions, self._versions = tuple(t._version for t in inputs), param_versions(module)
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        inputs = self._inputs
+        if inputs is None or len(args) < len(inputs) or any(a is not b for a, b in zip(args, inputs)):
+            return
+        if tuple(t._version for t in inputs) == self._input_versions and param_versions(module) == self._versions:
+            self._outputs.append(output)
+
+    def take(self) -> tuple[Any, tuple[int, ...]]:
+        """``(output or None, parameter versions at arming)``; disarms and drops the references."""
+        out = self._outputs[0] if len(self._outputs) == 1 else None
+        self._inputs, self._outputs = None, []
+        return out, self._versions
 
 
 
@@ -165,11 +229,11 @@ class _DiagonalGaussian:
     def sample_with_log_prob(self, obs, generator):
         mean, std = self.mean_std(obs)
         a = mean + std * _normal(mean.shape, mean, generator)
-        return a, Normal(mean, std).log_prob(a).sum(-1)
+        return a, _gaussian(mean, std).log_prob(a).sum(-1)
 
     def log_prob(self, obs, actions):
         mean, std = self.mean_std(obs)
-        return Normal(mean, std).log_prob(actions).sum(-1)
+        return _gaussian(mean, std).log_prob(actions).sum(-1)
 
 
 class _SquashedGaussian:
@@ -185,7 +249,7 @@ class _SquashedGaussian:
         mu, std = self.pre_tanh(obs)
         u = mu + std * _normal(mu.shape, mu, generator)
         tanh_u = torch.tanh(u)
-        return self.max_action * tanh_u, tanh_gaussian_log_prob(Normal(mu, std), u, tanh_u)
+        return self.max_action * tanh_u, tanh_gaussian_log_prob(_gaussian(mu, std), u, tanh_u)
 
     def deterministic_action(self, obs):
         return self.max_action * torch.tanh(self.pre_tanh(obs)[0])
@@ -250,7 +314,7 @@ class TanhGaussianPolicy(_SquashedGaussian, Policy):
 
         mu, std = self.pre_tanh(obs)
         y = (actions / self.max_action).clamp(-1 + TANH_EPS, 1 - TANH_EPS)
-        return tanh_gaussian_log_prob(Normal(mu, std), torch.atanh(y), y)
+        return tanh_gaussian_log_prob(_gaussian(mu, std), torch.atanh(y), y)
 
 
 class ImplicitPolicy(Policy):
@@ -293,21 +357,31 @@ def build_policy(kind: str, state_dim: int, action_dim: int, max_action: float, 
 class Actor0View(Policy):
     """Wraps a reference actor module (registered as a submodule, so snapshots copy it) in the Policy interface."""
 
+    #: the training-time quantities come from the module's own forward on the states (so a start-of-step snapshot
+    #: can take the output the base algorithm's actor update computed, :meth:`Policy.adopt_output`)
+    memo_forward: ClassVar[bool] = False
+
     def __init__(self, module: nn.Module, action_dim: int, max_action: float):
         super().__init__(action_dim, max_action)
         self.module = module
+
+    @property
+    def net(self) -> nn.Module:
+        """The wrapped module (what :meth:`Policy._net` memoizes for views whose training output is its forward)."""
+        return self.module
 
 
 class IQLGaussianView(_DiagonalGaussian, Actor0View):
     """IQL's Normal(tanh-MLP mean, state-independent std); training-time distribution, unscaled."""
 
+    memo_forward = True
     kind = "gaussian"
     stochastic = True
     gaussian = True
     has_log_prob = True
 
     def mean_std(self, obs):
-        dist = self.module(obs)
+        dist = self._net(obs)
         return dist.mean, dist.stddev.expand_as(dist.mean)
 
     def deterministic_action(self, obs):
@@ -317,6 +391,7 @@ class IQLGaussianView(_DiagonalGaussian, Actor0View):
 class DeterministicView(Actor0View):
     """A deterministic reference actor whose forward returns the training-time action (IQL det., TD3+BC)."""
 
+    memo_forward = True
     kind = "deterministic"
 
     def __init__(self, module: nn.Module, action_dim: int, max_action: float, eval_scale: float = 1.0):
@@ -324,7 +399,7 @@ class DeterministicView(Actor0View):
         self.eval_scale = eval_scale
 
     def action(self, obs, generator=None):
-        return self.module(obs)
+        return self._net(obs)
 
     def deterministic_action(self, obs):
         out = self.module(obs) * self.eval_scale
@@ -348,7 +423,7 @@ class CQLTanhGaussianView(_SquashedGaussian, Actor0View):
         u = mu + std * _normal(mu.shape, mu, generator)
         y = torch.tanh(u)
         # TanhTransform's own log|det J| evaluated at the pre-tanh sample (CORL's cached path, no atanh)
-        log_prob = (Normal(mu, std).log_prob(u) - TanhTransform().log_abs_det_jacobian(u, y)).sum(-1)
+        log_prob = (_gaussian(mu, std).log_prob(u) - TanhTransform().log_abs_det_jacobian(u, y)).sum(-1)
         return self.max_action * y, log_prob
 
 

@@ -3,9 +3,13 @@
 One step of :class:`MultiActorTrainer`:
 
 1. snapshot actors 0..N-2 (detached copies: the "reference actor" of actor i is actor i-1 *at the start of the
-   step*);
+   step*; actor0's is taken before the base step, the extra actors' just before their update, which is the same
+   state since nothing else changes them);
 2. ``base.train_step(batch)`` — the reference algorithm trains its critic and actor0 with its own code, its own
-   update order and the global RNG stream, untouched;
+   update order and the global RNG stream, untouched. Forward hooks keep (by reference, running no operation)
+   the outputs its own code computes on this batch at start-of-step parameters that step 3 needs again: actor0's
+   forward on the states (its snapshot's output) and the critic quantities an energy names (IQL's
+   ``Q_target(s, a)`` and ``V(s)``, i.e. the advantage actor0's update used);
 3. when the base algorithm updates its actor (TD3+BC: every ``policy_freq`` steps), each actor i ≥ 1 minimises
    ``energy_i + w_i · W2²(π_i, snapshot_{i-1})``. Its random draws come from the extra actors' own generator, and
    every base parameter is frozen while its loss is built and back-propagated, so no gradient reaches the critic or
@@ -34,7 +38,7 @@ import torch
 
 from multi_actor.algorithms import get_algorithm
 from multi_actor.config import MultiActorConfig
-from multi_actor.policies import Policy, build_policy
+from multi_actor.policies import Policy, StartOutput, build_policy, detached
 from multi_actor.w2 import policy_w2
 from pogo_audit.data import DatasetSpec
 from pogo_audit.seeding import ACTOR_INIT_OFFSET, ACTOR_SAMPLING_OFFSET, derived_seed, seed_everything
@@ -195,6 +199,7 @@ class MultiActorTrainer(_OptionalProtocol):
         ]
         self.generator = torch.Generator(device=self.device).manual_seed(derived_seed(seed, ACTOR_SAMPLING_OFFSET))
         self._snapshots = [copy.deepcopy(p).requires_grad_(False) for p in self.policies()[:-1]]
+        self._start_outputs = self._hook_start_outputs()
         self.w2_fn = policy_w2
         self.evaluator_factory = evaluator_factory
         self.evaluator: Any = None
@@ -220,6 +225,20 @@ class MultiActorTrainer(_OptionalProtocol):
         return [build_policy(a.type, spec.state_dim, spec.action_dim, max_action, a.hidden_dim, a.n_hidden,
                              a.noise_dim).to(self.device) for a in self.config.actor_configs[1:]]
 
+    def _hook_start_outputs(self) -> dict[str, tuple[torch.nn.Module, int, StartOutput]]:
+        """Record, during the base step, the forwards the extra actors' update can reuse: those the algorithm's
+        energies name (:meth:`TorchAlgorithm.start_outputs`) and actor0's own forward on the states (the output of
+        its start-of-step snapshot, for views whose training output is that forward)."""
+        wanted = dict(self.algorithm.start_outputs(self.base)) if self.actors else {}
+        if self.actors and getattr(self.actor0, "memo_forward", False):
+            wanted["actor0"] = (self.actor0.net, 1)
+        out = {}
+        for name, (module, n_inputs) in wanted.items():
+            hook = StartOutput()
+            module.register_forward_hook(hook)
+            out[name] = (module, n_inputs, hook)
+        return out
+
     def _freeze_base(self) -> Any:
         """Context in which no base parameter (critic, targets, actor0, alpha) requires grad."""
         return frozen(list(self.base.named_tensors().values()))
@@ -232,9 +251,14 @@ class MultiActorTrainer(_OptionalProtocol):
     def step(self, batch: Sequence[torch.Tensor]) -> dict[str, float]:
         batch = batch_to(batch, self.device)
         self._take_snapshots()
-        log = {self.algorithm.canonical(k): v for k, v in self.base.train_step(batch).items()}
+        for module, n_inputs, hook in self._start_outputs.values():
+            hook.arm(module, *batch[:n_inputs])
+        try:
+            log = {self.algorithm.canonical(k): v for k, v in self.base.train_step(batch).items()}
+        finally:
+            started = {name: hook.take() for name, (_, _, hook) in self._start_outputs.items()}
         if self.actors and self.algorithm.actor_update_due(self.base):
-            log.update(self._update_actors(batch))
+            log.update(self._update_actors(batch, started))
         self.steps_done += 1
         if self.evaluator_factory is not None and self.config.eval_freq and \
                 self.steps_done % self.config.eval_freq == 0:
@@ -274,10 +298,13 @@ class MultiActorTrainer(_OptionalProtocol):
 
     # internals -----------------------------------------------------------------------------------------------
     def _take_snapshots(self) -> None:
-        for snap, live in zip(self._snapshots, self.policies()):
-            snap.copy_from(live)
+        """actor0 as it is before the base step. The extra actors' snapshots are taken in :meth:`_update_actors`:
+        nothing changes an extra actor before its own update, so copying them on steps without one is waste."""
+        if self._snapshots:
+            self._snapshots[0].copy_from(self.actor0)
 
-    def _update_actors(self, batch: Sequence[torch.Tensor]) -> dict[str, float]:
+    def _update_actors(self, batch: Sequence[torch.Tensor],
+                       started: Mapping[str, tuple[Any, tuple[int, ...]]] | None = None) -> dict[str, float]:
         """One optimizer step for every extra actor, without recomputing what the chain already has.
 
         Actor i's loss depends only on actor i, the frozen base and snapshot i-1, so every loss is built first (in
@@ -290,7 +317,13 @@ class MultiActorTrainer(_OptionalProtocol):
         two uses before the weight gradient), and the fused Adam differs from the unfused one in the last bits."""
         obs, actions = batch[0], batch[1]
         cfg = self.config
-        shared: dict[str, torch.Tensor] = {}
+        started = dict(started or {})
+        shared = {f"start/{name}": out for name, (out, _) in started.items() if out is not None and name != "actor0"}
+        for snap, live in zip(self._snapshots[1:], self.actors):
+            snap.copy_from(live)
+        actor0_out, actor0_versions = started.get("actor0", (None, ()))
+        if actor0_out is not None and (out := detached(actor0_out)) is not None:
+            self._snapshots[0].adopt_output(obs, out, actor0_versions)
         terms: list[torch.Tensor] = []
         try:
             with self._freeze_base():

@@ -99,9 +99,9 @@ def test_candidate_detects_an_extra_global_draw(buffer_data, monkeypatch):
 
     original = tr.MultiActorTrainer._update_actors
 
-    def noisy(self, batch):
+    def noisy(self, batch, *args):
         torch.randn(1)
-        return original(self, batch)
+        return original(self, batch, *args)
 
     monkeypatch.setattr(tr.MultiActorTrainer, "_update_actors", noisy)
     cfg = MultiActorConfig(algo="iql", num_actors=2, seed=0).resolved()
@@ -123,18 +123,31 @@ def _train_three(algo, buffer_data, steps=2):
 
 @pytest.mark.parametrize("algo", ["iql", "td3_bc"])
 def test_each_extra_actor_network_runs_once_per_update(buffer_data, algo):
-    """Energy and W2 share actor i's forward, and the W2 reference of actor i+1 reuses it: per update, every extra
-    actor's network runs once and no snapshot of an extra actor runs at all."""
+    """Energy and W2 share actor i's forward, the W2 reference of actor i+1 reuses it and actor0's snapshot takes
+    the output of the base step's own actor forward: per update, every extra actor's network runs once, no snapshot
+    runs at all, and the base networks run only as often as in the reference step plus what the energies need
+    on the extra actors' actions."""
     trainer, batches = _train_three(algo, buffer_data)
     calls = {}
+    base = {"iql": ("q_target", "vf"), "td3_bc": ("critic_1",)}[algo]
     for name, module in [*((f"actor{i}", a.net) for i, a in enumerate(trainer.actors, 1)),
-                         *((f"snapshot{i}", s.net) for i, s in enumerate(trainer._snapshots[1:], 1))]:
+                         *((f"snapshot{i}", s.net) for i, s in enumerate(trainer._snapshots)),
+                         *((name, getattr(trainer.base, name)) for name in base)]:
         module.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+    reference, _ = _train_three(algo, buffer_data)
+    ref_calls = {}
+    for name in base:
+        getattr(reference.base, name).register_forward_hook(
+            lambda *_, name=name: ref_calls.__setitem__(name, ref_calls.get(name, 0) + 1))
     updates = 0
     for batch in batches:
         updates += "actor1/loss" in trainer.step(batch)
+        reference.base.train_step(batch)
     assert updates >= 1
-    assert calls == {"actor1": updates, "actor2": updates}
+    # IQL: the advantage is the base step's own (no extra Q_target/V forward); TD3+BC: one critic_1 per extra actor
+    extra = {"iql": {}, "td3_bc": {"critic_1": 2 * updates}}[algo]
+    assert calls == {"actor1": updates, "actor2": updates,
+                     **{name: ref_calls[name] + extra.get(name, 0) for name in base}}
 
 
 @pytest.mark.parametrize("algo", ["iql", "td3_bc"])
@@ -150,11 +163,15 @@ def test_logged_losses_equal_a_fresh_evaluation_from_pre_step_copies(buffer_data
     cfg = trainer.config
     for batch in batches:
         pre = [copy.deepcopy(p) for p in trainer.policies()]
+        pre_base = copy.deepcopy(trainer.base)
         log = trainer.step(batch)
     obs, actions = batch[0], batch[1]
+    # IQL weighs by the advantage actor0's update used (the critic at the start of the step); TD3+BC's energy uses
+    # the critic the base step left (its actor update runs after the critic update, as actor0's does)
+    base = pre_base if algo == "iql" else trainer.base
     with torch.no_grad():
         for i in (1, 2):
-            energy = trainer.algorithm.energy("base", trainer.base, pre[i], obs, actions, trainer.generator, {})
+            energy = trainer.algorithm.energy("base", base, pre[i], obs, actions, trainer.generator, {})
             w2 = policy_w2(pre[i], pre[i - 1], obs, cfg.w2_method, cfg.w2_samples, cfg.sinkhorn_epsilon,
                            trainer.generator)
             assert (log[f"actor{i}/energy"], log[f"actor{i}/w2"]) == (energy.item(), w2.item()), i
@@ -193,3 +210,65 @@ def test_a_memo_never_serves_a_stale_or_graphless_output():
     assert not torch.equal(policy._net(obs), served) and torch.equal(policy._net(obs), policy.net(obs))
     policy.forget()
     assert policy._memo is None
+
+
+def test_start_output_keeps_only_the_armed_start_of_step_forward():
+    """The hook keeps a forward only on the armed tensors themselves, unchanged in place, at the parameters of the
+    arming time, and only when exactly one such forward ran; it records by reference and runs no operation (what
+    the equivalence audit records of the base step stays the same)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from multi_actor.policies import StartOutput, build_policy
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    def ops_of(fn):
+        with Ops() as mode:
+            fn()
+        return mode.n
+
+    torch.manual_seed(0)
+    net = build_policy("deterministic", 11, 3, 1.0).net
+    obs = torch.randn(8, 11)
+    plain = ops_of(lambda: net(obs))
+    hook = StartOutput()
+    net.register_forward_hook(hook)
+    hook.arm(net, obs)
+    net(obs.clone())  # another tensor with the same values: not the armed input
+    assert ops_of(lambda: net(obs)) == plain
+    kept = hook._outputs[-1]
+    with torch.no_grad():
+        net[0].bias.add_(1.0)
+    net(obs)  # parameters changed since arming: not the start-of-step output
+    out, versions = hook.take()
+    assert out is kept and versions != tuple(p._version for p in net.parameters())
+    assert hook.take()[0] is None  # disarmed
+    hook.arm(net, obs)
+    net(obs), net(obs)
+    assert hook.take()[0] is None  # two forwards: ambiguous
+    hook.arm(net, obs)
+    obs.mul_(2.0)
+    net(obs)
+    assert hook.take()[0] is None  # the input changed in place after arming
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")  # IQL's scheduler, copied
+def test_a_deep_copied_trainer_records_into_its_own_hooks(buffer_data):
+    """The localiser and the isolation replay deep-copy the candidate: the copy's hooks must feed the copy."""
+    import copy
+
+    trainer, batches = _train_three("iql", buffer_data, steps=1)
+    twin = copy.deepcopy(trainer)
+    hooks = {name: h for name, (_, _, h) in twin._start_outputs.items()}
+    assert set(hooks) == {"q_target", "vf", "actor0"}
+    assert all(h is not trainer._start_outputs[n][2] for n, h in hooks.items())
+    assert twin.base.vf._forward_hooks and hooks["vf"] in twin.base.vf._forward_hooks.values()
+    log_a, log_b = trainer.step(batches[0]), twin.step(batches[0])
+    assert log_a == log_b

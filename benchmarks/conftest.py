@@ -32,6 +32,15 @@ def offline_data():
     return synthetic_dataset()
 
 
+def _flop_ratios(base, benches) -> dict[str, float]:
+    """Each row's matmul FLOPs (per step, or per update) over the baseline's, for rows that recorded them."""
+    for key in ("flops_per_step", "flops_per_update"):
+        if base.extra_info.get(key):
+            return {b.extra_info.get("label", b.name): b.extra_info[key] / base.extra_info[key]
+                    for b in benches if b.extra_info.get(key)}
+    return {}
+
+
 def pytest_terminal_summary(terminalreporter, config):
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks:
@@ -51,5 +60,9 @@ def pytest_terminal_summary(terminalreporter, config):
         out[group] = {"baseline": base[0].extra_info.get("label", base[0].name), "baseline_mean_s": ref,
                       "ratios": rows}
         tr.write_line(f"{group}: " + ", ".join(f"{k} {v:.2f}x" for k, v in rows.items()))
+        flops = _flop_ratios(base[0], benches)
+        if flops:
+            out[group]["matmul_flop_ratios"] = flops
+            tr.write_line(f"{group} (matmul FLOPs, the floor): " + ", ".join(f"{k} {v:.2f}x" for k, v in flops.items()))
     RATIOS_FILE.parent.mkdir(exist_ok=True)
     RATIOS_FILE.write_text(json.dumps(out, indent=2) + "\n")

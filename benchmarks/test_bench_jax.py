@@ -6,6 +6,7 @@ Per-update normalisation: rows do different numbers of updates per timed call (t
 ``UNJITTED_UPDATES``), so the conftest's ratios (mean time per *call*) are only comparable between rows with the same
 ``extra_info["updates_per_call"]``. Each row also stores ``seconds_per_update`` (its mean / updates_per_call),
 ``updates_per_s`` and ``per_update_ratio`` = its seconds_per_update / the baseline's, measured in the same run.
+The epoch rows also record their matmul FLOPs per update (``benchmarks.flops``), the floor of their time ratio.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from benchmarks.flops import jax_flops_per_update
 from checks.jax_profile import multi_actor_targets, synthetic_buffer
 from reference_algos.jax import rebrac
 
@@ -71,6 +73,9 @@ def test_epoch_baseline(benchmark, setup):
     trainer, buffer, _ = setup
     trainer.train_epoch(buffer)
     _record(benchmark, f"epoch (fori_loop, {UPDATES} updates)", UPDATES, baseline=True)
+    benchmark.extra_info["flops_per_update"] = jax_flops_per_update(
+        trainer._epoch, (trainer.key, trainer.actor, trainer.critic, buffer, rebrac.Metrics.create()),
+        trainer.config.policy_freq)
     benchmark.pedantic(trainer.train_epoch, args=(buffer,), rounds=5, warmup_rounds=1)
     _normalise(benchmark, UPDATES, baseline=True)
 
@@ -120,5 +125,10 @@ def test_multi_actor_epoch(benchmark, actors):
     target = targets[0]
     target.epoch()
     _record(benchmark, f"multi-actor epoch, {actors} actor{'s' if actors > 1 else ''}", target.updates_per_epoch)
+    trainer, buffer = target.state(), synthetic_buffer(seed=0)  # the targets' default data
+    if "state" in trainer and "epoch" in trainer.get("_jitted", {}):  # our trainer: its compiled epoch function
+        benchmark.extra_info["flops_per_update"] = jax_flops_per_update(
+            trainer["_jitted"]["epoch"], (trainer["state"], {k: buffer[k] for k in rebrac.BATCH_KEYS}),
+            trainer["rebrac_cfg"].policy_freq)
     benchmark.pedantic(target.epoch, rounds=5, warmup_rounds=1)
     _normalise(benchmark, target.updates_per_epoch)

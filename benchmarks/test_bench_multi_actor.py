@@ -1,10 +1,12 @@
-"""Step time of the multi-actor trainer with 1, 2, 3, 5 actors relative to the reference single-actor step."""
+"""Step time of the multi-actor trainer with 1, 2, 3, 5 actors relative to the reference single-actor step, and
+each row's matmul FLOPs per step (``benchmarks.flops``: the floor its time ratio is read against)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from benchmarks.flops import torch_flops_per_step
 from multi_actor.config import MultiActorConfig
 from multi_actor.trainer import MultiActorTrainer, ReferenceProtocolTrainer
 from pogo_audit.data import DatasetSpec, ReplayBuffer
@@ -21,6 +23,8 @@ def test_step_time(benchmark, offline_data, algo, actors):
     buf = ReplayBuffer(offline_data, 0)
     for _ in range(5):
         trainer.step(buf.sample(256))
+    flops = torch_flops_per_step(trainer.step, [buf.sample(256) for _ in range(4)])  # TD3+BC: two actor updates
     benchmark.group = f"multi_actor step {algo}"
-    benchmark.extra_info.update(label="reference" if actors == 0 else f"{actors} actors", baseline=actors == 0)
+    benchmark.extra_info.update(label="reference" if actors == 0 else f"{actors} actors", baseline=actors == 0,
+                                flops_per_step=flops)
     benchmark.pedantic(trainer.step, setup=lambda: ((buf.sample(256),), {}), rounds=60, warmup_rounds=5)

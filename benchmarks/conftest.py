@@ -52,6 +52,10 @@ def pytest_terminal_summary(terminalreporter, config):
     tr = terminalreporter
     tr.write_sep("-", "ratios to each group's baseline (mean step time, same run)")
     for group, benches in sorted(groups.items()):
+        for bench in benches:
+            if bench.extra_info.get("ratios"):  # measured within one benchmark (rows taking turns)
+                out[group] = {"ratios": bench.extra_info["ratios"]}
+                tr.write_line(f"{group}: " + ", ".join(f"{k} {v:.2f}x" for k, v in bench.extra_info["ratios"].items()))
         base = [b for b in benches if b.extra_info.get("baseline")]
         if len(base) != 1:
             continue

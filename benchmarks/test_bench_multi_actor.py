@@ -12,6 +12,7 @@ from multi_actor.trainer import MultiActorTrainer, ReferenceProtocolTrainer
 from pogo_audit.data import DatasetSpec, ReplayBuffer
 
 SPEC = DatasetSpec("synthetic", "Hopper-v5", 11, 3, 1.0)
+STEPS, ROUNDS = 40, 5  # interleaved rows: 40 steps (20 TD3+BC actor updates) per turn, 5 turns each
 
 
 @pytest.mark.parametrize("algo", ["iql", "td3_bc"])
@@ -28,3 +29,37 @@ def test_step_time(benchmark, offline_data, algo, actors):
     benchmark.extra_info.update(label="reference" if actors == 0 else f"{actors} actors", baseline=actors == 0,
                                 flops_per_step=flops)
     benchmark.pedantic(trainer.step, setup=lambda: ((buf.sample(256),), {}), rounds=60, warmup_rounds=5)
+
+
+@pytest.mark.parametrize("algo", ["iql", "td3_bc"])
+def test_step_time_interleaved(benchmark, offline_data, algo):
+    """The same ratios with the trainers taking turns (reference, 3 actors, 5 actors; ``STEPS`` steps each, on the
+    same batches, ``ROUNDS`` times): a noisy machine's drift then hits every row alike, which rows timed one after
+    the other do not get. Ratios of total time, in ``extra_info["ratios"]`` (printed by the summary)."""
+    import time
+
+    torch.set_num_threads(1)
+    rows = {0: "reference", 3: "3 actors", 5: "5 actors"}
+    trainers = {}
+    for actors in rows:
+        cfg = MultiActorConfig(algo=algo, num_actors=max(actors, 1)).resolved()
+        trainers[actors] = ReferenceProtocolTrainer(cfg, SPEC, 0) if actors == 0 else MultiActorTrainer(cfg, SPEC, 0)
+    buf = ReplayBuffer(offline_data, 0)
+    batches = [buf.sample(256) for _ in range(STEPS)]
+    for trainer in trainers.values():
+        for batch in batches[:5]:
+            trainer.step(batch)
+    totals = dict.fromkeys(rows, 0.0)
+
+    def rounds():
+        for _ in range(ROUNDS):
+            for actors, trainer in trainers.items():
+                start = time.perf_counter()
+                for batch in batches:
+                    trainer.step(batch)
+                totals[actors] += time.perf_counter() - start
+
+    benchmark.group = f"multi_actor step {algo}, interleaved"
+    benchmark.pedantic(rounds, rounds=1)
+    benchmark.extra_info.update(label="all rows", ratios={rows[a]: totals[a] / totals[0] for a in rows},
+                                seconds_per_step={rows[a]: totals[a] / (ROUNDS * STEPS) for a in rows})

@@ -217,8 +217,6 @@ class StartOutput:
         return out, self._versions
 
 
-
-
 class _DiagonalGaussian:
     """Sampling and log-probs of a diagonal Normal given by ``mean_std`` (reparameterized, explicit generator)."""
 

@@ -151,17 +151,14 @@ class Policy(nn.Module):
         if memo.input._version == memo.input_version:
             self.adopt_output(memo.input, memo.output.detach(), source_versions)
 
-    def adopt_output(self, x: torch.Tensor, output: Any, source_versions: tuple[int, ...]) -> bool:
+    def adopt_output(self, x: torch.Tensor, output: Any, source_versions: tuple[int, ...]) -> None:
         """Take ``output`` — the network output of the policy this one copied, on ``x``, computed at parameter
         versions ``source_versions`` and carrying no graph — as this policy's memo, only when this policy still
         holds exactly those parameters (it copied that source at those versions and did not change since). The
-        graph-less output stands for a grad-mode forward only when no parameter here requires grad. True when
-        adopted."""
-        if self._copied != (self._param_versions(), source_versions):
-            return False
-        self._memo = _Memo(x, output, self._copied[0], grad=not any(p.requires_grad for p in self.parameters()),
-                           input_version=x._version)
-        return True
+        graph-less output stands for a grad-mode forward only when no parameter here requires grad."""
+        if self._copied == (self._param_versions(), source_versions):
+            self._memo = _Memo(x, output, self._copied[0], grad=not any(p.requires_grad for p in self.parameters()),
+                               input_version=x._version)
 
     def forget(self) -> None:
         """Drop the memo (and the autograd graph it holds)."""

@@ -318,10 +318,10 @@ class MultiActorTrainer(_OptionalProtocol):
         obs, actions = batch[0], batch[1]
         cfg = self.config
         started = dict(started or {})
-        shared = {f"start/{name}": out for name, (out, _) in started.items() if out is not None and name != "actor0"}
+        actor0_out, actor0_versions = started.pop("actor0", (None, ()))
+        shared = {f"start/{name}": out for name, (out, _) in started.items() if out is not None}
         for snap, live in zip(self._snapshots[1:], self.actors):
             snap.copy_from(live)
-        actor0_out, actor0_versions = started.get("actor0", (None, ()))
         if actor0_out is not None and (out := detached(actor0_out)) is not None:
             self._snapshots[0].adopt_output(obs, out, actor0_versions)
         terms: list[torch.Tensor] = []

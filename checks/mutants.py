@@ -195,8 +195,8 @@ def _catalog() -> list[Mutant]:
                "critic losses",
                SourcePatch(TD3._critic_targets, "target_q = torch.min(target_q1, target_q2)", "target_q = target_q1")),
         Mutant("extra_actor_grad_into_critic", "td3_bc", "actor-i energy back-propagates into the critic",
-               "grad leak", SourcePatch(MultiActorTrainer._freeze_base, "frozen(list(self.base.named_tensors()"
-                                        ".values()))", "frozen(list(self.actor0.parameters()))"),
+               "grad leak", SourcePatch(MultiActorTrainer._freeze_base, "frozen(self._base_tensors)",
+                                        "frozen(list(self.actor0.parameters()))"),
                install=on_trainer),
         # ------------------------------------------------------------------------------------------------ CQL
         Mutant("cql_policy_loss_after_critic_step", "cql", "CQL policy loss built after the critic step",
@@ -257,8 +257,9 @@ def _catalog() -> list[Mutant]:
         Mutant("reference_actor_after_update", "iql", "W2 reference actor taken after its update",
                "chain (W2 oracle)",
                SourcePatch(MultiActorTrainer.__init__,
-                           "self._snapshots = [copy.deepcopy(p).requires_grad_(False) for p in self.policies()[:-1]]",
-                           "self._snapshots = self.policies()[:-1]"), at_construction=True, overrides=gauss),
+                           "self._snapshot0 = copy.deepcopy(self.actor0).requires_grad_(False) if self.actors "
+                           "else None", "self._snapshot0 = self.actor0 if self.actors else None"),
+               at_construction=True, overrides=gauss),
     ]
 
 

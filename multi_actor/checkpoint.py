@@ -21,7 +21,7 @@ from pogo_audit.errors import InputError
 from pogo_audit.io import atomic_write_bytes
 
 FORMAT = "pogo-audit-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the extra actors share one Adam (`actor_optimizer`); 1 had one per actor
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

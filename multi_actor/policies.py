@@ -8,7 +8,8 @@ these paths never touch the global RNG the critic and actor0 use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -48,13 +49,17 @@ def _gaussian(mean: torch.Tensor, std: torch.Tensor) -> Normal:
 class _Memo:
     """The network output on one input tensor (``input`` by identity, unchanged in place since it was armed:
     ``input_version``), the parameter versions it was computed with and whether it carries the autograd graph
-    (``grad``); ``output`` None until first computed."""
+    (``grad``); ``output`` None until first computed. ``params``: the policy's parameters when armed (listing them
+    walks the module tree, ~50 µs, on every memo access otherwise); ``derived``: what :meth:`Policy._from_net`
+    computed from ``output`` (key -> (output it came from, grad mode, value))."""
 
     input: torch.Tensor
     output: torch.Tensor | None = None
     versions: tuple[int, ...] = ()
     grad: bool = False
     input_version: int = -1
+    params: tuple[torch.Tensor, ...] = ()
+    derived: dict[str, tuple[Any, bool, Any]] = field(default_factory=dict)
 
 
 class Policy(nn.Module):
@@ -107,9 +112,9 @@ class Policy(nn.Module):
     # memoized network output (actors i >= 1) ------------------------------------------------------------------
     #
     # The energy and the W2 term of an extra actor both evaluate its network on the same batch of states, and the
-    # W2 reference of actor i+1 (actor i at the start of the step) evaluates the same network on the same states
-    # again. The trainer arms a memo for that batch so the network runs once per step and actor; the memo is
-    # exact (same input tensor unchanged in place, same parameter versions): a change since means a fresh forward.
+    # W2 term of actor i+1 evaluates actor i (not stepped yet, its start-of-step state) on the same states again.
+    # The trainer arms a memo for that batch so the network runs once per step and actor; the memo is exact (same
+    # input tensor unchanged in place, same parameter versions): a change since means a fresh forward.
 
     _memo: _Memo | None = None
 
@@ -121,44 +126,64 @@ class Policy(nn.Module):
         memo = self._memo
         if memo is None or memo.input is not x or x._version != memo.input_version:
             return self.net(x)
-        versions, grad = self._param_versions(), torch.is_grad_enabled()
+        versions, grad = tuple(p._version for p in memo.params), torch.is_grad_enabled()
         if memo.output is None or memo.versions != versions or (grad and not memo.grad):
             memo.output, memo.versions, memo.grad = self.net(x), versions, grad
         return memo.output
 
+    def _from_net(self, x: torch.Tensor, key: str, fn: Callable[[torch.Tensor], Any]) -> Any:
+        """``fn(self._net(x))``, kept beside the memoized output while it is current: the energy, the W2 term and
+        the next actor's W2 reference read the same actions or ``mean_std``, whose elementwise ops (and their
+        backward nodes) then run once per step. Recomputed when the output is, or when grad mode asks for a graph
+        the kept value lacks."""
+        out = self._net(x)
+        memo = self._memo
+        if memo is None or memo.output is not out:
+            return fn(out)
+        grad = torch.is_grad_enabled()
+        kept = memo.derived.get(key)
+        if kept is None or kept[0] is not out or (grad and not kept[1]):
+            kept = memo.derived[key] = (out, grad, fn(out))
+        return kept[2]
+
     def remember(self, x: torch.Tensor) -> None:
         """Arm the memo for input ``x`` (computed on first use)."""
-        self._memo = _Memo(x, input_version=x._version)
+        self._memo = _Memo(x, input_version=x._version, params=tuple(self.parameters()))
 
     #: parameter versions of (this policy, its source) right after :meth:`copy_from`
     _copied: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    #: (source, this policy's parameters, the source's, this policy's buffers, the source's) of the last
+    #: :meth:`copy_from`: listing them walks both module trees, most of a small policy's copy time; the tensors
+    #: themselves stay the same objects (loads and casts copy into them)
+    _copy_plan: tuple[Any, ...] | None = None
 
     def copy_from(self, source: Policy) -> None:
         """Copy ``source``'s parameters and buffers into this policy, a deep copy of it (a start-of-step snapshot;
         tensor by tensor, a fifth of ``load_state_dict``'s cost), and remember both sides' versions."""
+        plan = self._copy_plan
+        if plan is None or plan[0] is not source:
+            plan = (source, tuple(self.parameters()), tuple(source.parameters()), tuple(self.buffers()),
+                    tuple(source.buffers()))
+            if len(plan[1]) != len(plan[2]) or len(plan[3]) != len(plan[4]):
+                raise ValueError(f"copy_from: {type(source).__name__} is not a copy of {type(self).__name__}")
+            self._copy_plan = plan
+        _, mine, theirs, my_buffers, their_buffers = plan
         with torch.no_grad():
-            for mine, theirs in zip([*self.parameters(), *self.buffers()], [*source.parameters(), *source.buffers()],
-                                    strict=True):
-                mine.copy_(theirs)
-        self._copied = (self._param_versions(), source._param_versions())
-
-    def adopt(self, source: Policy) -> None:
-        """Take ``source``'s memoized output, detached, as this policy's own — only when neither side changed since
-        this policy copied ``source`` and the output is current (a snapshot of an actor not updated yet)."""
-        memo, source_versions = source._memo, source._param_versions()
-        if memo is None or memo.output is None or memo.versions != source_versions:
-            return
-        if memo.input._version == memo.input_version:
-            self.adopt_output(memo.input, memo.output.detach(), source_versions)
+            for a, b in zip((*mine, *my_buffers), (*theirs, *their_buffers)):
+                a.copy_(b)
+        self._copied = (tuple(p._version for p in mine), tuple(p._version for p in theirs))
 
     def adopt_output(self, x: torch.Tensor, output: Any, source_versions: tuple[int, ...]) -> None:
         """Take ``output`` — the network output of the policy this one copied, on ``x``, computed at parameter
         versions ``source_versions`` and carrying no graph — as this policy's memo, only when this policy still
         holds exactly those parameters (it copied that source at those versions and did not change since). The
         graph-less output stands for a grad-mode forward only when no parameter here requires grad."""
-        if self._copied == (self._param_versions(), source_versions):
-            self._memo = _Memo(x, output, self._copied[0], grad=not any(p.requires_grad for p in self.parameters()),
-                               input_version=x._version)
+        if self._copy_plan is None:
+            return
+        params = self._copy_plan[1]
+        if self._copied == (tuple(p._version for p in params), source_versions):
+            self._memo = _Memo(x, output, self._copied[0], grad=not any(p.requires_grad for p in params),
+                               input_version=x._version, params=params)
 
     def forget(self) -> None:
         """Drop the memo (and the autograd graph it holds)."""
@@ -193,24 +218,32 @@ class StartOutput:
     def __init__(self) -> None:
         self._inputs: tuple[torch.Tensor, ...] | None = None
         self._input_versions: tuple[int, ...] = ()
+        self._params: tuple[torch.Tensor, ...] = ()
+        #: the hooked module and its parameters, listed once (a module-tree walk per step otherwise)
+        self._module: nn.Module | None = None
+        self._module_params: tuple[torch.Tensor, ...] = ()
         self._versions: tuple[int, ...] = ()
         self._outputs: list[Any] = []
 
     def arm(self, module: nn.Module, *inputs: torch.Tensor) -> None:
-        self._inputs, self._outputs = inputs, []
-        self._input_versions, self._versions = tuple(t._version for t in inputs), param_versions(module)
+        if self._module is not module:
+            self._module, self._module_params = module, tuple(module.parameters())
+        self._inputs, self._outputs, self._params = inputs, [], self._module_params
+        self._input_versions = tuple(t._version for t in inputs)
+        self._versions = tuple(p._version for p in self._params)
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         inputs = self._inputs
         if inputs is None or len(args) < len(inputs) or any(a is not b for a, b in zip(args, inputs)):
             return
-        if tuple(t._version for t in inputs) == self._input_versions and param_versions(module) == self._versions:
+        if tuple(t._version for t in inputs) == self._input_versions and \
+                tuple(p._version for p in self._params) == self._versions:
             self._outputs.append(output)
 
     def take(self) -> tuple[Any, tuple[int, ...]]:
         """``(output or None, parameter versions at arming)``; disarms and drops the references."""
         out = self._outputs[0] if len(self._outputs) == 1 else None
-        self._inputs, self._outputs = None, []
+        self._inputs, self._outputs, self._params = None, [], ()
         return out, self._versions
 
 
@@ -263,7 +296,10 @@ class DeterministicPolicy(Policy):
         self.net = _mlp(state_dim, action_dim, hidden_dim, n_hidden)
 
     def action(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.max_action * torch.tanh(self._net(obs))
+        return self._from_net(obs, "action", self._squash)
+
+    def _squash(self, out: torch.Tensor) -> torch.Tensor:
+        return self.max_action * torch.tanh(out)
 
     def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
         return self.action(obs)
@@ -282,7 +318,10 @@ class GaussianPolicy(_DiagonalGaussian, Policy):
         self.net = _mlp(state_dim, 2 * action_dim, hidden_dim, n_hidden)
 
     def mean_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self._net(obs).split(self.action_dim, dim=-1)
+        return self._from_net(obs, "mean_std", self._mean_std)
+
+    def _mean_std(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = out.split(self.action_dim, dim=-1)
         return self.max_action * torch.tanh(mean), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
 
     def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
@@ -301,7 +340,10 @@ class TanhGaussianPolicy(_SquashedGaussian, Policy):
         self.net = _mlp(state_dim, 2 * action_dim, hidden_dim, n_hidden)
 
     def pre_tanh(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, log_std = self._net(obs).split(self.action_dim, dim=-1)
+        return self._from_net(obs, "pre_tanh", self._pre_tanh)
+
+    def _pre_tanh(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, log_std = out.split(self.action_dim, dim=-1)
         return mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -104,7 +104,7 @@ def tensor_devices(trainer: MultiActorTrainer) -> dict[str, torch.device]:
     """Where every tensor of the trainer lives: base networks and scalars, every optimizer's state, extra actors,
     their snapshots and the extra actors' generator."""
     out = {f"base/{k}": t.device for k, t in trainer.base.named_tensors().items()}
-    optimizers = {**trainer.base.optimizers(), **{f"actor{i}": o for i, o in enumerate(trainer.actor_optimizers, 1)}}
+    optimizers = {**trainer.base.optimizers(), "actors": trainer.actor_optimizer}
     for name, opt in optimizers.items():
         for p, state in opt.state.items():
             out[f"{name}/param"] = p.device
@@ -113,8 +113,7 @@ def tensor_devices(trainer: MultiActorTrainer) -> dict[str, torch.device]:
                     out[f"{name}/{key}"] = value.device
     for i, actor in enumerate(trainer.actors, 1):
         out.update({f"actor{i}/{k}": v.device for k, v in actor.state_dict().items()})
-    for i, snap in enumerate(trainer._snapshots):
-        out.update({f"snapshot{i}/{k}": v.device for k, v in snap.state_dict().items()})
+    out.update({f"snapshot0/{k}": v.device for k, v in trainer._snapshot0.state_dict().items()})
     out["generator"] = trainer.generator.device
     return out
 
@@ -129,8 +128,8 @@ def test_every_tensor_of_the_trainer_is_on_its_device(device, data):
     log = trainer.step(ReplayBuffer(data, 0).sample(32))  # a CPU batch: the trainer moves it
     assert "actor2/w2" in log
     devices = tensor_devices(trainer)
-    for name in ("base/log_alpha", "base/critic/", "base/target_critic/", "alpha/exp_avg", "actor2/exp_avg_sq",
-                 "snapshot1/", "generator"):
+    for name in ("base/log_alpha", "base/critic/", "base/target_critic/", "alpha/exp_avg", "actors/exp_avg_sq",
+                 "snapshot0/", "generator"):
         assert any(k.startswith(name) for k in devices), name
     wrong = {k: str(v) for k, v in devices.items() if v.type != torch.device(device).type}
     assert not wrong

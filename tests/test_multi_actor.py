@@ -131,7 +131,7 @@ def test_each_extra_actor_network_runs_once_per_update(buffer_data, algo):
     calls = {}
     base = {"iql": ("q_target", "vf"), "td3_bc": ("critic_1",)}[algo]
     for name, module in [*((f"actor{i}", a.net) for i, a in enumerate(trainer.actors, 1)),
-                         *((f"snapshot{i}", s.net) for i, s in enumerate(trainer._snapshots)),
+                         ("snapshot0", trainer._snapshot0.net),
                          *((name, getattr(trainer.base, name)) for name in base)]:
         module.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
     reference, _ = _train_three(algo, buffer_data)
@@ -179,7 +179,7 @@ def test_logged_losses_equal_a_fresh_evaluation_from_pre_step_copies(buffer_data
 
 
 def test_a_memo_never_serves_a_stale_or_graphless_output():
-    from multi_actor.policies import build_policy
+    from multi_actor.policies import build_policy, param_versions
 
     torch.manual_seed(0)
     policy, obs = build_policy("gaussian", 11, 3, 1.0), torch.randn(8, 11)
@@ -190,20 +190,21 @@ def test_a_memo_never_serves_a_stale_or_graphless_output():
     again = policy.mean_std(obs)[0]
     assert again.grad_fn is not None and torch.equal(again, first)
     assert policy._net(obs) is policy._net(obs)  # computed once while nothing changes
+    assert policy.mean_std(obs)[0] is again and again.grad_fn is not None  # so is what is derived from it
     snapshot = build_policy("gaussian", 11, 3, 1.0).requires_grad_(False)
     snapshot.copy_from(policy)
-    snapshot.adopt(policy)
+    snapshot.adopt_output(obs, policy._net(obs).detach(), param_versions(policy))
     assert torch.equal(snapshot.mean_std(obs)[0], again) and snapshot._memo.output.grad_fn is None
     with torch.no_grad():
         policy.net[0].bias.add_(1.0)
     changed = policy.mean_std(obs)[0]
     assert not torch.equal(changed, again) and torch.equal(changed, policy.net(obs).split(3, -1)[0].tanh())
+    assert policy.mean_std(obs)[0] is changed
     late = build_policy("gaussian", 11, 3, 1.0).requires_grad_(False)
     late.copy_from(policy)
     with torch.no_grad():
         policy.net[0].bias.add_(1.0)
-    policy.mean_std(obs)
-    late.adopt(policy)  # the source changed after the copy: its output is not the copy's
+    late.adopt_output(obs, policy._net(obs).detach(), param_versions(policy))  # not the copied parameters' output
     assert late._memo is None
     served = policy._net(obs)
     obs.mul_(2.0)  # the armed input changed in place: a fresh forward, not the memo

@@ -1,6 +1,7 @@
 """Updates/s of the reference JAX ReBRAC: one jitted ``fori_loop`` epoch (baseline) vs the same updates as a Python
 loop of jitted steps (the raw ``_step`` and the ``train_step`` API), vs un-jitted steps (``jax.disable_jit``), and
-multi-actor JAX epochs with 1 and 3 actors when ``multi_actor.jax_trainer`` exists.
+multi-actor JAX epochs with 1 and 3 actors when ``multi_actor.jax_trainer`` exists, also timed taking turns with the
+reference epoch (the interleaved row: the ratio that survives this machine's drift).
 
 Per-update normalisation: rows do different numbers of updates per timed call (the un-jitted one only
 ``UNJITTED_UPDATES``), so the conftest's ratios (mean time per *call*) are only comparable between rows with the same
@@ -25,6 +26,7 @@ GROUP = "jax rebrac updates"
 UPDATES = 50
 BATCH = 256
 UNJITTED_UPDATES = 2
+INTERLEAVED_EPOCHS = 20  # turns of the interleaved row (reference, 1 actor, 3 actors; one epoch each)
 _BASELINE: dict[str, float] = {}
 
 
@@ -132,3 +134,38 @@ def test_multi_actor_epoch(benchmark, actors):
             trainer["rebrac_cfg"].policy_freq)
     benchmark.pedantic(target.epoch, rounds=5, warmup_rounds=1)
     _normalise(benchmark, target.updates_per_epoch)
+
+
+def test_multi_actor_epoch_interleaved(benchmark, setup):
+    """The reference epoch and the 1- and 3-actor multi-actor epochs taking turns epoch by epoch
+    (``INTERLEAVED_EPOCHS`` turns): the rows above, timed one after the other, drift with the machine (a 1-actor
+    epoch, which runs the reference's updates plus bookkeeping, read 0.79× the reference's in one run). The median
+    ratio per turn in ``extra_info["ratios"]`` (printed by the summary), the ratio of total times beside it."""
+    import statistics
+    import time
+
+    targets, skipped = multi_actor_targets((1, 3), updates_per_epoch=UPDATES, batch_size=BATCH)
+    if len(targets) < 2:
+        pytest.skip("; ".join(skipped) or "multi_actor.jax_trainer has no recognised interface")
+    trainer, buffer, _ = setup
+    rows = {"reference": lambda: trainer.train_epoch(buffer), "1 actor": targets[0].epoch,
+            "3 actors": targets[1].epoch}
+    for run in rows.values():
+        run()  # compiled before the turns
+    times: dict[str, list[float]] = {k: [] for k in rows}
+
+    def turns():
+        for _ in range(INTERLEAVED_EPOCHS):
+            for k, run in rows.items():
+                start = time.perf_counter()
+                run()
+                times[k].append(time.perf_counter() - start)
+
+    benchmark.group = f"{GROUP}, interleaved"
+    benchmark.pedantic(turns, rounds=1)
+    base = times["reference"]
+    benchmark.extra_info.update(
+        label="all rows", updates_per_call=UPDATES,
+        ratios={k: statistics.median(a / b for a, b in zip(v, base)) for k, v in times.items()},
+        total_time_ratios={k: sum(v) / sum(base) for k, v in times.items()},
+        seconds_per_update={k: statistics.median(v) / UPDATES for k, v in times.items()})

@@ -12,11 +12,12 @@ One step of :class:`MultiActorTrainer`:
    forward on the states (its snapshot's output) and the critic quantities an energy names (IQL's
    ``Q_target(s, a)`` and ``V(s)``, i.e. the advantage actor0's update used);
 3. when the base algorithm updates its actor (TD3+BC: every ``policy_freq`` steps), each actor i ≥ 1 minimises
-   ``energy_i + w_i · W2²(π_i, snapshot_{i-1})``. Its random draws come from the extra actors' own generator, and
-   every base parameter is frozen while its loss is built and back-propagated, so no gradient reaches the critic or
-   actor0. Actor i's loss depends only on actor i, the frozen base and snapshot i-1, so all extra actors' losses
-   are built first, back-propagated once and stepped together by one Adam (one call whatever the chain's
-   length), each network running once per step (:meth:`MultiActorTrainer._update_actors`).
+   ``energy_i + w_i · W2²(π_i, π_{i-1} at the start of the step)``. Its random draws come from the extra actors'
+   own generator, and every base parameter is frozen while its loss is built and back-propagated, so no gradient
+   reaches the critic or actor0. Actor i's loss depends only on actor i, the frozen base and actor i-1's
+   start-of-step state, so all extra actors' losses are built first, back-propagated once and stepped together by
+   one Adam (one call whatever the chain's length), each network running once per step
+   (:meth:`MultiActorTrainer._update_actors`).
 
 Both trainers here satisfy the Trainer protocol of the equivalence harness (``step``, ``parameters``,
 ``load_parameters``, ``gradients``) with canonical names: ``critic/<module>/<key>``, ``actor0/<module>/<key>``,

@@ -156,24 +156,33 @@ def sinkhorn_divergence(
 
 def policy_w2(policy: torch.nn.Module, reference: torch.nn.Module, obs: Tensor, method: str, k: int,
               epsilon: float, generator: torch.Generator) -> Tensor:
-    """Batch-mean W2^2 between ``policy`` (trained side, gradients flow) and ``reference`` (detached).
+    """Batch-mean W2^2 between ``policy`` (trained side, gradients flow) and ``reference`` (detached; evaluated
+    without a graph, so a reference that is a live network — the trainer's actor i-1 before its step — costs no
+    more than a frozen copy would, and its output memo, when current, is read as it is).
 
-    ``policy``/``reference`` follow :class:`multi_actor.policies.Policy`; samples come from ``generator`` only.
+    ``policy``/``reference`` follow :class:`multi_actor.policies.Policy`; samples come from ``generator`` only, in
+    the same order as before (policy side and reference side as listed per method).
     """
     kind = pair_method((policy.stochastic, policy.gaussian), (reference.stochastic, reference.gaussian), method)
+
+    def ref(fn, *args):
+        with torch.no_grad():
+            out = fn(*args)
+        return tuple(t.detach() for t in out) if isinstance(out, tuple) else out.detach()
+
     if kind == "points":
-        per_state = w2_points(policy.action(obs), reference.action(obs).detach())
+        per_state = w2_points(policy.action(obs), ref(reference.action, obs))
     elif kind == "sample_to_point":
         if policy.stochastic:
-            per_state = w2_to_point(policy.sample(obs, k, generator), reference.action(obs).detach())
+            per_state = w2_to_point(policy.sample(obs, k, generator), ref(reference.action, obs))
         else:
-            per_state = w2_to_point(reference.sample(obs, k, generator).detach(), policy.action(obs))
+            per_state = w2_to_point(ref(reference.sample, obs, k, generator), policy.action(obs))
     elif kind == "closed_form":
         mu_p, std_p = policy.mean_std(obs)
-        mu_q, std_q = (t.detach() for t in reference.mean_std(obs))
+        mu_q, std_q = ref(reference.mean_std, obs)
         per_state = w2_gaussian(mu_p, std_p, mu_q, std_q)
     else:
         x = policy.sample(obs, k, generator)
-        y = reference.sample(obs, k, generator).detach()
+        y = ref(reference.sample, obs, k, generator)
         per_state = sinkhorn_divergence(x, y, epsilon)
     return per_state.mean()

@@ -118,9 +118,6 @@ class Policy(nn.Module):
 
     _memo: _Memo | None = None
 
-    def _param_versions(self) -> tuple[int, ...]:
-        return param_versions(self)
-
     def _net(self, x: torch.Tensor) -> torch.Tensor:
         """``self.net(x)``, computed once per armed input while the parameters are unchanged."""
         memo = self._memo

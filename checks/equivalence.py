@@ -832,7 +832,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         diverged = judge.comp.compare(0, obs_ref, obs_cand)
         if diverged:
             judge.bundle_info = {"step": 0, "batch": [], "before": ({}, {}), "obs": (obs_ref, obs_cand),
-                                 "diverged": diverged}
+                                 "after": (dict(ref.params), dict(cand.params)), "diverged": diverged}
     remember(0, obs_ref, obs_cand)
 
     localise = options.isolate if options.localise is None else options.localise
@@ -848,7 +848,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
             cand.params = dict(ref.params)
         snapshot = localiser.snapshot(ref, cand) if localise and run.replays < MAX_LOCALISED else None
         batch = buffer.sample(batch_size)
-        before = (dict(ref.params), dict(cand.params))
+        before = (ref.params, cand.params)  # every observation binds a new dict: these stay the pre-step ones
         pre_policies = None
         every = options.oracle_every
         oracle_due = oracle is not None and (every <= 1 or step <= every or step % every == 0 or step == options.steps)
@@ -889,17 +889,18 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         for judge, diverged in zip(judges, diverged_by):
             if diverged and judge.bundle_info is None:
                 judge.bundle_info = {
-                    "step": step, "batch": batch, "before": before, "obs": (obs_ref, obs_cand), "diverged": diverged,
+                    "step": step, "batch": batch, "before": tuple(dict(p) for p in before),
+                    "after": (dict(ref.params), dict(cand.params)), "obs": (obs_ref, obs_cand), "diverged": diverged,
                     "grads": (ref.gradients(), cand.gradients())}
                 if options.bundle_dir and not fallback:  # with the fallback the mode is known only at the end
-                    run.bundle_path = _write(options, algo, config, judge.bundle_info, ref, cand, history,
+                    run.bundle_path = _write(options, algo, config, judge.bundle_info, history,
                                              steps_done, judge.comp, judge.mode)
         if progress is not None:
             progress(step)
 
     judge = run.judge()
     if judge.bundle_info is not None and options.bundle_dir:
-        run.bundle_path = _write(options, algo, config, judge.bundle_info, ref, cand, history, steps_done, judge.comp,
+        run.bundle_path = _write(options, algo, config, judge.bundle_info, history, steps_done, judge.comp,
                                  judge.mode)
 
 
@@ -1127,7 +1128,7 @@ def cross_device_equivalence(algo: str, config: Any, dataset_spec: Any, make_buf
     return result
 
 
-def _write(options: EquivalenceOptions, algo: str, config: Any, info: dict[str, Any], ref: _Side, cand: _Side,
+def _write(options: EquivalenceOptions, algo: str, config: Any, info: dict[str, Any],
            history: dict[str, dict[str, list[float]]], steps_done: list[int], comp: Comparator, mode: str) -> Path:
     arrays: dict[str, np.ndarray] = {}
     batch = info["batch"]
@@ -1136,9 +1137,7 @@ def _write(options: EquivalenceOptions, algo: str, config: Any, info: dict[str, 
     for side, params in zip(("reference", "candidate"), info["before"]):
         for k, v in params.items():
             arrays[f"before/{side}/{k}"] = np.asarray(v)
-    after = info.get("after") or (dict(ref.params), dict(cand.params))
-    info["after"] = after
-    for side, params in zip(("reference", "candidate"), after):
+    for side, params in zip(("reference", "candidate"), info["after"]):
         for k, v in params.items():
             arrays[f"after/{side}/{k}"] = np.asarray(v)
     for side, grads in zip(("reference", "candidate"), info.get("grads", ({}, {}))):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,10 +92,14 @@ def serve(conn: Any, factory: Any, config: Any, dataset_spec: Any, seed: int, ro
             _send(conn, ("crash", rank, exc.crash))
             return
         _send(conn, ("built", params, side.iso.rng, side.probe_kind(), hasattr(side.iso.trainer, "gradients")))
+        kept = {0: params}  # the reference's parameters after its last two steps, sent only when asked
         while True:
             request = _recv(conn)
             if request[0] == "stop":
                 return
+            if request[0] == "params":
+                _send(conn, ("params", kept.get(request[1])))
+                continue
             if request[0] == "probes":
                 side.attach_probe()
             elif request[0] == "gradients":
@@ -109,10 +114,12 @@ def serve(conn: Any, factory: Any, config: Any, dataset_spec: Any, seed: int, ro
                     losses = {} if batch is None else _compared_losses(side.call("step", own_copy(batch)))
                     obs = side.observe(losses, full)
                 except TrainerCrash as exc:
-                    _send(conn, ("step", None, None, None, exc.crash))
+                    _send(conn, ("step", None, None, exc.crash))
                     continue
-                _send(conn, ("step", obs, side.params if reference else None, side.leak if reference else None,
-                             None))
+                if reference:
+                    kept = {s: p for s, p in kept.items() if s == step - 1}
+                    kept[step] = side.params
+                _send(conn, ("step", obs, side.leak if reference else None, None))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         return
     except BaseException as exc:  # noqa: BLE001 - the harness's own failure (or a usage error) reaches the caller
@@ -122,14 +129,43 @@ def serve(conn: Any, factory: Any, config: Any, dataset_spec: Any, seed: int, ro
             pass
 
 
+class RemoteParams(Mapping[str, np.ndarray]):
+    """The reference's parameters after ``step``, fetched from its worker on first use. The worker keeps those of its
+    last two steps, so the lock-step loop resolves them (for a bundle: the step before a divergence and the step
+    itself) before it submits the next step; every other step they never cross the pipe (about 2 MB a step for IQL,
+    which the worker could not write before the caller read it: the transfer sat on the audit's critical path)."""
+
+    def __init__(self, worker: ReferenceWorker, step: int):
+        self.worker, self.step = worker, step
+        self._params: dict[str, np.ndarray] | None = None
+
+    def _fetched(self) -> dict[str, np.ndarray]:
+        if self._params is None:
+            params = self.worker.ask(("params", self.step))[1]
+            if params is None:
+                raise RuntimeError(f"the reference worker no longer keeps its parameters of step {self.step}")
+            self._params = params
+        return self._params
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._fetched()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fetched())
+
+    def __len__(self) -> int:
+        return len(self._fetched())
+
+
 @dataclass
 class RemoteSide:
-    """What the lock-step loop reads of the reference when it runs in a worker: the parameters and ``.grad``
-    digests of its last observation, and the calls it may make on it (gradients for a bundle, optimizer probes)."""
+    """What the lock-step loop reads of the reference when it runs in a worker: the parameters (fetched when read,
+    :class:`RemoteParams`) and ``.grad`` digests of its last observation, and the calls it may make on it (gradients
+    for a bundle, optimizer probes)."""
 
     pair: ReferenceWorkers
     side: str = "reference"
-    params: dict[str, np.ndarray] = field(default_factory=dict)
+    params: Mapping[str, np.ndarray] = field(default_factory=dict)
     leak: dict[str, Any] = field(default_factory=dict)
     step: int | None = None
     probe: Any = None
@@ -268,17 +304,17 @@ class ReferenceWorkers:
     def collect(self, candidate_crash: TrainerCrash | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The reference's and the twin's observables of the submitted step; raises the first crash of the step in
         the serial order (reference, candidate, twin)."""
-        _, obs_ref, params, leak, crash = self.reference.reply()
+        _, obs_ref, leak, crash = self.reference.reply()
         if crash is not None:
             raise TrainerCrash(crash)
         if candidate_crash is not None:
             raise candidate_crash
         obs_twin = None
         if self.twin_worker is not None:  # still there: it got this step (it ends only in submit)
-            _, obs_twin, _, _, crash = self.twin_worker.reply()
+            _, obs_twin, _, crash = self.twin_worker.reply()
             if crash is not None:
                 raise TrainerCrash(crash)
-        self.ref.params, self.ref.leak = params, leak
+        self.ref.params, self.ref.leak = RemoteParams(self.reference, self.ref.step), leak
         return obs_ref, obs_twin
 
     def close(self) -> None:

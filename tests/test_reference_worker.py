@@ -7,12 +7,13 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from checks.equivalence import EquivalenceOptions, equivalence_for_algo
 from checks.mutants import catalog
 from checks.reference_worker import LocalReference, ReferenceWorkers, reference_pair
 from multi_actor.config import build_config
-from multi_actor.trainer import reference_factory
+from multi_actor.trainer import multi_actor_factory, reference_factory
 
 
 def _fields(result) -> str:
@@ -40,6 +41,26 @@ def test_a_mutant_gets_the_same_result_with_the_reference_in_a_worker(embedded_d
     assert _fields(worker) == _fields(local)
 
 
+def test_the_divergence_bundle_is_the_same_with_the_reference_in_a_worker(embedded_dataset, tmp_path):
+    """The worker keeps its parameters and sends those of the divergent step and the step before only when a bundle
+    needs them: the bundle (parameters before and after, gradients, history) is the in-process run's, array for
+    array."""
+    from pogo_audit.bundle import read_bundle
+
+    cfg = build_config(None, [], algo="iql", num_actors=3)
+    runs = {}
+    for concurrent in (True, False):
+        options = EquivalenceOptions(steps=6, concurrent=concurrent, bundle_dir=str(tmp_path / str(concurrent)))
+        runs[concurrent] = equivalence_for_algo("iql", cfg, options, candidate=("late defect", LateDefect))
+    worker, local = (read_bundle(runs[c].metrics["bundle"]) for c in (True, False))
+    assert worker.step == local.step == 3  # "before" is then a step the worker had run, not its construction
+    assert any(k.startswith("before/reference/") for k in worker.arrays)
+    assert sorted(worker.arrays) == sorted(local.arrays)
+    for name, array in local.arrays.items():
+        assert array.dtype == worker.arrays[name].dtype and array.tobytes() == worker.arrays[name].tobytes(), name
+    assert worker.header == local.header
+
+
 def test_our_trainer_passes_with_the_same_result_in_a_worker(embedded_dataset):
     cfg = build_config(None, [], algo="cql", num_actors=3)
     worker, local = _both("cql", cfg, EquivalenceOptions(steps=4, full_every=2))
@@ -65,6 +86,25 @@ class CrashingReference:
 
     def load_parameters(self, params):
         self.inner.load_parameters(params)
+
+
+class LateDefect:
+    """Our multi-actor trainer, but its critic drifts by 1e-3 in its third step."""
+
+    def __init__(self, config, dataset_spec, seed):
+        self.inner = multi_actor_factory(config, dataset_spec, seed)
+        self.steps = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def step(self, batch):
+        out = self.inner.step(batch)
+        self.steps += 1
+        if self.steps == 3:
+            with torch.no_grad():
+                next(t for k, t in self.inner.named_tensors().items() if "critic" in k).add_(1e-3)
+        return out
 
 
 def test_a_reference_crash_in_the_worker_is_the_crash_the_serial_run_reports(embedded_dataset):

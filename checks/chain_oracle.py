@@ -8,9 +8,12 @@ Equivalence of critic and actor0 says nothing about the actor chain itself. For 
 * two deterministic actors: ``||a - b||²`` — tight tolerance;
 * a deterministic side: ``E||X - b||²``, exact for a Gaussian ``X`` (``||mu - b||² + sum std²``), otherwise a
   256-sample mean — 15 % tolerance;
-* other stochastic pairs (the trainer's Sinkhorn divergence): exact OT (``ot.emd2``) between fresh empirical
-  measures of the *same* sample size K, per state — the trainer's estimand as epsilon → 0, small-sample bias
-  included; 15 % + 0.05 tolerance covers the entropic term (about epsilon·log K) and sampling noise.
+* other stochastic pairs (the trainer's Sinkhorn divergence): exact OT between fresh empirical measures of the
+  *same* sample size K, per state — the trainer's estimand as epsilon → 0, small-sample bias included; 15 % + 0.05
+  tolerance covers the entropic term (about epsilon·log K) and sampling noise. Two uniform measures of K points
+  each have an optimal plan that is a permutation (Birkhoff–von Neumann), so the exact OT cost is that of an
+  optimal assignment: SciPy's ``linear_sum_assignment`` gives ``ot.emd2``'s value (to the last bits; tested)
+  about 15× faster (256 states × K = 16 here: 4 ms against 63 ms), which keeps the oracle off the audit's wall.
 
 A wrong scale, a dropped std term or a reference actor taken after its update all show up here.
 """
@@ -69,9 +72,20 @@ def oracle_w2(p: PolicyView, q: PolicyView, obs: Any, method: str, samples: int)
         w = ot.gaussian.bures_wasserstein_distance(mp, mq, sp[:, :, None] ** 2 * eye, sq[:, :, None] ** 2 * eye,
                                                    paired=True)
         return float((np.asarray(w) ** 2).mean()), EXACT_TOL
-    x, y = p.sample(obs, samples), q.sample(obs, samples)
-    w = np.full(samples, 1.0 / samples)
-    return float(np.mean([ot.emd2(w, w, ot.dist(x[i], y[i])) for i in range(x.shape[0])])), SINKHORN_TOL
+    return float(np.mean(assignment_w2(p.sample(obs, samples), q.sample(obs, samples)))), SINKHORN_TOL
+
+
+def assignment_w2(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Exact W2² between the uniform empirical measures ``x[i]`` and ``y[i]`` (``[B, K, d]`` each, the same K), per
+    row ``i``: the cost of an optimal assignment of the squared Euclidean cost (see the module docstring)."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1)
+    out = np.empty(cost.shape[0])
+    for i, c in enumerate(cost):
+        rows, cols = linear_sum_assignment(c)
+        out[i] = c[rows, cols].mean()
+    return out
 
 
 def compare_chain(pre: Sequence[Any], reported: Mapping[str, Any],

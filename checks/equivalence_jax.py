@@ -143,7 +143,8 @@ class JaxChainOracle:
 
     Same estimands and tolerances as :class:`checks.chain_oracle.ChainOracle`: exact for Dirac and Gaussian
     pairs, ``E||X - b||²`` for a deterministic side (exact for a Gaussian X, else 256 samples), and for other
-    stochastic pairs exact OT (``ot.emd2``) between fresh empirical measures of the trainer's sample size K.
+    stochastic pairs exact OT (an optimal assignment, :func:`checks.chain_oracle.assignment_w2`) between fresh
+    empirical measures of the trainer's sample size K.
     """
 
     def __init__(self, trainer: Any, config: Any):

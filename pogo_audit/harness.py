@@ -32,15 +32,22 @@ class IsolatedTrainer:
         finally:
             outside.restore()
 
-    def call(self, method: str, *args: Any) -> Any:
-        """Call ``trainer.<method>(*args)`` with this trainer's RNG state in place."""
+    @contextmanager
+    def installed(self) -> Iterator[Any]:
+        """This trainer's RNG state in place for the calls made inside (one swap for several calls in a row, with
+        nothing else running between them); yields the trainer."""
         outside = GlobalRNGState.capture()
         self.rng.restore()
         try:
-            return getattr(self.trainer, method)(*args)
+            yield self.trainer
         finally:
             self.rng = GlobalRNGState.capture()
             outside.restore()
+
+    def call(self, method: str, *args: Any) -> Any:
+        """Call ``trainer.<method>(*args)`` with this trainer's RNG state in place."""
+        with self.installed() as trainer:
+            return getattr(trainer, method)(*args)
 
     def rng_digests(self) -> dict[str, str]:
         """Digests of this trainer's private global RNG state (``rng/torch``, ``rng/numpy``)."""

@@ -157,3 +157,28 @@ def test_the_twin_worker_ends_after_its_steps(embedded_dataset):
         assert twin.process.exitcode is not None  # its process has ended
     finally:
         pair.close()
+
+
+def test_a_batch_reaches_the_worker_as_it_was_sent():
+    """Plain contiguous CPU tensors travel as numpy arrays and are rebuilt with the same dtype, shape, strides and
+    bytes; anything numpy would change (bfloat16, a grad-requiring tensor, size-1 dimensions with other strides,
+    a non-contiguous view) travels as the tensor itself."""
+    import pickle
+
+    from checks.reference_worker import WireArray, from_wire, to_wire
+
+    plain = [torch.randn(4, 3), torch.arange(5), torch.ones(2, 1, dtype=torch.float64), torch.tensor(True),
+             torch.zeros(0, 3)]
+    kept = [torch.randn(3, 2).t(), torch.randn(2, 2, dtype=torch.bfloat16), torch.randn(2, requires_grad=True),
+            torch.randn(1, 4).as_strided((1, 4), (7, 1))]
+    for batch in (plain + kept, tuple(plain), {f"k{i}": t for i, t in enumerate(plain + kept)}):
+        wire = to_wire(batch)
+        items = list(wire.values()) if isinstance(wire, dict) else list(wire)
+        assert [isinstance(x, WireArray) for x in items] == [True] * len(plain) + [False] * (len(items) - len(plain))
+        back = from_wire(pickle.loads(pickle.dumps(wire)))
+        assert type(back) is type(batch)
+        pairs = zip(batch.values(), back.values()) if isinstance(batch, dict) else zip(batch, back)
+        for sent, got in pairs:
+            assert (got.dtype, got.shape, got.stride()) == (sent.dtype, sent.shape, sent.stride())
+            assert torch.equal(got.detach(), sent.detach())
+    assert to_wire(None) is None and from_wire(None) is None

@@ -331,6 +331,7 @@ class Comparator:
         self.ignored: set[str] = set()
         #: observed entity -> the Divergence (kind = absence kind) of its first absence
         self.absent: dict[str, Divergence] = {}
+        self._by_name: dict[str, _GroupStats] = {}
         self._seen: dict[str, set[str]] = {"reference": set(), "candidate": set()}
         self._missing: list[tuple[int, str, str]] = []  # (step, observable, side lacking it)
         #: (group, observed entity, kind) -> first step and the steps it diverged at
@@ -359,9 +360,16 @@ class Comparator:
         return [{**{k: v for k, v in f.items() if k != "steps"}, "steps": len(f["steps"])}
                 for f in sorted(self.findings.values(), key=lambda f: (f["first_step"], f["group"], f["observable"]))]
 
+    def _group(self, name: str) -> _GroupStats:
+        """The statistics of ``name``'s group (kept per name: the same few hundred names recur every step)."""
+        g = self._by_name.get(name)
+        if g is None:
+            g = self._by_name[name] = self.groups.setdefault(group_of(name), _GroupStats())
+        return g
+
     def _record(self, step: int, name: str, expected: Any, actual: Any,
                 tolerance: tuple[float, float] | None = None) -> bool:
-        g = self.groups.setdefault(group_of(name), _GroupStats())
+        g = self._group(name)
         g.observables.add(name)
         g.steps.add(step)
         if isinstance(expected, (float, str)) and type(expected) is type(actual) and expected == actual:
@@ -426,16 +434,24 @@ class Comparator:
         ref, cand = self._kept(ref), self._kept(cand)
         self._seen["reference"].update(ref)
         self._seen["candidate"].update(cand)
+        tolerances = tolerances or {}
+        missing: list[tuple[int, str, str]] = []
         for name, expected in ref.items():
-            if name in cand:
-                self._record(step, name, expected, cand[name], (tolerances or {}).get(name))
-            else:
-                self._missing.append((step, name, "candidate"))
+            if name not in cand:
+                missing.append((step, name, "candidate"))
+                continue
+            actual = cand[name]
+            if type(expected) is type(actual) and type(expected) in (float, str) and expected == actual:
+                g = self._group(name)  # :meth:`_record`'s first case, inline: nearly every observable, every step
+                g.observables.add(name)
+                g.steps.add(step)
+                continue
+            self._record(step, name, expected, actual, tolerances.get(name))
         for name in cand:  # a critic/actor0 loss the reference did not log at this step
             if name.startswith(LOSS_PREFIXES) and name not in ref:
-                self._missing.append((step, name, "reference"))
-        self.lacking_at_step = frozenset((name, side) for s, name, side in self._missing
-                                         if s == step and name.startswith(LOSS_PREFIXES))
+                missing.append((step, name, "reference"))
+        self._missing.extend(missing)
+        self.lacking_at_step = frozenset((name, side) for _, name, side in missing if name.startswith(LOSS_PREFIXES))
         return list(self.diverged_at_step)
 
     def settle(self) -> None:
@@ -679,7 +695,8 @@ class _RunState:
     stop_comp: Comparator | None = None
     fallback: bool = False
     inconclusive_step: int | None = None
-    history: dict[str, dict[str, list[float]]] = field(default_factory=lambda: {"reference": {}, "candidate": {}})
+    #: the scalar observables of each side at each compared step (one dict a step; series built by :meth:`history`)
+    rows: dict[str, list[dict[str, float]]] = field(default_factory=lambda: {"reference": [], "candidate": []})
     steps_done: list[int] = field(default_factory=list)
     parameter_check: dict[str, Any] | None = None
     candidate_actors: int | None = None
@@ -694,6 +711,27 @@ class _RunState:
     signatures: set[frozenset[tuple[str, ...]]] = field(default_factory=set)
     #: the reference and its twin (:mod:`checks.reference_worker`), closed when the run ends
     pair: Any = None
+
+    def remember(self, step: int, obs_ref: Mapping[str, Any], obs_cand: Mapping[str, Any]) -> None:
+        self.steps_done.append(step)
+        self.rows["reference"].append(_scalars(obs_ref))
+        self.rows["candidate"].append(_scalars(obs_cand))
+
+    def history(self, keep: Callable[[str], bool] = lambda name: True) -> dict[str, dict[str, list[float]]]:
+        """side -> observable -> its value at every compared step so far (NaN where that step lacked it), in order
+        of first appearance; only the observables ``keep`` accepts."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for side, rows in self.rows.items():
+            series: dict[str, list[float]] = {}
+            for i, row in enumerate(rows):
+                for name, value in row.items():
+                    if name not in series:
+                        if not keep(name):
+                            continue
+                        series[name] = [float("nan")] * len(rows)
+                    series[name][i] = value
+            out[side] = series
+        return out
 
     def judge(self) -> _Judge:
         """Bitwise unless the device was shown not to be bitwise reproducible for this run."""
@@ -811,7 +849,6 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         judges.append(_Judge("tolerance", Comparator("tolerance", options.rtol, options.atol, ignore=options.ignore)))
         stop_comp = Comparator("tolerance", options.rtol, options.atol)
     run.stop_comp = stop_comp
-    history, steps_done = run.history, run.steps_done
 
     run.pair = pair = reference_pair(options, reference_factory, config, dataset_spec, device, algo)
     ref, twin = pair.ref, getattr(pair, "twin", None)
@@ -832,15 +869,6 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         with cand.guard("policies"):
             oracle = (chain_oracle or ChainOracle.for_trainer)(cand.iso.trainer, config)
     run.extras = extras = LockStepExtras(options, ref, twin, cand)
-
-    def remember(step: int, obs_ref: Mapping[str, Any], obs_cand: Mapping[str, Any]) -> None:
-        steps_done.append(step)
-        for side, obs in (("reference", obs_ref), ("candidate", obs_cand)):
-            for k, v in _scalars(obs).items():
-                history[side].setdefault(k, [float("nan")] * (len(steps_done) - 1)).append(v)
-            for k, series in history[side].items():
-                if len(series) < len(steps_done):
-                    series.append(float("nan"))
 
     def self_check(step: int, obs_ref: Mapping[str, Any], obs_twin: Mapping[str, Any]) -> bool:
         """Compare the twin; True when the run is inconclusive from this step on."""
@@ -863,7 +891,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         if diverged:
             judge.bundle_info = {"step": 0, "batch": [], "before": ({}, {}), "obs": (obs_ref, obs_cand),
                                  "after": (dict(ref.params), dict(cand.params)), "diverged": diverged}
-    remember(0, obs_ref, obs_cand)
+    run.remember(0, obs_ref, obs_cand)
 
     localise = options.isolate if options.localise is None else options.localise
     if localise and localiser.construction:
@@ -912,7 +940,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
             obs_cand.update(chain_cand)
         extras.after_step(step, obs_ref, obs_cand)
         diverged_by = [judge.comp.compare(step, obs_ref, obs_cand, tolerances) for judge in judges]
-        remember(step, obs_ref, obs_cand)
+        run.remember(step, obs_ref, obs_cand)
         if snapshot is not None and diverged_by[0]:
             _localise_new(run, judges[0].comp, step, snapshot, batch, localiser.localise)
         for judge, diverged in zip(judges, diverged_by):
@@ -922,15 +950,15 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
                     "after": (dict(ref.params), dict(cand.params)), "obs": (obs_ref, obs_cand), "diverged": diverged,
                     "grads": (ref.gradients(), cand.gradients())}
                 if options.bundle_dir and not fallback:  # with the fallback the mode is known only at the end
-                    run.bundle_path = _write(options, algo, config, judge.bundle_info, history,
-                                             steps_done, judge.comp, judge.mode)
+                    run.bundle_path = _write(options, algo, config, judge.bundle_info, run.history(),
+                                             run.steps_done, judge.comp, judge.mode)
         if progress is not None:
             progress(step)
 
     judge = run.judge()
     if judge.bundle_info is not None and options.bundle_dir:
-        run.bundle_path = _write(options, algo, config, judge.bundle_info, history, steps_done, judge.comp,
-                                 judge.mode)
+        run.bundle_path = _write(options, algo, config, judge.bundle_info, run.history(), run.steps_done,
+                                 judge.comp, judge.mode)
 
 
 def _divergence_gap(d: Divergence) -> str:
@@ -1035,7 +1063,7 @@ def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[s
         self_check_state = "not run (crash)"
     else:
         self_check_state = "pass (within tolerance, not bitwise)" if run.nondeterministic else "pass"
-    history = run.history
+    history = run.history(lambda name: name.startswith(LOSS_PREFIXES))
     metrics: dict[str, Any] = {
         "mode": mode,
         "rtol": comp.rtol,
@@ -1053,7 +1081,7 @@ def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[s
         "absent": comp.absences(),
         "ignored": {"patterns": list(options.ignore), "observables": sorted(comp.ignored)},
         "history": {"steps": run.steps_done, **{f"{side}/{k}": v for side in history for k, v in
-                                                 history[side].items() if k.startswith(LOSS_PREFIXES)}},
+                                                 history[side].items()}},
     }
     if run.crash is not None:
         metrics["crash"] = run.crash.to_dict()
@@ -1175,8 +1203,7 @@ def _write(options: EquivalenceOptions, algo: str, config: Any, info: dict[str, 
     arrays["history/steps"] = np.asarray(steps_done, dtype=np.int64)
     for side, series in history.items():
         for k, v in series.items():
-            arrays[f"history/{side}/{k}"] = np.asarray(v + [float("nan")] * (len(steps_done) - len(v)),
-                                                       dtype=np.float64)
+            arrays[f"history/{side}/{k}"] = np.asarray(v, dtype=np.float64)
     first = comp.first
     obs_ref, obs_cand = info["obs"]
     header = {

@@ -210,3 +210,24 @@ def test_candidate_magnitudes_are_computed_only_for_tensors_whose_digest_differs
     settle_deferred(ref, cand)
     assert cand == param_observables({"critic/q/w": same, "actor0/pi/w": other})
     assert sorted(computed) == ["params/actor0/pi/w/l2", "params/actor0/pi/w/sum"]
+
+
+def test_the_history_has_every_scalar_at_every_step_nan_where_a_step_lacked_it():
+    """The run keeps one dict of scalars a step and builds the series when a bundle or the result needs them: a
+    series starts with NaN before its observable first shows, has NaN where a step lacked it, and non-scalars
+    (digests, arrays, booleans) are left out."""
+    from checks.equivalence import _RunState
+
+    run = _RunState(t0=0.0)
+    run.remember(0, {"params/a/sum": 1.0, "params/a/hash": "x"}, {"params/a/sum": 1.0})
+    run.remember(1, {"params/a/sum": 2.0, "critic/loss": 0.5, "flag": True}, {"critic/loss": 0.25})
+    run.remember(2, {"critic/loss": 0.75, "full": np.zeros(3)}, {"params/a/sum": 3.0, "critic/loss": 0.5})
+    history = run.history()
+    assert run.steps_done == [0, 1, 2]
+    assert list(history["reference"]) == ["params/a/sum", "critic/loss"]
+    np.testing.assert_array_equal(history["reference"]["params/a/sum"], [1.0, 2.0, np.nan])
+    np.testing.assert_array_equal(history["reference"]["critic/loss"], [np.nan, 0.5, 0.75])
+    np.testing.assert_array_equal(history["candidate"]["params/a/sum"], [1.0, np.nan, 3.0])
+    losses = run.history(lambda name: name.startswith("critic/"))
+    assert {side: list(series) for side, series in losses.items()} == {"reference": ["critic/loss"],
+                                                                       "candidate": ["critic/loss"]}

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from checks.conformance_hparams import BUILD_ARG, resolve
 from multi_actor import registry
 from pogo_audit.errors import InputError, UsageError
 from pogo_audit.fingerprint import describe, fingerprints_match, machine_fingerprint
@@ -226,24 +227,6 @@ def log_scales(steps: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-def _coerce(value: Any, default: Any) -> Any:
-    if isinstance(default, float) and isinstance(value, str):
-        return float(value)
-    return value
-
-
-def config_for(golden: GoldenVariant, module: Any, overrides: dict[str, Any]) -> Any:
-    """Reference config built from the golden hyperparameters (only fields the config declares)."""
-    hp = golden.hyperparameters
-    cfg = module.Config()
-    values = {}
-    for f in dataclasses.fields(cfg):
-        if f.name in hp:
-            values[f.name] = _coerce(hp[f.name], getattr(cfg, f.name))
-    values.update(overrides)
-    return dataclasses.replace(cfg, **values)
-
-
 def torch_rng_sha256() -> np.ndarray:
     """sha256 of the global torch CPU generator state, the golden RNG fingerprint."""
     import torch
@@ -274,6 +257,8 @@ class Replay:
 
     #: torch device of the replay; off the CPU the float32 rule is the drift bound (another kernel library)
     device: str = "cpu"
+    #: how every recorded hyperparameter was used (:meth:`checks.conformance_hparams.Resolved.metrics`)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def open(cls, golden_dir: GoldenDir, variant: str, steps: int | None, device: str = "cpu") -> Replay:
@@ -307,6 +292,9 @@ class Replay:
             summary = f"{mode}: {self.n_steps} steps, {pct:.2f}% bitwise-equal, max rel diff {max_rel:.3g}"
             if past is not None:
                 summary += f"; past {cmp.rule.rel:g} from step {past.step} (reported, not enforced)"
+        if cmp.rule.mode == "drift":
+            summary += (f"; not a verdict on the hyperparameters beyond step {cmp.rule.steps} — the float64 "
+                        "replay of the same variant is")
         return CheckResult(
             check="conformance",
             subject=f"{self.golden.name}/{proto.dtype}",
@@ -338,8 +326,10 @@ class Replay:
                 "golden": str(self.golden_dir.root),
                 "seeds": {"construction": proto.construction_seed, "training": proto.training_seed},
                 "threads": proto.threads,
+                "batch_size": proto.batch_size,
                 "device": self.device,
                 "groups": {k: dataclasses.asdict(v) for k, v in cmp.groups.items()},
+                "hyperparameters": self.hyperparameters,
             },
             seconds=seconds,
         )
@@ -373,13 +363,15 @@ def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = N
     proto = golden.protocol
     spec, spec_variant = registry.variants("torch")[variant]
     module = spec.reference
-    cfg = config_for(golden, module, dict(spec_variant.overrides))
     data = golden_dir.dataset
     obs = data[golden.dataset_array("observations")]
     next_obs = data[golden.dataset_array("next_observations")]
     actions, rewards, dones = data["actions"], data["rewards"], data["dones"]
     batch_idx = golden_dir.batch_idx
-    max_action = float(golden.meta.get("hyperparameters", {}).get("trainer_kwargs", {}).get("max_action", 1.0))
+    resolved = resolve(golden, module, spec_variant.overrides, actions.shape[1])
+    replay.hyperparameters = resolved.metrics()
+    cfg = resolved.config
+    max_action = resolved.build.get(BUILD_ARG, 1.0)
     dtype = getattr(torch, proto.dtype)
     steps_arrays = golden.steps
     scales = log_scales(steps_arrays)
@@ -389,7 +381,9 @@ def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = N
         return torch.from_numpy(array).to(device=device, dtype=dtype)
 
     prev_threads = torch.get_num_threads()
+    prev_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(proto.threads)
+    torch.use_deterministic_algorithms(bool(getattr(cfg, "deterministic_torch", False)))
     try:
         with default_dtype(dtype), (cpu_drawn_randomness() if device != "cpu" else contextlib.nullcontext()):
             torch.manual_seed(proto.construction_seed)
@@ -420,6 +414,7 @@ def run_torch_variant(golden_dir: GoldenDir, variant: str, steps: int | None = N
                     progress(t)
     finally:
         torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_deterministic)
     return replay.result(time.perf_counter() - t0)
 
 

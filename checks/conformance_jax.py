@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from checks.conformance import Replay, config_for, log_scales
+from checks.conformance import Replay, log_scales
+from checks.conformance_hparams import resolve
 from multi_actor import registry
 from pogo_audit.errors import InputError, UsageError
 from pogo_audit.golden import GoldenDir
@@ -52,9 +53,11 @@ def run_jax_variant(golden_dir: GoldenDir, variant: str, steps: int | None = Non
     replay = Replay.open(golden_dir, variant, steps)
     golden, run = replay.golden, replay.comparison
     meta, proto = golden.meta, golden.protocol
-    cfg = dataclasses.replace(config_for(golden, module, {}), train_seed=proto.construction_seed)
     data = golden_dir.dataset
     used = {**DEFAULT_ARRAYS, **meta.get("dataset_arrays_used", {})}
+    resolved = resolve(golden, module, registry.variants("jax")[variant][1].overrides, data[used["actions"]].shape[1])
+    replay.hyperparameters = resolved.metrics()
+    cfg = dataclasses.replace(resolved.config, train_seed=proto.construction_seed)
     missing = [used[k] for k in module.BATCH_KEYS if used[k] not in data]
     if missing:
         raise InputError(f"{golden_dir.dataset_path}: missing arrays {missing} needed by {variant}")

@@ -54,7 +54,26 @@ def conformance_table(res: CheckResult) -> Group:
         past = m.get("first_step_past_bound")
         lines.append("  past the bound at any step: " + ("never" if past is None else
                      f"from step {past} ({escape(str(m.get('first_observable_past_bound')))}), reported only"))
+        lines.append(f"  not a verdict on the hyperparameters beyond step {m.get('enforced_steps')}: the float64 "
+                     f"replay of {escape(str(m.get('variant')))} is (pogo-audit conformance --precision float64)")
+    if "seeds" in m:
+        seeds, threads = m["seeds"], m.get("threads")
+        lines.append(f"  protocol: construction seed {seeds.get('construction')}, training seed "
+                     f"{seeds.get('training')}, batches of {m.get('batch_size')} (batch_idx rows)"
+                     + (f", {threads} torch thread(s)" if threads is not None else ""))
+    lines.extend(hyperparameter_lines(m.get("hyperparameters") or {}))
     return Group(head, table, *lines)
+
+
+def hyperparameter_lines(hp: Mapping[str, Any]) -> list[str]:
+    """Which protocol was replayed: the recorded values other than CORL's defaults, and where ``trainer_kwargs``
+    overruled ``train_config``."""
+    if not hp:
+        return []
+    differs = hp.get("differs_from_corl_defaults") or []
+    lines = ["  differs from CORL defaults: " + (escape("; ".join(differs)) if differs else "nothing")]
+    lines.extend(f"  note: {escape(n)}" for n in hp.get("notes") or [])
+    return lines
 
 
 def actors_text(m: Mapping[str, Any]) -> str:

@@ -15,10 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, frozen_copy, soft_update
+from reference_algos.torch.common import (
+    ReferenceTrainer,
+    TensorBatch,
+    build_in_dtype,
+    copied,
+    frozen_copy,
+    soft_update,
+)
 
 EXP_ADV_MAX = 100.0
-"""``exp_adv_max`` of CORL's trainer (a constructor default, not a config field)."""
+"""``exp_adv_max`` of CORL's trainer: a constructor default that CORL's ``train()`` never overrides."""
 
 
 @dataclass
@@ -39,6 +46,12 @@ class Config:
     gamma: float = 0.99
     tau: float = 5e-3
     awac_lambda: float = 1.0
+    #: a constructor argument of CORL's trainer, not a ``TrainConfig`` field (``train()`` leaves its default)
+    exp_adv_max: float = EXP_ADV_MAX
+
+
+#: CORL ``train()``'s trainer constructor arguments and the config fields they come from
+TRAINER_ARGS = copied("gamma", "tau", "awac_lambda", "exp_adv_max")
 
 
 # ----------------------------------------------------------------------------------------------------- formulas
@@ -165,7 +178,7 @@ class AdvantageWeightedActorCritic(ReferenceTrainer):
         self.gamma = config.gamma
         self.tau = config.tau
         self.awac_lambda = config.awac_lambda
-        self.exp_adv_max = EXP_ADV_MAX
+        self.exp_adv_max = config.exp_adv_max
         self.device = device
 
     def modules(self) -> dict[str, nn.Module]:

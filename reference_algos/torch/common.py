@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,6 +18,20 @@ from torch import nn
 
 TensorBatch = Sequence[torch.Tensor]
 """CORL batch layout: ``[states, actions, rewards [B,1], next_states, dones [B,1]]``."""
+
+
+@dataclass(frozen=True)
+class TrainerArg:
+    """How CORL's ``train()`` fills one argument of the trainer's constructor: from ``Config.<field>`` (times
+    ``max_action`` where ``scaled``) or, with ``field=None``, from ``build``'s argument of the same name."""
+
+    field: str | None
+    scaled: bool = False
+
+
+def copied(*names: str) -> dict[str, TrainerArg]:
+    """Constructor arguments that CORL's ``train()`` copies from the config field of the same name."""
+    return {name: TrainerArg(name) for name in names}
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
-from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, soft_update
+from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, copied, soft_update
 
 LOG_STD_MIN = -20.0
 LOG_STD_MAX = 2.0
@@ -63,6 +63,24 @@ class Config:
     reward_bias: float = -1.0
     bc_steps: int = 0
     policy_log_std_multiplier: float = 1.0
+    #: a constructor argument of CORL's trainer, not a ``TrainConfig`` field; ``None``: ``-action_dim``, what
+    #: CORL's ``train()`` passes (``-prod(action_space.shape)``)
+    target_entropy: float | None = None
+
+
+def derived_defaults(action_dim: int) -> dict[str, float]:
+    """What CORL's ``train()`` passes for the config fields declared ``None``: ``target_entropy = -action_dim``."""
+    return {"target_entropy": -action_dim}
+
+
+#: CORL ``train()``'s trainer constructor arguments and the config fields they come from
+TRAINER_ARGS = {
+    **copied("discount", "soft_target_update_rate", "target_entropy", "alpha_multiplier",
+             "use_automatic_entropy_tuning", "backup_entropy", "policy_lr", "qf_lr", "bc_steps",
+             "target_update_period", "cql_n_actions", "cql_importance_sample", "cql_lagrange",
+             "cql_target_action_gap", "cql_temp", "cql_alpha", "cql_max_target_backup", "cql_clip_diff_min",
+             "cql_clip_diff_max"),
+}
 
 
 # ----------------------------------------------------------------------------------------------------- formulas
@@ -276,7 +294,7 @@ class ContinuousCQL(ReferenceTrainer):
         self.actor_optimizer = torch.optim.Adam(actor.parameters(), config.policy_lr)
 
         self.discount = config.discount
-        self.target_entropy = -action_dim
+        self.target_entropy = -action_dim if config.target_entropy is None else config.target_entropy
         self.alpha_multiplier = config.alpha_multiplier
         self.use_automatic_entropy_tuning = config.use_automatic_entropy_tuning
         self.backup_entropy = config.backup_entropy

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from reference_algos.torch import sac_n
-from reference_algos.torch.common import build_in_dtype
+from reference_algos.torch.common import build_in_dtype, copied
 from reference_algos.torch.sac_n import SACN, VectorizedCritic
 
 
@@ -21,6 +21,10 @@ class Config(sac_n.Config):
     """CORL ``TrainConfig`` defaults: SAC-N's plus the diversity weight ``eta``."""
 
     eta: float = 1.0
+
+
+#: CORL ``train()``'s trainer constructor arguments and the config fields they come from
+TRAINER_ARGS = copied("gamma", "tau", "alpha_learning_rate", "eta")
 
 
 # ----------------------------------------------------------------------------------------------------- formulas

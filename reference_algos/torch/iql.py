@@ -17,7 +17,15 @@ from torch import nn
 from torch.distributions import Normal
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, frozen_copy, soft_update
+from reference_algos.torch.common import (
+    ReferenceTrainer,
+    TensorBatch,
+    TrainerArg,
+    build_in_dtype,
+    copied,
+    frozen_copy,
+    soft_update,
+)
 
 EXP_ADV_MAX = 100.0
 LOG_STD_MIN = -20.0
@@ -45,6 +53,12 @@ class Config:
     qf_lr: float = 3e-4
     actor_lr: float = 3e-4
     actor_dropout: float | None = None
+
+
+#: CORL ``train()``'s trainer constructor arguments and where they come from (``max_steps``: the cosine schedule's
+#: length, ``config.max_timesteps``)
+TRAINER_ARGS = {"max_action": TrainerArg(None), **copied("discount", "tau", "beta", "iql_tau"),
+                "max_steps": TrainerArg("max_timesteps")}
 
 
 # ----------------------------------------------------------------------------------------------------- formulas

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, soft_update
+from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, copied, soft_update
 
 LOG_SIGMA_MIN = -5.0
 LOG_SIGMA_MAX = 2.0
@@ -47,6 +47,11 @@ class Config:
     train_seed: int = 10
     eval_seed: int = 42
     log_every: int = 100
+
+
+#: CORL ``train()``'s trainer constructor arguments and the config fields they come from (CORL builds the actor with
+#: ``config.max_action``, which ``build`` takes as its ``max_action``)
+TRAINER_ARGS = copied("gamma", "tau", "alpha_learning_rate")
 
 
 # ----------------------------------------------------------------------------------------------------- formulas

@@ -14,7 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference_algos.torch.common import ReferenceTrainer, TensorBatch, build_in_dtype, frozen_copy, soft_update
+from reference_algos.torch.common import (
+    ReferenceTrainer,
+    TensorBatch,
+    TrainerArg,
+    build_in_dtype,
+    copied,
+    frozen_copy,
+    soft_update,
+)
 
 LEARNING_RATE = 3e-4
 """CORL hard-codes every TD3+BC learning rate; there is no config field for them."""
@@ -39,6 +47,13 @@ class Config:
     alpha: float = 2.5
     normalize: bool = True
     normalize_reward: bool = False
+
+
+#: CORL ``train()``'s trainer constructor arguments and where they come from (the target-policy noise and its clip
+#: are passed multiplied by ``max_action``)
+TRAINER_ARGS = {"max_action": TrainerArg(None), **copied("discount", "tau", "policy_freq", "alpha"),
+                "policy_noise": TrainerArg("policy_noise", scaled=True),
+                "noise_clip": TrainerArg("noise_clip", scaled=True)}
 
 
 # ----------------------------------------------------------------------------------------------------- formulas

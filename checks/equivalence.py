@@ -49,6 +49,7 @@ from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare_arrays, compa
 from pogo_audit.findings import Crash, TrainerCrash, guarded, parameter_check_text
 from checks.isolate import isolate
 from pogo_audit.harness import IsolatedTrainer, torch_determinism
+from pogo_audit import threads
 from pogo_audit.results import FAIL, INCONCLUSIVE, PASS, CheckResult, Divergence, environment_info
 
 GROUPS = ("critic losses", "actor0 losses", "critic params", "target params", "actor0 params", "rng", "grad leak",
@@ -652,9 +653,12 @@ def run_equivalence(
     ``metrics["crash"]`` (:class:`pogo_audit.findings.Crash`); what was compared before the crash is kept.
     ``chain_oracle(trainer, config)`` builds the W2 oracle (default :meth:`ChainOracle.for_trainer`); ``localiser``
     replays a divergent step under tracing (default :data:`TORCH_LOCALISER`)."""
+    from checks.reference_worker import process_plan
+
     device = str(getattr(config, "device", "cpu"))
-    run = _RunState(t0=time.perf_counter())
-    with torch_determinism(device) as determinism:
+    plan = process_plan(options, reference_factory, config, dataset_spec, device, algo, threads.budget())
+    run = _RunState(t0=time.perf_counter(), plan=plan)
+    with torch_determinism(device) as determinism, threads.using(plan.threads):
         try:
             _run_lock_step(algo, config, dataset_spec, buffer, reference_factory, candidate_factory, options,
                            progress, batch_size, chain_oracle, device, run, localiser or TORCH_LOCALISER)
@@ -690,6 +694,8 @@ class _RunState:
     """What the lock-step run has established so far — kept when a trainer crashes, so the result shows it."""
 
     t0: float
+    #: the processes and threads of the run (:class:`checks.reference_worker.ProcessPlan`)
+    plan: Any = None
     judges: list[_Judge] = field(default_factory=list)
     self_comp: Comparator | None = None
     stop_comp: Comparator | None = None
@@ -711,6 +717,8 @@ class _RunState:
     signatures: set[frozenset[tuple[str, ...]]] = field(default_factory=set)
     #: the reference and its twin (:mod:`checks.reference_worker`), closed when the run ends
     pair: Any = None
+    #: process role -> the thread counts that process reported once its trainers were built
+    thread_counts: dict[str, Any] = field(default_factory=dict)
 
     def remember(self, step: int, obs_ref: Mapping[str, Any], obs_cand: Mapping[str, Any]) -> None:
         self.steps_done.append(step)
@@ -850,7 +858,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         stop_comp = Comparator("tolerance", options.rtol, options.atol)
     run.stop_comp = stop_comp
 
-    run.pair = pair = reference_pair(options, reference_factory, config, dataset_spec, device, algo)
+    run.pair = pair = reference_pair(options, reference_factory, config, dataset_spec, device, run.plan)
     ref, twin = pair.ref, getattr(pair, "twin", None)
     try:
         cand = _Side.build("candidate", candidate_factory, config, dataset_spec, seed)
@@ -858,6 +866,8 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         pair.built(below=CAND_FACTORY)
         raise
     ref_params, ref_rng = pair.built()
+    run.thread_counts = {"candidate" if pair.threads() else "candidate+reference": threads.report(),
+                         **pair.threads()}
     cand_params = cand.call("parameters")
     run.parameter_check = parameter_check(ref_params, cand_params, options.ignore)
     run.candidate_actors = candidate_actors(cand_params)
@@ -1083,6 +1093,11 @@ def _result(algo: str, config: Any, options: EquivalenceOptions, labels: tuple[s
         "history": {"steps": run.steps_done, **{f"{side}/{k}": v for side in history for k, v in
                                                  history[side].items()}},
     }
+    if run.plan is not None:
+        metrics["threads"] = {"budget": run.plan.budget, "processes": run.plan.processes,
+                              "per_process": run.plan.threads,
+                              "twin_in_reference_worker": run.plan.twin_in_reference_worker,
+                              "reported": run.thread_counts}
     if run.crash is not None:
         metrics["crash"] = run.crash.to_dict()
     if options.isolate or run.located:
@@ -1282,12 +1297,7 @@ def equivalence_for_algo(algo: str, config: Any, options: EquivalenceOptions,
     from pogo_audit.errors import PogoAuditError
     from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
 
-    from checks.reference_worker import wants_worker
-
-    if wants_worker(options, str(getattr(config, "device", "cpu"))):
-        from checks.workers import warm_up
-
-        warm_up()  # the reference worker's fork server imports torch while the data is prepared
+    _warm_up_workers(options, str(getattr(config, "device", "cpu")))
     algorithm = get_algorithm(algo)
     data = prepare_data(config, algorithm)
     def make_buffer() -> ReplayBuffer:
@@ -1307,6 +1317,17 @@ def equivalence_for_algo(algo: str, config: Any, options: EquivalenceOptions,
         raise
     except Exception as exc:  # not a trainer call (those are crash findings): the harness itself failed
         return harness_error(algo, exc, (ref_label, cand_label), options.mode, time.perf_counter() - t0)
+
+
+def _warm_up_workers(options: EquivalenceOptions, device: str) -> None:
+    """Start the reference workers' fork server now when the run will want it: it imports torch in the background
+    while this process imports it, prepares the data and builds the candidate (idempotent)."""
+    from checks.reference_worker import wants_worker
+
+    if wants_worker(options, device) and (threads.budget() >= 2 or options.concurrent):
+        from checks.workers import warm_up
+
+        warm_up()
 
 
 def harness_error(algo: str, exc: Exception, labels: tuple[str, str], mode: str, seconds: float) -> CheckResult:
@@ -1355,13 +1376,6 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
     from multi_actor import registry
 
     algos = list(registry.names()) if args.algo == "all" else [args.algo]
-    reference = (args.reference, load_factory(args.reference, "--reference")) if args.reference else None
-    candidate = (args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None
-    configs = {a: command_config(args, a) for a in algos}
-    devices = None
-    if args.reference_device or args.candidate_device:
-        devices = (args.reference_device or configs[algos[0]].device,
-                   args.candidate_device or configs[algos[0]].device)
     options = EquivalenceOptions(steps=args.steps, seed=args.seed if args.seed is not None else 0, mode=args.mode,
                                  rtol=args.rtol, atol=args.atol, full_every=args.full_every,
                                  self_check=not args.no_self_check, self_check_steps=args.self_check_steps,
@@ -1369,6 +1383,15 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
                                  sync_init=args.sync_init, ignore=tuple(args.ignore), eval_every=args.eval_every,
                                  eval_episodes=args.eval_episodes, isolate=args.isolate,
                                  oracle_every=args.oracle_every)
+    if registry.algorithm(algos[0]).framework == "torch":
+        _warm_up_workers(options, args.device or "cpu")  # before this process imports torch
+    reference = (args.reference, load_factory(args.reference, "--reference")) if args.reference else None
+    candidate = (args.candidate, load_factory(args.candidate, "--candidate")) if args.candidate else None
+    configs = {a: command_config(args, a) for a in algos}
+    devices = None
+    if args.reference_device or args.candidate_device:
+        devices = (args.reference_device or configs[algos[0]].device,
+                   args.candidate_device or configs[algos[0]].device)
     for algo in algos:
         yield equivalence(algo, configs[algo], options, reference, candidate,
                           progress=lambda t, algo=algo: progress(f"equivalence {algo}", t, args.steps),

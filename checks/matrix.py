@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from checks.registry import Note
 from checks.workers import process_pool
+from pogo_audit import threads
 from pogo_audit.errors import InputError, UsageError
 from pogo_audit.results import ERROR, CheckResult, RunResults
 
@@ -119,22 +121,22 @@ def validate(cells: list[Cell]) -> None:
         cell_config(cell)
 
 
-def run_cell(cell: Cell, bundle_dir: str | None) -> dict[str, Any]:
-    """One cell's equivalence result as a dict (runs in a worker; one torch thread whatever the executor)."""
-    import torch
+#: threads of one cell's audit (the cells of a grid are the parallelism)
+CELL_THREADS = 1
 
+
+def run_cell(cell: Cell, bundle_dir: str | None) -> dict[str, Any]:
+    """One cell's equivalence result as a dict: in a worker of its own, with one thread whatever the executor, so a
+    cell's result does not depend on ``--jobs`` (the audit then runs its trainers in that one process)."""
     from checks.equivalence import EquivalenceOptions, equivalence
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    threads.pin(CELL_THREADS)
     try:
         options = EquivalenceOptions(steps=cell.steps, seed=cell.seed,
                                      bundle_dir=str(Path(bundle_dir) / cell.key) if bundle_dir else None)
         result = equivalence(cell.algo, cell_config(cell), options)
     except Exception as exc:  # noqa: BLE001 - one cell failing must not take the grid down
         result = CheckResult("equivalence", cell.algo, ERROR, summary=f"the cell raised {type(exc).__name__}: {exc}")
-    finally:
-        torch.set_num_threads(threads)
     result.subject = f"{cell.algo} [{cell.key}]"
     result.metrics["cell"] = {**asdict(cell), "key": cell.key, "label": cell.label}
     result.metrics.pop("history", None)
@@ -166,7 +168,7 @@ def run_matrix(cells: list[Cell], results_path: Path, jobs: int = 1, executor: s
                address: str | None = None, bundle_dir: str | None = None,
                progress: Callable[[str, int, int], None] | None = None) -> list[CheckResult]:
     """Run the cells not yet in ``results_path``; each finished cell is saved at once. Returns every cell's result
-    in grid order (finished earlier or now)."""
+    in grid order (finished earlier or now). ``jobs`` cells run at once, one thread each."""
     merged = RunResults.load(results_path) if results_path.exists() else RunResults(command="matrix")
     done = {r.metrics["cell"]["key"]: r for r in merged.checks if "cell" in r.metrics}
     wanted = {c.key for c in cells}
@@ -220,4 +222,9 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
     if not cells:
         raise UsageError("matrix: the grid has no cells (an empty axis)")
     validate(cells)
-    yield from run_matrix(cells, Path(args.out), args.jobs, args.executor, args.address, args.bundle_dir, progress)
+    budget, jobs = threads.budget(), args.jobs
+    if args.executor == "process" and jobs * CELL_THREADS > budget:
+        jobs = max(1, budget // CELL_THREADS)
+        yield Note(f"--jobs {args.jobs}: {jobs} cell(s) at a time, {CELL_THREADS} thread each (the thread budget is "
+                   f"{budget}; --threads N to change it)")
+    yield from run_matrix(cells, Path(args.out), jobs, args.executor, args.address, args.bundle_dir, progress)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from pogo_audit.findings import TrainerCrash
+from pogo_audit.threads import share
 
 #: serial order of the start-up calls (a crash of a lower rank is the one the serial harness would report)
 REF_FACTORY, TWIN_FACTORY, CAND_FACTORY, REF_PARAMETERS, CAND_PARAMETERS = range(5)
@@ -119,28 +120,33 @@ def _raisable(exc: BaseException) -> BaseException:
     return exc
 
 
-def serve(conn: Any, factory: Any, config: Any, dataset_spec: Any, seed: int, role: str, rng: Any,
+def serve(conn: Any, factory: Any, config: Any, dataset_spec: Any, seed: int, roles: tuple[str, ...], rng: Any,
           threads: int, dtype: Any) -> None:
-    """The worker: build its trainer (``role`` "reference" or "twin"), then answer the caller's requests until
-    ``stop``."""
+    """The worker: build its trainers (``roles``: "reference", "twin", or both — the twin then steps after the
+    reference in this process), then answer the caller's requests until ``stop``."""
     import torch
 
-    from checks.equivalence import _Side, own_copy
+    from checks.equivalence import _Side
+    from pogo_audit.threads import report, set_torch_threads
 
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)
     torch.set_default_dtype(dtype)
     rng.restore()
-    reference = role == "reference"
+    sides: dict[str, Any] = {}
     try:
         try:
-            rank = REF_FACTORY if reference else TWIN_FACTORY
-            side = _Side.build("reference", factory, config, dataset_spec, seed)
+            for role in roles:
+                rank = REF_FACTORY if role == "reference" else TWIN_FACTORY
+                sides[role] = _Side.build("reference", factory, config, dataset_spec, seed)
             rank = REF_PARAMETERS
-            params = side.call("parameters") if reference else {}  # the serial harness asks the reference only
+            # the serial harness asks the reference only
+            params = sides["reference"].call("parameters") if "reference" in sides else {}
         except TrainerCrash as exc:
             _send(conn, ("crash", rank, exc.crash))
             return
-        _send(conn, ("built", params, side.iso.rng, side.probe_kind(), hasattr(side.iso.trainer, "gradients")))
+        first = next(iter(sides.values()))
+        _send(conn, ("built", params, first.iso.rng, first.probe_kind(), hasattr(first.iso.trainer, "gradients"),
+                     report()))
         kept = {0: params}  # the reference's parameters after its last two steps, sent only when asked
         while True:
             request = _recv(conn)
@@ -150,28 +156,23 @@ def serve(conn: Any, factory: Any, config: Any, dataset_spec: Any, seed: int, ro
                 _send(conn, ("params", kept.get(request[1])))
                 continue
             if request[0] == "probes":
-                side.attach_probe()
+                for side in sides.values():
+                    side.attach_probe()
             elif request[0] == "gradients":
                 try:
-                    _send(conn, ("gradients", side.gradients()))
+                    _send(conn, ("gradients", sides["reference"].gradients()))
                 except TrainerCrash as exc:
                     _send(conn, ("crash", REF_STEP, exc.crash))
             elif request[0] == "step":
-                _, step, batch, full = request
+                _, step, batch, full, twin = request
+                if not twin:
+                    sides.pop("twin", None)  # its steps are over
                 batch = from_wire(batch)
-                side.step = step
-                try:
-                    if batch is None:
-                        obs = side.observe({}, full)
-                    else:
-                        obs = side.step_and_observe(own_copy(batch), full, compared_only=True)[1]
-                except TrainerCrash as exc:
-                    _send(conn, ("step", None, None, exc.crash))
-                    continue
-                if reference:
+                replies = {role: _step(side, step, batch, full) for role, side in sides.items()}
+                if "reference" in sides:
                     kept = {s: p for s, p in kept.items() if s == step - 1}
-                    kept[step] = side.params
-                _send(conn, ("step", obs, side.leak if reference else None, None))
+                    kept[step] = sides["reference"].params
+                _send(conn, ("step", replies))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         return
     except BaseException as exc:  # noqa: BLE001 - the harness's own failure (or a usage error) reaches the caller
@@ -179,6 +180,19 @@ def serve(conn: Any, factory: Any, config: Any, dataset_spec: Any, seed: int, ro
             _send(conn, ("raise", _raisable(exc)))
         except (BrokenPipeError, OSError):
             pass
+
+
+def _step(side: Any, step: int, batch: Any, full: bool) -> tuple[Any, Any, Any]:
+    """One side's (observables, ``.grad`` digests, crash) of ``step`` (``batch`` None: only observe, step 0)."""
+    from checks.equivalence import own_copy
+
+    side.step = step
+    try:
+        obs = side.observe({}, full) if batch is None else \
+            side.step_and_observe(own_copy(batch), full, compared_only=True)[1]
+    except TrainerCrash as exc:
+        return None, None, exc.crash
+    return obs, side.leak, None
 
 
 class RemoteParams(Mapping[str, np.ndarray]):
@@ -239,21 +253,22 @@ class RemoteSide:
 
 
 class ReferenceWorker:
-    """One worker process (the reference or the twin), from the caller's end. It is started in a thread, so the
-    caller builds its candidate meanwhile."""
+    """One worker process (the reference, the twin, or both), from the caller's end. It is started in a thread, so
+    the caller builds its candidate meanwhile."""
 
-    def __init__(self, factory: Any, config: Any, dataset_spec: Any, seed: int, role: str):
+    def __init__(self, factory: Any, config: Any, dataset_spec: Any, seed: int, roles: tuple[str, ...],
+                 threads: int):
         import torch
 
         from checks.workers import forkserver_context
         from pogo_audit.seeding import GlobalRNGState
 
         context = forkserver_context()
+        self.roles = roles
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=serve, daemon=True, name=f"pogo-audit {role}",
-                                       args=(child, factory, config, dataset_spec, seed, role,
-                                             GlobalRNGState.capture(), torch.get_num_threads(),
-                                             torch.get_default_dtype()))
+        self.process = context.Process(target=serve, daemon=True, name=f"pogo-audit {'+'.join(roles)}",
+                                       args=(child, factory, config, dataset_spec, seed, roles,
+                                             GlobalRNGState.capture(), threads, torch.get_default_dtype()))
 
         self._start_error: BaseException | None = None
 
@@ -270,6 +285,8 @@ class ReferenceWorker:
         self.built: tuple[Any, ...] | None = None
         self.probe_kind: str | None = None
         self.has_gradients = False
+        #: the worker's thread counts as it reported them (:func:`pogo_audit.threads.report`)
+        self.threads: dict[str, Any] = {}
 
     def request(self, message: Any) -> None:
         self._starting.join()
@@ -300,7 +317,7 @@ class ReferenceWorker:
         if self.built is None:
             self.built = self.reply()
             if self.built[0] == "built":
-                _, _, _, self.probe_kind, self.has_gradients = self.built
+                _, _, _, self.probe_kind, self.has_gradients, self.threads = self.built
         return self.built
 
     def close(self) -> None:
@@ -318,17 +335,49 @@ class ReferenceWorker:
                 self.process.join()
 
 
-class ReferenceWorkers:
-    """The reference and the twin each in its own worker process, in lock-step with the candidate in the caller's:
-    three trainers on two cores take about one and a half step times instead of three. The twin runs the first
-    ``twin_steps`` steps (0: all), then its process ends."""
+@dataclass(frozen=True)
+class ProcessPlan:
+    """How one audit spends its thread budget: ``workers`` reference worker processes beside the caller's (0: all
+    trainers in the caller's process), whether the twin shares the reference's worker, and the threads of every
+    process (the same for all: the count is part of the bitwise protocol)."""
 
-    def __init__(self, factory: Any, config: Any, dataset_spec: Any, seed: int, twin: bool, twin_steps: int = 0):
-        self.reference = ReferenceWorker(factory, config, dataset_spec, seed, "reference")
-        self.twin_worker = ReferenceWorker(factory, config, dataset_spec, seed, "twin") if twin else None
+    budget: int
+    workers: int
+    twin_in_reference_worker: bool
+    threads: int
+
+    @property
+    def processes(self) -> int:
+        return 1 + self.workers
+
+
+def plan_processes(budget: int, worker: bool, twin: bool, forced: bool = False) -> ProcessPlan:
+    """The plan of an audit within ``budget`` threads: with ``worker`` allowed and at least two threads (or
+    ``forced``), the reference in a worker, the twin in a worker of its own when a third thread is there for it,
+    else in the reference's; every process gets ``budget // processes`` threads (at least one)."""
+    if not worker or (budget < 2 and not forced):
+        return ProcessPlan(budget, 0, False, budget)
+    own_twin = twin and budget >= 3
+    workers = 1 + int(own_twin)
+    return ProcessPlan(budget, workers, twin and not own_twin, share(budget, 1 + workers))
+
+
+class ReferenceWorkers:
+    """The reference (and the twin) in worker processes, in lock-step with the candidate in the caller's. With a
+    thread for each, the twin runs in its own worker: three trainers on three cores take about one step time;
+    on a 2-core budget it steps after the reference in the reference's worker (:class:`ProcessPlan`). The twin runs
+    the first ``twin_steps`` steps (0: all), then stops."""
+
+    def __init__(self, factory: Any, config: Any, dataset_spec: Any, seed: int, twin: bool, twin_steps: int,
+                 plan: ProcessPlan):
+        roles = ("reference", "twin") if twin and plan.twin_in_reference_worker else ("reference",)
+        self.reference = ReferenceWorker(factory, config, dataset_spec, seed, roles, plan.threads)
+        self.twin_worker = ReferenceWorker(factory, config, dataset_spec, seed, ("twin",), plan.threads) \
+            if twin and not plan.twin_in_reference_worker else None
         self.workers = [w for w in (self.reference, self.twin_worker) if w is not None]
         self.ref = RemoteSide(self)
         self.twin_steps = twin_steps
+        self.twin_running = twin
 
     def built(self, below: int = CAND_PARAMETERS + 1) -> tuple[dict[str, np.ndarray], Any]:
         """The reference's initial parameters and global RNG state; raises a worker's start-up crash when it comes
@@ -339,34 +388,40 @@ class ReferenceWorkers:
             if first[1] < below:
                 raise TrainerCrash(first[2])
             return {}, None
-        _, params, rng, _, _ = self.reference.start_up()
+        _, params, rng, _, _, _ = self.reference.start_up()
         self.ref.params = params
         return params, rng
+
+    def threads(self) -> dict[str, Any]:
+        """role -> the thread counts its worker reported."""
+        return {"+".join(w.roles): w.threads for w in self.workers}
 
     def submit(self, step: int, batch: Any, full: bool) -> None:
         """Step (``batch`` None: only observe, step 0) the reference and the twin."""
         self.ref.step = step
-        if self.twin_worker is not None and not twin_due(step, self.twin_steps):
+        self.twin_running = self.twin_running and twin_due(step, self.twin_steps)
+        if self.twin_worker is not None and not self.twin_running:
             self.twin_worker.close()  # its steps are over: its core goes to the candidate
             self.twin_worker = None
             self.workers = [self.reference]
         wire = to_wire(batch)
         for worker in self.workers:
-            worker.request(("step", step, wire, full))
+            worker.request(("step", step, wire, full, self.twin_running))
 
     def collect(self, candidate_crash: TrainerCrash | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The reference's and the twin's observables of the submitted step; raises the first crash of the step in
         the serial order (reference, candidate, twin)."""
-        _, obs_ref, leak, crash = self.reference.reply()
+        replies = self.reference.reply()[1]
+        obs_ref, leak, crash = replies["reference"]
         if crash is not None:
             raise TrainerCrash(crash)
         if candidate_crash is not None:
             raise candidate_crash
-        obs_twin = None
         if self.twin_worker is not None:  # still there: it got this step (it ends only in submit)
-            _, obs_twin, _, crash = self.twin_worker.reply()
-            if crash is not None:
-                raise TrainerCrash(crash)
+            replies = self.twin_worker.reply()[1]
+        obs_twin, _, crash = replies.get("twin", (None, None, None))
+        if crash is not None:
+            raise TrainerCrash(crash)
         self.ref.params, self.ref.leak = RemoteParams(self.reference, self.ref.step), leak
         return obs_ref, obs_twin
 
@@ -416,6 +471,10 @@ class LocalReference:
             raise candidate_crash
         return obs_ref, None if self.twin is None else self._observe(self.twin, batch, full)
 
+    def threads(self) -> dict[str, Any]:
+        """Nothing runs elsewhere: the caller's own counts stand for the reference's."""
+        return {}
+
     def close(self) -> None:
         """Nothing to stop (the worker's counterpart ends its process)."""
 
@@ -447,13 +506,21 @@ def _torch(algo: str) -> bool:
     return algo in registry.names("torch")
 
 
-def reference_pair(options: Any, factory: Any, config: Any, dataset_spec: Any, device: str, algo: str
+def process_plan(options: Any, factory: Any, config: Any, dataset_spec: Any, device: str, algo: str,
+                 budget: int) -> ProcessPlan:
+    """The run's processes within the thread ``budget``: a worker where the run allows one (:func:`wants_worker`,
+    a PyTorch algorithm, a reference factory, config and dataset spec that pickle) and the budget has a thread for
+    each process (or ``concurrent`` forces it), see :func:`plan_processes`."""
+    worker = wants_worker(options, device) and _torch(algo) and picklable(factory, config, dataset_spec)
+    return plan_processes(budget, worker, options.self_check, forced=options.concurrent is True)
+
+
+def reference_pair(options: Any, factory: Any, config: Any, dataset_spec: Any, device: str, plan: ProcessPlan
                    ) -> ReferenceWorkers | LocalReference:
-    """The workers when the run allows them (:func:`wants_worker`, a PyTorch algorithm) and its reference factory,
-    config and dataset spec pickle; else the in-process pair."""
+    """The reference and its twin as ``plan`` places them: in worker processes, or in the calling process."""
     from checks.equivalence import twin_steps
 
     steps = twin_steps(options, device)
-    if wants_worker(options, device) and _torch(algo) and picklable(factory, config, dataset_spec):
-        return ReferenceWorkers(factory, config, dataset_spec, options.seed, options.self_check, steps)
+    if plan.workers:
+        return ReferenceWorkers(factory, config, dataset_spec, options.seed, options.self_check, steps, plan)
     return LocalReference(factory, config, dataset_spec, options.seed, options.self_check, steps)

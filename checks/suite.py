@@ -84,16 +84,15 @@ def _tasks(opts: SuiteOptions) -> list[tuple[str, tuple[str, ...]]]:
             ([(name, (a,)) for a in opts.algos] if STAGES[name].per_algo else [(name, opts.algos)])]
 
 
-def run_task(name: str, opts: SuiteOptions, algos: tuple[str, ...], threads: int) -> list[CheckResult]:
-    """One stage on ``algos`` in a ``--jobs`` worker: the parser rebuilt from its spec, the caller's torch thread
-    count (float results can depend on it)."""
+def run_task(name: str, opts: SuiteOptions, algos: tuple[str, ...], budget: int) -> list[CheckResult]:
+    """One stage on ``algos`` in a ``--jobs`` worker: the parser rebuilt from its spec, within its share ``budget``
+    of the command's threads (:mod:`pogo_audit.threads`)."""
     import dataclasses
 
-    import torch
-
+    from pogo_audit import threads
     from pogo_audit.loading import import_callable
 
-    torch.set_num_threads(threads)
+    threads.pin(budget)
     if opts.parser is None and opts.parser_spec:
         opts = dataclasses.replace(opts, parser=import_callable(opts.parser_spec, "parser", "pogo_audit.cli:"
                                                                                           "build_parser")())
@@ -105,8 +104,8 @@ def run_suite(opts: SuiteOptions, progress: Progress | None = None, jobs: int = 
     our own code only for our own trainer, candidate stages only with a candidate.
 
     ``jobs`` > 1: the stages — a ``per_algo`` stage one algorithm at a time — run in a pool of that many worker
-    processes (:func:`checks.workers.process_pool`); the results are collected in the serial order, so the model
-    is the serial one but for wall times."""
+    processes (:func:`checks.workers.process_pool`; at most one per thread of the budget, each within its share);
+    the results are collected in the serial order, so the model is the serial one but for wall times."""
     import concurrent.futures
     import dataclasses
 
@@ -116,16 +115,16 @@ def run_suite(opts: SuiteOptions, progress: Progress | None = None, jobs: int = 
         for name in _stages(opts):
             results.checks.extend(STAGES[name].runner()(opts, say))
         return results
-    import torch
-
     from checks.workers import process_pool
+    from pogo_audit import threads
 
     tasks = _tasks(opts)
     portable = dataclasses.replace(opts, parser=None, concurrent=False)
-    threads = torch.get_num_threads()
+    jobs = min(jobs, threads.budget())
+    budget = threads.share(threads.budget(), jobs)
     done: dict[int, list[CheckResult]] = {}
     with process_pool(jobs) as pool:
-        futures = {pool.submit(run_task, name, portable, algos, threads): i for i, (name, algos) in enumerate(tasks)}
+        futures = {pool.submit(run_task, name, portable, algos, budget): i for i, (name, algos) in enumerate(tasks)}
         try:
             for future in concurrent.futures.as_completed(futures):
                 i = futures[future]

@@ -15,7 +15,7 @@ from multiprocessing.context import BaseContext
 #: imported once by the fork server, so every worker starts with torch and the trainers already loaded;
 #: ``torch._dynamo`` is what torch imports when a process builds its first optimizer (``Optimizer.__init__`` is
 #: wrapped by dynamo's ``disable``): ~3 s of CPU here, which every worker paid before its trainer existed
-PRELOAD = ["torch", "torch._dynamo", "ot", "checks.equivalence", "checks.chain_oracle", "multi_actor.trainer",
+PRELOAD = ["torch", "torch._dynamo", "checks.equivalence", "checks.chain_oracle", "multi_actor.trainer",
            "multi_actor.loop"]
 
 

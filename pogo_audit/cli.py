@@ -34,7 +34,7 @@ from checks.equivalence import load_factory
 from checks.registry import CHECKS, CheckSpec, Note, add_device
 from checks.suite import STAGES, SuiteOptions, merge, run_suite, stage_name
 from multi_actor.config import ALGORITHMS, MultiActorConfig, build_config
-from pogo_audit import __version__
+from pogo_audit import __version__, threads
 from pogo_audit.argtypes import positive_int
 from pogo_audit.data import (
     DEFAULT_DATASET_ID,
@@ -573,6 +573,10 @@ def build_parser() -> PogoAuditParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=PogoAuditParser, required=True)
     for add in COMMANDS:
         add(sub)
+    for command in sub.choices.values():
+        command.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                             help=f"threads all processes of this command use together (default ${threads.ENV_VAR}, "
+                                  "else every core this process may run on)")
     parser.commands = dict(sub.choices)
     return parser
 
@@ -583,6 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         args = build_parser().parse_args(argv)
+        threads.pin(threads.budget(args.threads))  # before anything starts a thread pool
         return int(args.handler(args))
     except PogoAuditError as exc:
         err.print(f"pogo-audit: error: {exc}", markup=False)

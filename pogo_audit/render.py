@@ -87,6 +87,15 @@ def actors_text(m: Mapping[str, Any]) -> str:
     return text
 
 
+def threads_text(t: Mapping[str, Any] | None) -> str:
+    """", 2 processes × 1 thread (budget 2)" — the threads every trainer ran with (part of the bitwise protocol)."""
+    if not t:
+        return ""
+    procs = t["processes"]
+    return (f", {procs} process{'es' if procs > 1 else ''} × {t['per_process']} thread"
+            f"{'s' if t['per_process'] > 1 else ''} (budget {t['budget']})")
+
+
 def _row_first(row: Mapping[str, Any]) -> str:
     """The group's first divergence, else its first absence ("—" when it has neither)."""
     if row.get("first_divergence_step") is not None:
@@ -126,7 +135,8 @@ def equivalence_table(res: CheckResult, config: object | None = None) -> Table:
     crashed = "" if crash is None else (f"; {crash.side} evaluate crashed at step {crash.step}"
                                         if crash.phase == "evaluate" else f" then crashed {crash.where()}")
     title = (f"equivalence {res.subject}: {verdict_text(res.verdict)} — {res.steps_compared} steps{crashed}, "
-             f"{m.get('mode', '?')}, {actors_text(m)}{types}, self-check {m.get('self_check', '?')}")
+             f"{m.get('mode', '?')}, {actors_text(m)}{types}, self-check {m.get('self_check', '?')}"
+             f"{threads_text(m.get('threads'))}")
     table = Table(title=title, title_justify="left")
     for col in ("observable group", "observables", "steps", "verdict", "first divergence", "max abs diff",
                 "max rel diff"):

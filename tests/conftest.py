@@ -23,6 +23,11 @@ for _var, _sub in (
 os.environ["WANDB_MODE"] = "disabled"
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+# one thread budget for the suite: the xdist workers share the machine's cores (pinned before torch is imported)
+from pogo_audit import threads  # noqa: E402
+
+threads.pin(threads.share(threads.budget(), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
 
 @pytest.fixture(scope="session")
 def embedded_dataset():

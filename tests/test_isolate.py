@@ -41,11 +41,9 @@ def test_three_injected_defects_are_each_named_in_one_run(embedded_dataset, tmp_
     assert res.verdict == "fail"
     truth = {(m.location()["path"], m.location()["line"]) for m in trio}
     assert truth <= located_lines(res)
-    assert truth == {("reference_algos/torch/td3_bc.py", 65), ("reference_algos/torch/td3_bc.py", 168),
-                     ("reference_algos/torch/td3_bc.py", 192)}
     critic = next(f for f in res.metrics["findings"] if f["observable"] == "critic/critic_loss")
-    assert (critic["first_step"], critic["location"]["line"], critic["location"]["code"]) == \
-        (1, 168, "target_q = torch.min(target_q1, target_q2)")
+    assert (critic["first_step"], critic["location"]["code"]) == (1, "target_q = torch.min(target_q1, target_q2)")
+    assert ("reference_algos/torch/td3_bc.py", critic["location"]["line"]) in truth
     assert critic["steps"] == 6  # isolated: the defect shows at every step, not once then drift
     sarif = tmp_path / "r.sarif"
     write_outputs(RunResults(checks=[res]), sarif_path=str(sarif))
@@ -56,30 +54,29 @@ def test_three_injected_defects_are_each_named_in_one_run(embedded_dataset, tmp_
 
 
 @pytest.mark.filterwarnings("ignore:Using a target size")  # the unsqueezed rewards' own broadcast warning
-@pytest.mark.parametrize("names, lines", [
+@pytest.mark.parametrize("names", [
     # the value loss reads the online Q (first difference, every later value differs), then the rewards are not
     # squeezed and the twin-Q loss is summed: named through the repaired replay of the same step
-    (("iql_rewards_not_squeezed", "iql_v_loss_online_q", "iql_q_loss_sum"), (290, 254, 65)),
+    ("iql_rewards_not_squeezed", "iql_v_loss_online_q", "iql_q_loss_sum"),
     # total_it += 2 makes the candidate update actor0 at step 1 already: the detached action only shows at step 2,
     # whose set of findings is new, so that step is replayed too
-    (("td3_no_grad_actor0_action", "td3_total_it_incremented_twice", "td3_target_without_min"), (182, 196, 168)),
+    ("td3_no_grad_actor0_action", "td3_total_it_incremented_twice", "td3_target_without_min"),
     # the policy delay is checked before the increment: the candidate updates actor0 on odd steps, the reference on
     # even ones, so no step has both sides' actor updates; the BC term scaled by alpha inside it is named by
     # replaying step 2 with the skipped condition jumped over into its block
-    (("td3_target_without_min", "td3_bc_scaled_by_alpha", "td3_policy_freq_before_increment"), (168, 65, 200)),
+    ("td3_target_without_min", "td3_bc_scaled_by_alpha", "td3_policy_freq_before_increment"),
     # the two schedule defects cancel out in the condition's outcome: the counter read (4, not 2) is named where it
     # was assigned, and the condition itself because, given the reference's counter, it still skips the block
-    (("td3_bc_scaled_by_alpha", "td3_total_it_incremented_twice", "td3_policy_freq_before_increment"),
-     (65, 196, 200)),
+    ("td3_bc_scaled_by_alpha", "td3_total_it_incremented_twice", "td3_policy_freq_before_increment"),
 ])
-def test_defects_hidden_behind_another_are_named_in_one_run(embedded_dataset, names, lines):
+def test_defects_hidden_behind_another_are_named_in_one_run(embedded_dataset, names):
     trio = _mutants(*names)
     res = equivalence_for_algo(trio[0].algo, build_config(None, [], algo=trio[0].algo),
                                EquivalenceOptions(steps=max(m.steps for m in trio), isolate=True, self_check=False,
                                                   bundle_dir=None),
                                candidate=("three mutants", combined_factory(trio)))
     truth = {(m.location()["path"], m.location()["line"]) for m in trio}
-    assert {line for _, line in truth} == set(lines)
+    assert len(truth) == 3
     assert truth <= located_lines(res), (truth, located_lines(res))
 
 

@@ -11,15 +11,25 @@ import torch
 
 from checks.equivalence import EquivalenceOptions, equivalence_for_algo
 from checks.mutants import catalog
-from checks.reference_worker import LocalReference, ReferenceWorkers, reference_pair
+from checks.reference_worker import LocalReference, ReferenceWorkers, process_plan, reference_pair
 from multi_actor.config import build_config
 from multi_actor.trainer import multi_actor_factory, reference_factory
+
+
+@pytest.fixture(autouse=True)
+def one_thread_budget(monkeypatch):
+    """Worker and in-process runs at the same threads per trainer (in one process an audit takes the whole budget;
+    float results of some mutants depend on the count)."""
+    from pogo_audit.threads import ENV_VAR
+
+    monkeypatch.setenv(ENV_VAR, "1")
 
 
 def _fields(result) -> str:
     """Every field of a result but its wall time, as JSON (NaN compares equal as text)."""
     d = dataclasses.asdict(result)
     d.pop("seconds")
+    d["metrics"].pop("threads", None)  # the process layout is what differs, on purpose
     return json.dumps(d, sort_keys=True, default=str)
 
 
@@ -121,31 +131,40 @@ def test_the_worker_is_used_only_where_the_run_allows_it(embedded_dataset):
 
     cfg = build_config(None, [], algo="iql", num_actors=3)
     spec = prepare_data(cfg).spec
-    cases = [(EquivalenceOptions(steps=50), reference_factory, ReferenceWorkers),
-             (EquivalenceOptions(steps=5), reference_factory, LocalReference),  # too short to pay for the worker
-             (EquivalenceOptions(steps=50, isolate=True), reference_factory, LocalReference),
-             (EquivalenceOptions(steps=50, eval_every=10), reference_factory, LocalReference),
-             (EquivalenceOptions(steps=50), lambda *a: reference_factory(*a), LocalReference),  # does not pickle
-             (EquivalenceOptions(steps=50, concurrent=False), reference_factory, LocalReference)]
-    for options, factory, kind in cases:
-        pair = reference_pair(options, factory, cfg, spec, "cpu", "iql")
+    cases = [(EquivalenceOptions(steps=50), reference_factory, ReferenceWorkers, 2),
+             (EquivalenceOptions(steps=50), reference_factory, LocalReference, 1),  # one thread: one process
+             (EquivalenceOptions(steps=50, concurrent=True), reference_factory, ReferenceWorkers, 1),  # forced
+             (EquivalenceOptions(steps=5), reference_factory, LocalReference, 2),  # too short to pay for the worker
+             (EquivalenceOptions(steps=50, isolate=True), reference_factory, LocalReference, 2),
+             (EquivalenceOptions(steps=50, eval_every=10), reference_factory, LocalReference, 2),
+             (EquivalenceOptions(steps=50), lambda *a: reference_factory(*a), LocalReference, 2),  # does not pickle
+             (EquivalenceOptions(steps=50, concurrent=False), reference_factory, LocalReference, 2)]
+    for options, factory, kind, budget in cases:
+        plan = process_plan(options, factory, cfg, spec, "cpu", "iql", budget)
+        pair = reference_pair(options, factory, cfg, spec, "cpu", plan)
         try:
             assert isinstance(pair, kind), options
         finally:
             pair.close()
 
 
-def test_the_twin_worker_ends_after_its_steps(embedded_dataset):
+@pytest.mark.parametrize("budget", [2, 3])
+def test_the_twin_ends_after_its_steps(embedded_dataset, budget):
+    """With a thread for it the twin has a worker of its own, whose process ends after its steps; on a 2-thread
+    budget it steps in the reference's worker and stops there."""
     from multi_actor.loop import prepare_data
     from pogo_audit.data import ReplayBuffer
 
     cfg = build_config(None, [], algo="iql", num_actors=3)
     data = prepare_data(cfg)
     buffer = ReplayBuffer(data.processed, 1)
-    pair = reference_pair(EquivalenceOptions(steps=50, self_check_steps=1), reference_factory, cfg, data.spec, "cpu",
-                          "iql")
+    options = EquivalenceOptions(steps=50, self_check_steps=1)
+    plan = process_plan(options, reference_factory, cfg, data.spec, "cpu", "iql", budget)
+    pair = reference_pair(options, reference_factory, cfg, data.spec, "cpu", plan)
     try:
         assert isinstance(pair, ReferenceWorkers)
+        assert [w.roles for w in pair.workers] == ([("reference", "twin")] if budget == 2 else
+                                                   [("reference",), ("twin",)])
         pair.built()
         twin = pair.twin_worker
         seen = []
@@ -154,7 +173,8 @@ def test_the_twin_worker_ends_after_its_steps(embedded_dataset):
             seen.append(pair.collect(None)[1] is not None)
         assert seen == [True, True, False]
         assert pair.twin_worker is None and pair.workers == [pair.reference]
-        assert twin.process.exitcode is not None  # its process has ended
+        if twin is not None:
+            assert twin.process.exitcode is not None  # its process has ended
     finally:
         pair.close()
 

@@ -14,11 +14,12 @@ SKIP = ("mutants", "fuzz", "jax-profile", "conformance", "failure-handling")
 
 
 def _fields(results) -> list[str]:
-    """Every check's fields but its wall time, as JSON (NaN compares equal as text)."""
+    """Every check's fields but its wall time and process layout, as JSON (NaN compares equal as text)."""
     out = []
     for check in results.checks:
         d = dataclasses.asdict(check)
         d.pop("seconds")
+        d["metrics"].pop("threads", None)
         out.append(json.dumps(d, sort_keys=True, default=str))
     return out
 
@@ -35,14 +36,22 @@ def test_a_loaded_factory_pickles_as_its_spec():
     assert again == factory and again.spec == "multi_actor.trainer:reference_factory"
 
 
-def test_two_jobs_give_the_serial_results(embedded_dataset, tmp_path):
+def test_two_jobs_give_the_serial_results(embedded_dataset, tmp_path, monkeypatch):
+    """At the same threads per trainer (CQL is thread-count sensitive): a serial report within a budget of one
+    thread, and two jobs within a budget of two (one thread each)."""
     from pogo_audit.cli import build_parser
+    from pogo_audit.threads import ENV_VAR
 
     opts = SuiteOptions(algos=("iql", "cql"), steps=5, skip=SKIP, bundle_dir=str(tmp_path / "bundles"),
                         parser=build_parser(), parser_spec="pogo_audit.cli:build_parser")
+    monkeypatch.setenv(ENV_VAR, "1")
     serial = run_suite(opts)
     said: list[str] = []
+    monkeypatch.setenv(ENV_VAR, "2")
     parallel = run_suite(opts, progress=said.append, jobs=2)
+    for check in (*serial.checks, *parallel.checks):
+        if check.check == "equivalence":
+            assert check.metrics["threads"]["per_process"] == 1
     assert [c.check for c in serial.checks] == ["docs"] * (len(serial.checks) - 2) + ["equivalence"] * 2
     assert [c.subject for c in serial.checks[-2:]] == ["iql", "cql"]
     assert _fields(parallel) == _fields(serial)

@@ -105,6 +105,20 @@ def test_closed_form_matches_pot_bures_wasserstein():
     assert not np.allclose(ours, pot_w, rtol=1e-3)
 
 
+def test_the_oracle_bures_distance_matches_pot_for_full_covariances():
+    """The chain oracle's own Bures-Wasserstein (checks.chain_oracle.bures_w2) is POT's, squared, on full (not
+    diagonal) covariances too."""
+    from checks.chain_oracle import bures_w2
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(6, 4, 4)), rng.normal(size=(6, 4, 4))
+    c1, c2 = a @ a.transpose(0, 2, 1) + 0.1 * np.eye(4), b @ b.transpose(0, 2, 1) + 0.1 * np.eye(4)
+    m1, m2 = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    pot_w = ot.gaussian.bures_wasserstein_distance(m1, m2, c1, c2, paired=True)
+    np.testing.assert_allclose(bures_w2(m1, m2, c1, c2), pot_w**2, rtol=1e-9)
+    np.testing.assert_allclose(bures_w2(m1, m1, c1, c1), 0.0, atol=1e-9)
+
+
 def test_closed_form_broadcasts_state_independent_std():
     mu_p, mu_q = torch.zeros(4, 2, dtype=F64), torch.ones(4, 2, dtype=F64)
     out = w2_gaussian(mu_p, _t([1.0, 2.0]), mu_q, _t([0.5, 0.5]))

@@ -18,15 +18,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    from pogo_audit import threads
+    from pogo_audit.runtime import threads
 
     threads.pin(args.threads)
     from multi_actor.algorithms import get_algorithm
     from multi_actor.config import build_config
     from multi_actor.loop import prepare_data
     from multi_actor.trainer import multi_actor_factory, reference_factory
-    from pogo_audit.data import ReplayBuffer
-    from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
+    from pogo_audit.runtime.data import ReplayBuffer
+    from pogo_audit.runtime.seeding import BUFFER_OFFSET, derived_seed
 
     config = build_config(None, [], algo=args.algo)
     algorithm = get_algorithm(args.algo)

@@ -96,7 +96,7 @@ def golden_candidates(explicit: str | None) -> Iterator[Path]:
         yield Path(explicit)
     if os.environ.get("POGO_AUDIT_GOLDEN_DIR"):
         yield Path(os.environ["POGO_AUDIT_GOLDEN_DIR"])
-    from pogo_audit.golden import GoldenDir
+    from pogo_audit.core.golden import GoldenDir
 
     yield GoldenDir(precision="float32").dataset_path.parent  # the traces shipped with the package
 
@@ -155,7 +155,7 @@ def median_step_ms(step: Callable[[Any], Any], batches: list[Any], warmup: int, 
 
 
 def spec_for(data: Data) -> Any:
-    from pogo_audit.data import DatasetSpec
+    from pogo_audit.runtime.data import DatasetSpec
 
     obs, act = data.arrays["observations"].shape[1], data.arrays["actions"].shape[1]
     return DatasetSpec("gpu-check", "Hopper-v5", obs, act, 1.0)
@@ -169,8 +169,8 @@ def torch_config(algo: str, actors: int, device: str) -> Any:
 
 def torch_buffer(data: Data, algo: str, seed: int = SEED) -> Any:
     from multi_actor.algorithms import get_algorithm
-    from pogo_audit.data import ReplayBuffer
-    from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
+    from pogo_audit.runtime.data import ReplayBuffer
+    from pogo_audit.runtime.seeding import BUFFER_OFFSET, derived_seed
 
     algorithm = get_algorithm(algo)
     normalized = algorithm.normalize_states(algorithm.base_config({}))
@@ -254,7 +254,8 @@ def part_equivalence(ctx: Context) -> dict[str, Any]:
 
 def part_cross_device(ctx: Context) -> dict[str, Any]:
     """Reference on the CPU vs multi-actor trainer (3 actors) on the device, shared draws, drift-derived tolerance."""
-    from checks.equivalence import DRIFT_FACTOR, DRIFT_GROUPS, EquivalenceOptions, cross_device_equivalence
+    from checks.equivalence import EquivalenceOptions, cross_device_equivalence
+    from checks.equivalence.cross_device import DRIFT_FACTOR, DRIFT_GROUPS
     from multi_actor.trainer import multi_actor_factory, reference_factory
 
     steps = ctx.sizes(20, 5)
@@ -281,10 +282,10 @@ def part_equivalence_rebrac(ctx: Context) -> dict[str, Any]:
     import jax
 
     from checks.equivalence import EquivalenceOptions, run_equivalence
-    from checks.equivalence_jax import DictBatchSampler, JaxChainOracle, full_precision_matmuls
+    from checks.equivalence.jax_audit import DictBatchSampler, JaxChainOracle, full_precision_matmuls
     from multi_actor.config import build_config
     from multi_actor.jax_trainer import rebrac_multi_actor_factory, rebrac_reference_factory
-    from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
+    from pogo_audit.runtime.seeding import BUFFER_OFFSET, derived_seed
 
     steps = ctx.sizes(50, 10)
     oracle = importlib.util.find_spec("ot") is not None
@@ -389,8 +390,9 @@ def part_jax_jit(ctx: Context) -> dict[str, Any]:
 def part_conformance(ctx: Context) -> dict[str, Any]:
     """The CORL golden traces (float64 set) replayed by the PyTorch references on ``ctx.device``: CPU-drawn
     randomness, float64 tolerance; the measured max relative difference per variant."""
-    from checks.conformance import TORCH_VARIANTS, run_variant
-    from pogo_audit.golden import GoldenDir
+    from checks.conformance import run_variant
+    from checks.conformance.command import TORCH_VARIANTS
+    from pogo_audit.core.golden import GoldenDir
 
     steps = ctx.sizes(50, 5)
     golden = GoldenDir(precision="float64")
@@ -612,7 +614,7 @@ def set_environment() -> None:
     """Before the first cuBLAS call and JAX backend start (inherited by every part's process): reproducible cuBLAS
     workspaces, and JAX allocating on demand instead of taking 75 % of the GPU up front. No XLA determinism flag:
     XLA aborts on a flag its version does not know, and the self-check measures determinism anyway."""
-    from pogo_audit.harness import CUBLAS_WORKSPACE
+    from pogo_audit.core.harness import CUBLAS_WORKSPACE
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

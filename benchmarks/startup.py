@@ -36,16 +36,17 @@ def measure(algo: str, steps: int) -> dict[str, float]:
         out[name] = now - mark
         mark = now
 
-    from pogo_audit import threads
+    from pogo_audit.runtime import threads
 
     threads.pin(threads.budget())
-    import pogo_audit.cli  # noqa: F401 - what the console script imports
+    import pogo_audit.cli.main  # noqa: F401 - what the console script imports
 
     phase("cli imports")
-    from checks.equivalence import EquivalenceOptions, _warm_up_workers
+    from checks.equivalence import EquivalenceOptions
+    from checks.equivalence.command import warm_up_workers
 
     options = EquivalenceOptions(steps=steps)
-    _warm_up_workers(options, "cpu")
+    warm_up_workers(options, "cpu")
     phase("fork server started")
     from multi_actor.config import build_config
 
@@ -56,7 +57,7 @@ def measure(algo: str, steps: int) -> dict[str, float]:
 
     data = prepare_data(config, get_algorithm(algo))
     phase("dataset")
-    from checks.reference_worker import process_plan, reference_pair
+    from checks.equivalence.worker import process_plan, reference_pair
     from multi_actor.trainer import multi_actor_factory, reference_factory
 
     plan = process_plan(options, reference_factory, config, data.spec, "cpu", algo, threads.budget())

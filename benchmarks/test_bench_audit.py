@@ -25,7 +25,7 @@ import torch
 from checks.equivalence import EquivalenceOptions, run_equivalence
 from multi_actor.config import MultiActorConfig
 from multi_actor.trainer import multi_actor_factory, reference_factory
-from pogo_audit.data import DatasetSpec, ReplayBuffer
+from pogo_audit.runtime.data import DatasetSpec, ReplayBuffer
 
 SPEC = DatasetSpec("synthetic", "Hopper-v5", 11, 3, 1.0)
 STEPS = int(os.environ.get("POGO_BENCH_AUDIT_STEPS", "100"))

@@ -69,7 +69,7 @@ def _turns(first, second) -> tuple[list[float], list[float]]:
 
 @pytest.fixture(scope="module")
 def dataset():
-    from pogo_audit.data import make_dataset
+    from pogo_audit.runtime.data import make_dataset
 
     make_dataset()
 

@@ -9,7 +9,7 @@ import torch
 from benchmarks.flops import torch_flops_per_step
 from multi_actor.config import MultiActorConfig
 from multi_actor.trainer import MultiActorTrainer, ReferenceProtocolTrainer
-from pogo_audit.data import DatasetSpec, ReplayBuffer
+from pogo_audit.runtime.data import DatasetSpec, ReplayBuffer
 
 SPEC = DatasetSpec("synthetic", "Hopper-v5", 11, 3, 1.0)
 INTERLEAVED_STEPS = 300  # interleaved rows: 300 steps each (150 TD3+BC actor updates), in turns step by step

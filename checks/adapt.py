@@ -334,7 +334,7 @@ def propose(algo: str, config: Any, dataset_spec: Any, candidate_spec: str, fact
 
     The candidate factory's exceptions propagate (the caller reports them as a finding)."""
     from multi_actor.trainer import reference_factory
-    from pogo_audit.harness import IsolatedTrainer
+    from pogo_audit.core.harness import IsolatedTrainer
 
     ref = IsolatedTrainer(reference_factory, config, dataset_spec, seed)
     cand = IsolatedTrainer(factory, config, dataset_spec, seed)

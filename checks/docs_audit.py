@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from multi_actor.config import ALGORITHMS, ActorConfig, MultiActorConfig
-from pogo_audit.errors import PogoAuditError
-from pogo_audit.results import FAIL, PASS, CheckResult
+from pogo_audit.runtime.errors import PogoAuditError
+from pogo_audit.model.results import FAIL, PASS, CheckResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHELL_BLOCKS = ("bash", "sh", "shell", "console", "yaml", "yml")

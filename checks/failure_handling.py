@@ -1,6 +1,6 @@
 """Failure handling of the training loop, exercised for real on a short run of the embedded dataset.
 
-``check="logging"`` results (the report's logging section):
+``check="failure-handling"`` results (the report's logging section):
 
 * ``eval_failure_logged`` — an evaluation that raises is logged (JSONL ``eval_error`` event and an
   ``eval/.../failed`` value) and training continues;
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
-from pogo_audit.errors import PogoAuditError
-from pogo_audit.results import FAIL, PASS, CheckResult
+from pogo_audit.runtime.errors import PogoAuditError
+from pogo_audit.model.results import FAIL, PASS, CheckResult
 
 
 def _config(out_dir: Path, **overrides):
@@ -48,11 +48,11 @@ def _check(name: str, fn) -> CheckResult:
         ok, summary, details = fn()
     except Exception as exc:  # a crash of the scenario is itself the finding
         ok, summary, details = False, f"scenario crashed: {type(exc).__name__}: {exc}", []
-    return CheckResult(check="logging", subject=name, verdict=PASS if ok else FAIL, summary=summary,
+    return CheckResult(check="failure-handling", subject=name, verdict=PASS if ok else FAIL, summary=summary,
                        details=details, seconds=time.perf_counter() - t0)
 
 
-def _eval_failure(root: Path):
+def eval_failure(root: Path):
     from multi_actor.evaluation import Evaluator
     from multi_actor.loop import train
 
@@ -79,7 +79,7 @@ def _checkpoint_failure(root: Path):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_replace(src, dst)
 
-    with mock.patch("pogo_audit.io.os.replace", side_effect=replace):
+    with mock.patch("pogo_audit.runtime.io.os.replace", side_effect=replace):
         try:
             loop.train(_config(out, eval_freq=0, checkpoint_freq=2))
         except PogoAuditError as exc:
@@ -122,7 +122,7 @@ def run_failure_handling(work_dir: str | None = None) -> list[CheckResult]:
     with tempfile.TemporaryDirectory(prefix="pogo-audit-failures-", dir=work_dir) as tmp:
         root = Path(tmp)
         return [
-            _check("eval_failure_logged", lambda: _eval_failure(root)),
+            _check("eval_failure_logged", lambda: eval_failure(root)),
             _check("checkpoint_failure_reported", lambda: _checkpoint_failure(root)),
             _check("nan_loss_stops_run", lambda: _nan_loss(root)),
         ]

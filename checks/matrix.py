@@ -20,11 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from checks.registry import Note
+from pogo_audit.model.results import Note
+from checks.selection import select_algorithms
 from checks.workers import process_pool
-from pogo_audit import threads
-from pogo_audit.errors import InputError, UsageError
-from pogo_audit.results import ERROR, CheckResult, RunResults
+from pogo_audit.runtime import threads
+from pogo_audit.runtime.errors import InputError, UsageError
+from pogo_audit.model.results import ERROR, CheckResult, RunResults
 
 EXECUTORS = ("process", "ray")
 GRID_KEYS = ("algos", "seeds", "actor_types", "w2_methods", "sets", "steps", "device")
@@ -204,11 +205,10 @@ def run_matrix(cells: list[Cell], results_path: Path, jobs: int = 1, executor: s
 
 
 def _grid(args: Any) -> Grid:
-    from multi_actor import registry
 
     if args.grid:
         return load_grid(args.grid)
-    algos = list(registry.names()) if args.algo == "all" else [a.strip() for a in args.algo.split(",") if a.strip()]
+    algos = select_algorithms(args.algo, "--algo")
     types = [[t.strip() for t in group.split(",") if t.strip()] for group in args.actor_types.split(";")] \
         if args.actor_types else [[]]
     methods = [m.strip() for m in args.w2_method.split(",")] if args.w2_method else [None]

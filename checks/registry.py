@@ -6,7 +6,7 @@ JAX). The CLI builds one subcommand per entry with one generic driver — progre
 SARIF / step-summary outputs and the exit code — so adding a check is its module plus one entry in :data:`CHECKS`;
 a check without a dedicated view in the CLI gets the generic results table.
 
-``run`` yields :class:`~pogo_audit.results.CheckResult` objects (and :class:`Note` lines worth showing, e.g. a
+``run`` yields :class:`~pogo_audit.model.results.CheckResult` objects (and :class:`Note` lines worth showing, e.g. a
 profiled target that was skipped); ``progress(label, done, total)`` reports steps. Checks return data; only the CLI
 prints.
 """
@@ -14,58 +14,50 @@ prints.
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from checks.conformance import F32_REL, F32_STEPS, F64_REL, PRECISION_CHOICES
+from checks import selection
+from checks.conformance.command import PRECISION_CHOICES
+from checks.conformance.judge import F32_REL, F32_STEPS, F64_REL
 from multi_actor import registry as algorithms
-from pogo_audit.argtypes import int_list, nonneg_float, nonneg_int, positive_int, seed_list
-from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
-from pogo_audit.results import CheckResult
+from pogo_audit.core.argtypes import int_list, nonneg_float, nonneg_int, positive_int, seed_list
+from pogo_audit.core.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from pogo_audit.core.exporters import ExportParts
+from pogo_audit.core.loading import resolve
+from pogo_audit.model.results import CheckResult, Listing, Note
 
 Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
-class Note:
-    """A line a check wants shown next to its results (not a result itself)."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Listing:
-    """A table a check can show instead of running (``mutants --list``)."""
-
-    title: str
-    columns: tuple[str, ...]
-    rows: list[tuple[str, ...]]
-
-
-@dataclass(frozen=True)
 class ReportStage:
     """How ``pogo-audit report`` runs a check: ``run`` is ``module:function(opts, say) -> list[CheckResult]``
-    (``opts`` a :class:`checks.suite.SuiteOptions`), ``produces`` the ``check`` names of its results (what the
-    rubric's selectors read), ``audits`` which code it measures: ``self`` (our own code: skipped when the report is
-    about a candidate), ``candidate`` (only with a candidate) or ``either`` (it decides from ``opts``).
-    ``per_algo``: its results are those of each algorithm of ``opts.algos`` in turn, so ``report --jobs`` may run it
-    one algorithm per worker."""
+    (``opts`` a :class:`checks.suite.SuiteOptions`); its results carry the check's name, which the rubric's
+    selectors read. ``audits``: which code it measures — ``self`` (our own code: skipped when the report is about a
+    candidate), ``candidate`` (only with a candidate) or ``either`` (it decides from ``opts``). ``per_algo``: its
+    results are those of each algorithm of ``opts.algos`` in turn, so ``report --jobs`` may run it one algorithm per
+    worker."""
 
     run: str
-    produces: tuple[str, ...]
     audits: str = "self"
     per_algo: bool = False
 
     def runner(self) -> Callable[..., list[CheckResult]]:
-        module, _, fn = self.run.partition(":")
-        return getattr(importlib.import_module(module), fn)
+        return resolve(self.run)
 
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """One check: its command, options, runner, the closing line for a clean and a failing run, and how the report
-    runs it (None: not part of the report)."""
+    """One check, declared once: its command (name — also the ``check`` of every result it yields — help, options),
+    its runner, the closing line for a clean and a failing run, and where its particular parts are:
+
+    * ``listing``: ``module:function`` returning a :class:`Listing` when ``args.list`` is set;
+    * ``view``: ``module:attribute`` of the CLI's :class:`pogo_audit.cli.render.View` for it (None: the generic
+      table); the CLI resolves it, the checks never import it;
+    * ``export``: ``module:attribute`` of its :class:`pogo_audit.core.exporters.ExportParts` (None: one JUnit case
+      and one summary row per result, no SARIF);
+    * ``report``: how the report runs it (None: not part of the report)."""
 
     name: str
     help: str
@@ -74,19 +66,28 @@ class CheckSpec:
     run: str
     passed: Callable[[list[CheckResult]], str]
     failed: Callable[[list[CheckResult]], str]
-    #: ``module:function`` returning a :class:`Listing` when ``args.list`` is set (else None)
     listing: str | None = None
+    view: str | None = None
+    export: str | None = None
     report: ReportStage | None = None
 
     def runner(self) -> Callable[[argparse.Namespace, Progress], Iterable[CheckResult | Note]]:
-        module, _, fn = self.run.partition(":")
-        return getattr(importlib.import_module(module), fn)
+        return resolve(self.run)
 
     def list_table(self, args: argparse.Namespace) -> Listing | None:
         if self.listing is None or not getattr(args, "list", False):
             return None
-        module, _, fn = self.listing.partition(":")
-        return getattr(importlib.import_module(module), fn)(args)
+        return resolve(self.listing)(args)
+
+    def module_strings(self) -> list[str]:
+        """Every ``module:attribute`` this entry names (``tests/test_registries.py`` resolves them all)."""
+        return [s for s in (self.run, self.listing, self.view, self.export,
+                            self.report.run if self.report else None) if s]
+
+
+def export_parts() -> dict[str, ExportParts]:
+    """Each check's part of the CI outputs, in registry order (checks without one are left out)."""
+    return {name: resolve(spec.export) for name, spec in CHECKS.items() if spec.export}
 
 
 def device(text: str) -> str:
@@ -123,9 +124,8 @@ def _conformance_options(p: argparse.ArgumentParser) -> None:
 
 
 def _equivalence_options(p: argparse.ArgumentParser) -> None:
-    names = algorithms.names()
-    p.add_argument("--algo", default="iql", choices=(*names, "all"), metavar="ALGO",
-                   help=f"{', '.join(names)} or all (default iql)")
+    p.add_argument("--algo", default="iql", type=selection.algo_type(), metavar="ALGO[,ALGO]",
+                   help=selection.help_text(default="iql"))
     p.add_argument("--actors", type=positive_int, default=None, help="actors of the candidate (default 3)")
     p.add_argument("--steps", type=positive_int, default=300, help="training steps compared (default 300)")
     p.add_argument("--seed", type=int, default=None, help="seed of both trainers and of the batches (default 0)")
@@ -177,7 +177,8 @@ def _equivalence_options(p: argparse.ArgumentParser) -> None:
 
 
 def _mutants_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--algo", default="all", metavar="ALGO", help="only mutants of this algorithm (default all)")
+    p.add_argument("--algo", default="all", type=selection.algo_type(), metavar="ALGO[,ALGO]",
+                   help="mutants of these algorithms: " + selection.help_text())
     p.add_argument("--only", default=None, metavar="NAME,...", help="only these mutants")
     p.add_argument("--list", action="store_true", help="list the catalog and exit")
     p.add_argument("--localise", action="store_true",
@@ -210,8 +211,8 @@ def _fuzz_options(p: argparse.ArgumentParser) -> None:
 
 
 def _jax_profile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--algo", default="rebrac", choices=algorithms.names("jax"),
-                   help="JAX reference to profile (default rebrac)")
+    p.add_argument("--algo", default="all", type=selection.algo_type("jax"), metavar="ALGO[,ALGO]",
+                   help="JAX references to profile: " + selection.help_text("jax"))
     p.add_argument("--target", default=None, metavar="MOD:FACTORY",
                    help="profile your own loop instead: factory() returns an object with step() and optionally "
                         "epoch() + updates_per_epoch (see checks/jax_profile/targets.py)")
@@ -234,8 +235,8 @@ def _jax_profile_options(p: argparse.ArgumentParser) -> None:
 
 
 def _hooks_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--algo", default="iql", choices=algorithms.names("torch"), metavar="ALGO",
-                   help=f"the candidate's base algorithm: {', '.join(algorithms.names('torch'))} (default iql)")
+    p.add_argument("--algo", default="iql", type=selection.algo_type("torch"), metavar="ALGO[,ALGO]",
+                   help="the candidate's base algorithm(s): " + selection.help_text("torch", default="iql"))
     p.add_argument("--candidate", required=True, metavar="MOD:FACTORY",
                    help="the adapter's trainer factory; its hooks are looked up on the trainer, then in its module")
     p.add_argument("--examples", type=positive_int, default=200, metavar="N",
@@ -248,8 +249,8 @@ def _matrix_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--grid", default=None, metavar="GRID.yaml",
                    help="the grid as YAML (keys: algos, seeds, actor_types, w2_methods, sets, steps); else the flags")
-    p.add_argument("--algo", default="iql", metavar="ALGO[,ALGO]",
-                   help=f"algorithms: {', '.join(algorithms.names())} or all (default iql)")
+    p.add_argument("--algo", default="iql", type=selection.algo_type(), metavar="ALGO[,ALGO]",
+                   help=selection.help_text(default="iql"))
     p.add_argument("--seeds", type=seed_list, default=[0], metavar="S[,S...]", help="seeds (default 0)")
     p.add_argument("--actor-types", default=None, metavar="T1,T2[;T1,T2...]",
                    help="actor-type sets of actors 1..N-1, separated by ';' (default: the config's)")
@@ -299,29 +300,29 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         _docs_options, "checks.docs_audit:run_command",
         passed=lambda rs: f"documentation: all {len(rs)} rules pass",
         failed=lambda rs: f"documentation rules failing: {_failed(rs)}",
-        report=ReportStage("checks.docs_audit:suite_stage", ("docs",), audits="either")),
+        report=ReportStage("checks.docs_audit:suite_stage", audits="either")),
     CheckSpec(
         "equivalence", "is the critic and actor0 of the multi-actor trainer still the original algorithm?",
         "Train the CORL-style single-actor reference and the multi-actor trainer side by side (same seed, same "
         "initial parameters, identical batches) and compare critic/actor0 losses, parameter digests, RNG digests, "
         "gradient leaks at every step and the W2 chain against the POT oracle on a schedule (--oracle-every). On the first divergence a bundle is written for "
         "`pogo-audit inspect`.",
-        _equivalence_options, "checks.equivalence:run_command",
-        report=ReportStage("checks.equivalence:suite_stage", ("equivalence",), audits="either",
-                           per_algo=True),
+        _equivalence_options, "checks.equivalence.command:run_command",
+        view="pogo_audit.cli.render:EQUIVALENCE_VIEW", export="checks.equivalence.export:PARTS",
+        report=ReportStage("checks.equivalence.command:suite_stage", audits="either", per_algo=True),
         passed=lambda rs: f"equivalent: critic and actor0 match the reference for {_subjects(rs)}",
         failed=lambda rs: f"not equivalent: {_failed(rs)}"),
     CheckSpec(
         "mutants", "prove the equivalence check can fail: run the mutation catalog",
         "Inject each catalogued bug into our own multi-actor trainer at run time (no file is edited), run the "
         "equivalence harness, and print the kill matrix. A mutant that no observable catches fails the command.",
-        _mutants_options, "checks.mutants:run_command",
+        _mutants_options, "checks.mutants.run:run_command",
         passed=lambda rs: f"all {len(rs)} mutants killed" if _not_localise(rs) else
         "localisation: accuracy and separation meet their goals",
         failed=lambda rs: f"surviving mutants: {_failed(rs)}" if _not_localise(rs) else
         f"localisation below its goal: {_failed(rs)}",
-        listing="checks.mutants:listing",
-        report=ReportStage("checks.mutants:suite_stage", ("mutants",))),
+        listing="checks.mutants.catalog:listing", view="pogo_audit.cli.render:MUTANTS_VIEW",
+        export="checks.mutants.export:PARTS", report=ReportStage("checks.mutants.run:suite_stage")),
     CheckSpec(
         "fuzz", "property-based fuzzing of configs, --set overrides, the run logger and the data layer",
         "Generate valid and near-valid multi-actor configs, --set overrides, logging payloads and datasets with "
@@ -329,7 +330,7 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "round-trip through YAML and train one step, the logger writes every scalar once as strict JSON, bad episodes "
         "raise a DataError naming the episode and field. Failing examples are shrunk and saved.",
         _fuzz_options, "checks.fuzz.runner:run_command",
-        report=ReportStage("checks.fuzz.runner:suite_stage", ("fuzz",)),
+        view="pogo_audit.cli.render:FUZZ_VIEW", report=ReportStage("checks.fuzz.runner:suite_stage"),
         passed=_fuzz_passed, failed=lambda rs: f"fuzz found problems: {_failed(rs)}"),
     CheckSpec(
         "jax-profile", "find JAX performance pathologies: recompiles, un-jitted steps, host syncs and transfers",
@@ -340,7 +341,8 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "of the un-jitted step (reported, never asserted). Default: the reference ReBRAC, and "
         "multi_actor.jax_trainer when it exists.",
         _jax_profile_options, "checks.jax_profile.profile:run_command",
-        report=ReportStage("checks.jax_profile.profile:suite_stage", ("jax_profile",), audits="either"),
+        view="pogo_audit.cli.render:JAX_PROFILE_VIEW",
+        report=ReportStage("checks.jax_profile.profile:suite_stage", audits="either"),
         passed=lambda rs: f"no JAX performance pathology in {_subjects(rs)}",
         failed=lambda rs: f"JAX performance pathology: {_failed(rs)}"),
     CheckSpec(
@@ -350,8 +352,9 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         f"fingerprint and the parameter snapshots at every step. float64: |a-b| <= {F64_REL:g}*max(|a|,|b|,scale) on "
         f"any CPU; float32: bitwise on the recording CPU (fingerprints match), else a drift report enforcing "
         f"{F32_REL:g} over steps 1-{F32_STEPS}.",
-        _conformance_options, "checks.conformance:run_command",
-        report=ReportStage("checks.conformance:suite_stage", ("conformance",)),
+        _conformance_options, "checks.conformance.command:run_command",
+        view="pogo_audit.cli.render:CONFORMANCE_VIEW", export="checks.conformance.export:PARTS",
+        report=ReportStage("checks.conformance.command:suite_stage"),
         passed=lambda rs: f"conformance passed: {len(rs)} variant/precision pair(s) match the CORL golden traces",
         failed=lambda rs: f"conformance failed: {_failed(rs)}"),
     CheckSpec(
@@ -362,7 +365,7 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         lambda p: None, "checks.failure_handling:run_command",
         passed=lambda rs: f"every failure scenario is handled ({len(rs)})",
         failed=lambda rs: f"failure scenarios not handled: {_failed(rs)}",
-        report=ReportStage("checks.failure_handling:suite_stage", ("logging",))),
+        report=ReportStage("checks.failure_handling:suite_stage")),
     CheckSpec(
         "hooks", "exercise your adapter's hooks: config validation, logging path, checkpoint faults",
         "Point the bug-risk and logging instruments at your trainer through the adapter's optional hooks: "
@@ -373,7 +376,7 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "failure is reported, the previous checkpoint stays loadable) and must resume bitwise. A hook the adapter "
         "lacks is reported as not measured.",
         _hooks_options, "checks.hooks.runner:run_command",
-        report=ReportStage("checks.hooks.runner:suite_stage", ("fuzz", "logging", "hooks"), audits="candidate",
+        report=ReportStage("checks.hooks.runner:suite_stage", audits="candidate",
                            per_algo=True),
         passed=lambda rs: "every hook the adapter has behaves (see the not-measured lines for absent ones)",
         failed=lambda rs: f"hook findings: {_failed(rs)}"),
@@ -383,7 +386,7 @@ CHECKS: dict[str, CheckSpec] = {spec.name: spec for spec in (
         "with one torch thread (a local process pool with --jobs N, or Ray with --executor ray). Finished cells are "
         "saved to --out at once; re-running with the same --out runs only the missing cells. The results are "
         "identical whichever executor ran them.",
-        _matrix_options, "checks.matrix:run_command",
+        _matrix_options, "checks.matrix:run_command", view="pogo_audit.cli.render:MATRIX_VIEW",
         passed=lambda rs: f"matrix: all {len(rs)} cells equivalent",
         failed=lambda rs: f"matrix: {sum(not r.passed for r in rs)} of {len(rs)} cells not equivalent: "
                           f"{_failed(rs)}"),

@@ -35,13 +35,13 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from pogo_audit.paths import display_path
+from pogo_audit.model.locations import display_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 _FUTURE_FLAGS = reduce(lambda acc, name: acc | getattr(__future__, name).compiler_flag,
                        __future__.all_feature_names, 0)
-_SCOPE = "__source_patch_scope__"
+PATCH_SCOPE = "__source_patch_scope__"
 
 
 class SourcePatchError(Exception):
@@ -213,7 +213,7 @@ def _compile(fn: types.FunctionType, source: str, start: int, path: str) -> Call
     if indent:
         if start < 2:
             raise SourcePatchError(f"{fn.__qualname__}: an indented def on line {start} cannot keep its line number")
-        head = f"def {_SCOPE}({', '.join(freevars)}):\n"
+        head = f"def {PATCH_SCOPE}({', '.join(freevars)}):\n"
         text = "\n" * (start - 2) + head + source + f"{source[:indent]}return {name}\n"
     else:
         text = "\n" * (start - 1) + source
@@ -222,7 +222,7 @@ def _compile(fn: types.FunctionType, source: str, start: int, path: str) -> Call
     exec(code, fn.__globals__, namespace)  # noqa: S102 - the real function's own source, one fragment replaced
     if indent:
         cells = [c.cell_contents for c in fn.__closure__ or ()]
-        built = namespace[_SCOPE](*cells)
+        built = namespace[PATCH_SCOPE](*cells)
     else:
         built = namespace[name]
     if isinstance(built, (staticmethod, classmethod)):

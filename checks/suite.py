@@ -19,7 +19,7 @@ from typing import Any
 from checks.docs_audit import CommandParser
 from checks.registry import CHECKS
 from multi_actor.config import ALGORITHMS
-from pogo_audit.results import CheckResult, RunResults
+from pogo_audit.model.results import CheckResult, RunResults
 
 Progress = Callable[[str], None]
 
@@ -78,7 +78,7 @@ def _stages(opts: SuiteOptions) -> list[str]:
             {"self": not opts.external, "candidate": opts.external, "either": True}[stage.audits]]
 
 
-def _tasks(opts: SuiteOptions) -> list[tuple[str, tuple[str, ...]]]:
+def stage_tasks(opts: SuiteOptions) -> list[tuple[str, tuple[str, ...]]]:
     """(stage, algorithms) of every stage to run, in order: one per algorithm for a ``per_algo`` stage."""
     return [task for name in _stages(opts) for task in
             ([(name, (a,)) for a in opts.algos] if STAGES[name].per_algo else [(name, opts.algos)])]
@@ -86,15 +86,15 @@ def _tasks(opts: SuiteOptions) -> list[tuple[str, tuple[str, ...]]]:
 
 def run_task(name: str, opts: SuiteOptions, algos: tuple[str, ...], budget: int) -> list[CheckResult]:
     """One stage on ``algos`` in a ``--jobs`` worker: the parser rebuilt from its spec, within its share ``budget``
-    of the command's threads (:mod:`pogo_audit.threads`)."""
+    of the command's threads (:mod:`pogo_audit.runtime.threads`)."""
     import dataclasses
 
-    from pogo_audit import threads
-    from pogo_audit.loading import import_callable
+    from pogo_audit.runtime import threads
+    from pogo_audit.core.loading import import_callable
 
     threads.pin(budget)
     if opts.parser is None and opts.parser_spec:
-        opts = dataclasses.replace(opts, parser=import_callable(opts.parser_spec, "parser", "pogo_audit.cli:"
+        opts = dataclasses.replace(opts, parser=import_callable(opts.parser_spec, "parser", "pogo_audit.cli.main:"
                                                                                           "build_parser")())
     return STAGES[name].runner()(dataclasses.replace(opts, algos=algos), lambda _msg: None)
 
@@ -116,9 +116,9 @@ def run_suite(opts: SuiteOptions, progress: Progress | None = None, jobs: int = 
             results.checks.extend(STAGES[name].runner()(opts, say))
         return results
     from checks.workers import process_pool
-    from pogo_audit import threads
+    from pogo_audit.runtime import threads
 
-    tasks = _tasks(opts)
+    tasks = stage_tasks(opts)
     portable = dataclasses.replace(opts, parser=None, concurrent=False)
     jobs = min(jobs, threads.budget())
     budget = threads.share(threads.budget(), jobs)

@@ -1,6 +1,6 @@
 """The audit's worker processes: one fork server, started fresh and preloaded with torch and the trainers, that every
 process the checks start is forked from — the matrix's and the report's pools (:func:`process_pool`) and the
-equivalence check's reference worker (:mod:`checks.reference_worker`).
+equivalence check's reference worker (:mod:`checks.equivalence.worker`).
 
 Never forked from the calling process, whose torch may already hold threads; the fork server imports
 :data:`PRELOAD` once, so a worker starts in milliseconds once the server runs.
@@ -15,7 +15,7 @@ from multiprocessing.context import BaseContext
 #: imported once by the fork server, so every worker starts with torch and the trainers already loaded;
 #: ``torch._dynamo`` is what torch imports when a process builds its first optimizer (``Optimizer.__init__`` is
 #: wrapped by dynamo's ``disable``): ~3 s of CPU here, which every worker paid before its trainer existed
-PRELOAD = ["torch", "torch._dynamo", "checks.equivalence", "checks.chain_oracle", "multi_actor.trainer",
+PRELOAD = ["torch", "torch._dynamo", "checks.equivalence", "checks.equivalence.oracle", "multi_actor.trainer",
            "multi_actor.loop"]
 
 

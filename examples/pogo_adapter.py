@@ -31,7 +31,7 @@ import torch
 
 from examples.tensor_table import TensorTable
 from examples.user_pogo_td3bc import POGOTD3BC, POGOConfig
-from pogo_audit.data import recover_env
+from pogo_audit.runtime.data import recover_env
 
 # user attribute -> canonical "<role>/<module>" (role: critic, actor0 or target; module: the reference's name)
 MODULES = {

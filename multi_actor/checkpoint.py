@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from pogo_audit.errors import InputError
-from pogo_audit.io import atomic_write_bytes
+from pogo_audit.runtime.errors import InputError
+from pogo_audit.runtime.io import atomic_write_bytes
 
 FORMAT = "pogo-audit-checkpoint"
 VERSION = 2  # 2: the extra actors share one Adam (`actor_optimizer`); 1 had one per actor

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from multi_actor import registry
-from pogo_audit.errors import InputError
+from pogo_audit.runtime.errors import InputError
 
 #: every base algorithm, from the registry (declaration order)
 ALGORITHMS = registry.names()

@@ -14,7 +14,7 @@ shared by :meth:`MultiActorReBRAC.step` and :meth:`MultiActorReBRAC.train_epoch`
    (``rebrac.actor_loss(bc_penalty, min-ensemble Q, q_lambda, actor_bc_coef)``) evaluated on actor i against the
    *updated* critic (parameters behind ``stop_gradient``), or ``q`` (``-mean Q`` normalised by a detached
    ``mean |Q|``). Actors of one (type, sizes, energy, lr, W2 pair kind) group are stacked and updated with one
-   ``jax.vmap``. Their random draws come from their own key chain (``pogo_audit.seeding`` offsets of the seed),
+   ``jax.vmap``. Their random draws come from their own key chain (``pogo_audit.runtime.seeding`` offsets of the seed),
    never from the reference key.
 
 Compilation: the jitted step and epoch functions are built lazily, at first use, from the instance attributes
@@ -38,7 +38,7 @@ import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -49,14 +49,12 @@ from flax import traverse_util
 from flax.training import train_state
 
 from multi_actor import w2_jax
+from multi_actor.jax_policies import Actor0Policy, MLPPolicy, build_policy
 from multi_actor.config import MultiActorConfig
-from pogo_audit.data import DatasetSpec
-from pogo_audit.seeding import ACTOR_INIT_OFFSET, ACTOR_SAMPLING_OFFSET, derived_seed
+from pogo_audit.runtime.data import DatasetSpec
+from pogo_audit.runtime.seeding import ACTOR_INIT_OFFSET, ACTOR_SAMPLING_OFFSET, derived_seed
 from reference_algos.jax import rebrac
 
-LOG_STD_MIN = -5.0
-LOG_STD_MAX = 2.0
-MAX_ACTION = 1.0
 
 #: ReBRAC metric key -> canonical observable
 CANONICAL = {
@@ -186,150 +184,6 @@ def loop_body_update(loop_body: Callable[..., Any], state: Mapping[str, Any], ba
 
 
 # ----------------------------------------------------------------------------------------------------- policies
-
-
-class MLP(nn.Module):
-    """``[Linear -> ReLU] x n_hidden -> Linear`` with PyTorch's default ``nn.Linear`` init (weights and biases)."""
-
-    out_dim: int
-    hidden_dim: int = 256
-    n_hidden: int = 2
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        fan_in = x.shape[-1]
-        for _ in range(self.n_hidden):
-            init = rebrac.pytorch_init(fan_in)
-            x = nn.relu(nn.Dense(self.hidden_dim, kernel_init=init, bias_init=init)(x))
-            fan_in = self.hidden_dim
-        init = rebrac.pytorch_init(fan_in)
-        return nn.Dense(self.out_dim, kernel_init=init, bias_init=init)(x)
-
-
-@dataclasses.dataclass(frozen=True)
-class MLPPolicy:
-    """Base of the extra actors (static, hashable); methods are pure functions of explicit params and keys.
-
-    ``action`` is one reparameterized sample ``[B, A]``, ``sample`` K of them ``[B, K, A]``, ``deterministic_action``
-    the evaluation action. Same definitions as :mod:`multi_actor.policies`.
-    """
-
-    kind: ClassVar[str] = ""
-    stochastic: ClassVar[bool] = False
-    gaussian: ClassVar[bool] = False
-    out_factor: ClassVar[int] = 1
-
-    action_dim: int
-    hidden_dim: int = 256
-    n_hidden: int = 2
-    max_action: float = MAX_ACTION
-
-    @property
-    def net(self) -> MLP:
-        return MLP(self.out_factor * self.action_dim, self.hidden_dim, self.n_hidden)
-
-    def init(self, key: jax.Array, state_dim: int) -> Any:
-        return self.net.init(key, jnp.zeros((1, state_dim), jnp.float32))
-
-    def _split(self, params: Any, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        first, log_std = jnp.split(self.net.apply(params, obs), 2, axis=-1)
-        return first, jnp.exp(jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX))
-
-    def sample(self, params: Any, obs: jax.Array, k: int, key: jax.Array) -> jax.Array:
-        a = self.action(params, obs, key)
-        return jnp.broadcast_to(a[:, None, :], (a.shape[0], k, a.shape[-1]))
-
-
-@dataclasses.dataclass(frozen=True)
-class DeterministicPolicy(MLPPolicy):
-    """``max_action * tanh(MLP(s))``."""
-
-    kind: ClassVar[str] = "deterministic"
-
-    def action(self, params: Any, obs: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        return self.max_action * jnp.tanh(self.net.apply(params, obs))
-
-    def deterministic_action(self, params: Any, obs: jax.Array) -> jax.Array:
-        return self.action(params, obs)
-
-
-@dataclasses.dataclass(frozen=True)
-class GaussianPolicy(MLPPolicy):
-    """Diagonal Normal, mean ``max_action * tanh(.)``, state-dependent std (log-std clipped to [-5, 2])."""
-
-    kind: ClassVar[str] = "gaussian"
-    stochastic: ClassVar[bool] = True
-    gaussian: ClassVar[bool] = True
-    out_factor: ClassVar[int] = 2
-
-    def mean_std(self, params: Any, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        mean, std = self._split(params, obs)
-        return self.max_action * jnp.tanh(mean), std
-
-    def action(self, params: Any, obs: jax.Array, key: jax.Array) -> jax.Array:
-        mean, std = self.mean_std(params, obs)
-        return mean + std * jax.random.normal(key, mean.shape, mean.dtype)
-
-    def sample(self, params: Any, obs: jax.Array, k: int, key: jax.Array) -> jax.Array:
-        mean, std = self.mean_std(params, obs)
-        z = jax.random.normal(key, (mean.shape[0], k, mean.shape[-1]), mean.dtype)
-        return mean[:, None, :] + std[:, None, :] * z
-
-    def deterministic_action(self, params: Any, obs: jax.Array) -> jax.Array:
-        return self.mean_std(params, obs)[0]
-
-
-@dataclasses.dataclass(frozen=True)
-class TanhGaussianPolicy(MLPPolicy):
-    """Sample a diagonal Normal (log-std clipped to [-5, 2]), then squash: ``max_action * tanh(u)``."""
-
-    kind: ClassVar[str] = "tanh_gaussian"
-    stochastic: ClassVar[bool] = True
-    out_factor: ClassVar[int] = 2
-
-    def action(self, params: Any, obs: jax.Array, key: jax.Array) -> jax.Array:
-        mu, std = self._split(params, obs)
-        return self.max_action * jnp.tanh(mu + std * jax.random.normal(key, mu.shape, mu.dtype))
-
-    def sample(self, params: Any, obs: jax.Array, k: int, key: jax.Array) -> jax.Array:
-        mu, std = self._split(params, obs)
-        z = jax.random.normal(key, (mu.shape[0], k, mu.shape[-1]), mu.dtype)
-        return self.max_action * jnp.tanh(mu[:, None, :] + std[:, None, :] * z)
-
-    def deterministic_action(self, params: Any, obs: jax.Array) -> jax.Array:
-        return self.max_action * jnp.tanh(self._split(params, obs)[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class Actor0Policy:
-    """actor0 — the reference ``DetActor`` — in the policy interface (deterministic, outputs in (-1, 1))."""
-
-    kind: ClassVar[str] = "deterministic"
-    stochastic: ClassVar[bool] = False
-    gaussian: ClassVar[bool] = False
-
-    module: rebrac.DetActor
-
-    def action(self, params: Any, obs: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        return self.module.apply(params, obs)
-
-    def sample(self, params: Any, obs: jax.Array, k: int, key: jax.Array | None = None) -> jax.Array:
-        a = self.action(params, obs)
-        return jnp.broadcast_to(a[:, None, :], (a.shape[0], k, a.shape[-1]))
-
-    def deterministic_action(self, params: Any, obs: jax.Array) -> jax.Array:
-        return self.action(params, obs)
-
-
-POLICY_CLASSES: dict[str, type[MLPPolicy]] = {
-    c.kind: c for c in (DeterministicPolicy, GaussianPolicy, TanhGaussianPolicy)
-}
-
-
-def build_policy(kind: str, action_dim: int, hidden_dim: int, n_hidden: int) -> MLPPolicy:
-    if kind not in POLICY_CLASSES:
-        raise ValueError(f"actor type {kind!r} is not available for rebrac (deterministic, gaussian, tanh_gaussian)")
-    return POLICY_CLASSES[kind](action_dim, hidden_dim, n_hidden, MAX_ACTION)
 
 
 # ----------------------------------------------------------------------------------------------------- pieces

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pogo_audit.io import atomic_write_text
+from pogo_audit.runtime.io import atomic_write_text
 
 _SKIP = object()
 

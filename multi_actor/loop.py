@@ -22,10 +22,10 @@ from multi_actor.checkpoint import load_checkpoint, save_checkpoint
 from multi_actor.config import MultiActorConfig, from_dict
 from multi_actor.logger import RunLogger, truncate_after
 from multi_actor.trainer import multi_actor_factory
-from pogo_audit.data import DatasetSpec, ReplayBuffer, env_max_action, load_transitions, preprocess
-from pogo_audit.errors import EXIT_CHECK_FAILED, InputError, PogoAuditError
-from pogo_audit.io import atomic_write_text
-from pogo_audit.seeding import BUFFER_OFFSET, GlobalRNGState, derived_seed
+from pogo_audit.runtime.data import DatasetSpec, ReplayBuffer, env_max_action, load_transitions, preprocess
+from pogo_audit.runtime.errors import EXIT_CHECK_FAILED, InputError, PogoAuditError
+from pogo_audit.runtime.io import atomic_write_text
+from pogo_audit.runtime.seeding import BUFFER_OFFSET, GlobalRNGState, derived_seed
 
 LOSS_PREFIXES = ("critic/", "actor0/", "actor")
 

@@ -44,6 +44,11 @@ class AlgorithmSpec:
     advantage_energy: bool = False
     #: extra-actor types this framework cannot train
     unsupported_extra_types: tuple[str, ...] = ()
+    #: the reference config fields a fuzzed one-step training varies, each ``(low, high)`` (ints or floats, with
+    #: ``None`` first for a field that may be unset) or ``(False, True)``: tame values, so one step stays cheap
+    trainable: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: reference config fields a fuzzed one-step training fixes (tiny networks)
+    trainable_fixed: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def reference(self) -> ModuleType:
@@ -57,26 +62,36 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {spec.name: spec for spec in (
                   actor0_types=("gaussian", "deterministic"), extra_actor_type="gaussian",
                   variants=(Variant("iql_gaussian", {"iql_deterministic": False}),
                             Variant("iql_deterministic", {"iql_deterministic": True})),
-                  advantage_energy=True),
+                  advantage_energy=True,
+                  trainable={"beta": (0.5, 5.0), "iql_tau": (0.5, 0.9), "actor_dropout": (None, 0.0, 0.5)}),
     AlgorithmSpec("td3_bc", "torch", "reference_algos.torch.td3_bc",
                   adapter="multi_actor.algorithms:TD3BC",
-                  actor0_types=("deterministic",), extra_actor_type="deterministic", variants=(Variant("td3_bc"),)),
+                  actor0_types=("deterministic",), extra_actor_type="deterministic", variants=(Variant("td3_bc"),),
+                  trainable={"alpha": (0.5, 5.0), "policy_freq": (1, 3), "policy_noise": (0.0, 0.5)}),
     AlgorithmSpec("cql", "torch", "reference_algos.torch.cql",
                   adapter="multi_actor.algorithms:CQL",
                   actor0_types=("tanh_gaussian",), extra_actor_type="tanh_gaussian", variants=(Variant("cql"),),
-                  base_needs_log_prob=True),
+                  base_needs_log_prob=True,
+                  trainable={"cql_n_actions": (2, 4), "q_n_hidden_layers": (1, 3),
+                             "cql_importance_sample": (False, True), "cql_lagrange": (False, True),
+                             "use_automatic_entropy_tuning": (False, True),
+                             "backup_entropy": (False, True), "cql_max_target_backup": (False, True),
+                             "bc_steps": (0, 2), "orthogonal_init": (False, True)}),
     AlgorithmSpec("awac", "torch", "reference_algos.torch.awac",
                   adapter="multi_actor.algorithms:AWAC",
                   actor0_types=("gaussian",), extra_actor_type="gaussian", variants=(Variant("awac"),),
-                  base_needs_log_prob=True, advantage_energy=True),
+                  base_needs_log_prob=True, advantage_energy=True,
+                  trainable={"awac_lambda": (0.1, 3.0)}, trainable_fixed={"hidden_dim": 8}),
     AlgorithmSpec("sac_n", "torch", "reference_algos.torch.sac_n",
                   adapter="multi_actor.algorithms:SACN",
                   actor0_types=("tanh_gaussian",), extra_actor_type="tanh_gaussian", variants=(Variant("sac_n"),),
-                  base_needs_log_prob=True),
+                  base_needs_log_prob=True,
+                  trainable={"num_critics": (2, 4)}, trainable_fixed={"hidden_dim": 8}),
     AlgorithmSpec("edac", "torch", "reference_algos.torch.edac",
                   adapter="multi_actor.algorithms:EDAC",
                   actor0_types=("tanh_gaussian",), extra_actor_type="tanh_gaussian", variants=(Variant("edac"),),
-                  base_needs_log_prob=True),
+                  base_needs_log_prob=True,
+                  trainable={"num_critics": (2, 4), "eta": (0.0, 2.0)}, trainable_fixed={"hidden_dim": 8}),
     AlgorithmSpec("rebrac", "jax", "reference_algos.jax.rebrac",
                   actor0_types=("deterministic",), extra_actor_type="deterministic", variants=(Variant("rebrac"),),
                   unsupported_extra_types=("implicit",)),

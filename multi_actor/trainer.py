@@ -42,8 +42,8 @@ from multi_actor.algorithms import get_algorithm
 from multi_actor.config import MultiActorConfig
 from multi_actor.policies import Policy, StartOutput, build_policy, detached
 from multi_actor.w2 import policy_w2
-from pogo_audit.data import DatasetSpec
-from pogo_audit.seeding import ACTOR_INIT_OFFSET, ACTOR_SAMPLING_OFFSET, derived_seed, seed_everything
+from pogo_audit.runtime.data import DatasetSpec
+from pogo_audit.runtime.seeding import ACTOR_INIT_OFFSET, ACTOR_SAMPLING_OFFSET, derived_seed, seed_everything
 
 
 def module_role(base: Any, module_name: str) -> str:
@@ -396,7 +396,7 @@ def evaluator_factory_for(config: MultiActorConfig, dataset_spec: DatasetSpec) -
     if dataset_spec.state_mean is None:
         return None
     from multi_actor.evaluation import Evaluator
-    from pogo_audit.data import recover_env
+    from pogo_audit.runtime.data import recover_env
 
     cfg = config.resolved()
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from pogo_audit.findings import Crash, parameter_check_text
-from pogo_audit.io import atomic_write_bytes
-from pogo_audit.results import ERROR, CheckResult, RunResults
+from pogo_audit.model.findings import Crash, parameter_check_text
+from pogo_audit.runtime.io import atomic_write_bytes
+from pogo_audit.model.results import ERROR, CheckResult, RunResults
 from reports.review import Claim, claims_vs_evidence
 from reports.scoring import overall, recommendations, score_sections
 
@@ -63,6 +63,21 @@ def environment() -> Environment:
     return env
 
 
+class _ByCheck(dict):
+    """Check name → its results, in order; a check with none reads as an empty list (templates need no list of
+    check names)."""
+
+    def __missing__(self, key: str) -> list[CheckResult]:
+        return []
+
+
+def by_check(results: RunResults) -> dict[str, list[CheckResult]]:
+    out = _ByCheck()
+    for r in results.checks:
+        out.setdefault(r.check, []).append(r)
+    return out
+
+
 def report_model(results: RunResults, sources: list[str], target: str,
                  review: list[Claim] | None = None) -> dict[str, Any]:
     sections = score_sections(results)
@@ -76,9 +91,7 @@ def report_model(results: RunResults, sources: list[str], target: str,
         "overall": overall(sections),
         "recommendations": recommendations(sections),
         "checks": results.checks,
-        "by_check": {name: results.by_check(name) for name in
-                     ("docs", "equivalence", "conformance", "mutants", "fuzz", "logging", "jax_profile", "benchmark",
-                      "localisation")},
+        "by_check": by_check(results),
         "equivalence_groups": equivalence_group_table(results),
         "equivalence_warnings": [(r.subject, w["message"]) for r in results.by_check("equivalence")
                                  for w in r.metrics.get("warnings") or []],
@@ -193,7 +206,7 @@ def divergence_plot(results: RunResults, path: Path) -> Path | None:
 def compiles_plot(results: RunResults, path: Path) -> Path | None:
     """Compiles per jitted function (total and after warm-up) for every JAX profile."""
     rows = [(f"{r.subject}:{fn['name']}", fn["compiles"], fn["compiles_after_warmup"])
-            for r in results.by_check("jax_profile") for fn in r.metrics["functions"]]
+            for r in results.by_check("jax-profile") for fn in r.metrics["functions"]]
     if not rows:
         return None
     fig = _figure(8, max(2.5, 0.35 * len(rows) + 1))
@@ -210,7 +223,7 @@ def compiles_plot(results: RunResults, path: Path) -> Path | None:
 def ratios_plot(results: RunResults, path: Path) -> Path | None:
     """Speed ratios measured side by side (JAX profile ratios and benchmark groups)."""
     rows = []
-    for r in results.by_check("jax_profile"):
+    for r in results.by_check("jax-profile"):
         for name, value in r.metrics["ratios"].items():
             if value is not None:
                 rows.append((f"{r.subject}: {name}", float(value)))

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from pogo_audit.results import CheckResult, RunResults
+from pogo_audit.model.results import CheckResult, RunResults
 
 RUBRIC_PATH = Path(__file__).with_name("rubric.yaml")
 

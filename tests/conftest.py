@@ -24,7 +24,7 @@ os.environ["WANDB_MODE"] = "disabled"
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 # one thread budget for the suite: the xdist workers share the machine's cores (pinned before torch is imported)
-from pogo_audit import threads  # noqa: E402
+from pogo_audit.runtime import threads  # noqa: E402
 
 threads.pin(threads.share(threads.budget(), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
@@ -32,7 +32,7 @@ threads.pin(threads.share(threads.budget(), int(os.environ.get("PYTEST_XDIST_WOR
 @pytest.fixture(scope="session")
 def embedded_dataset():
     """The embedded default Minari dataset, created once per test session in the session's MINARI_DATASETS_PATH."""
-    from pogo_audit import data
+    from pogo_audit.runtime import data
 
     data.make_dataset()
     return data.DEFAULT_DATASET_ID

@@ -18,8 +18,8 @@ from checks.adapt import candidate_units, match_units, propose, python_tables, r
 from multi_actor import registry
 from multi_actor.config import build_config
 from multi_actor.trainer import multi_actor_factory
-from pogo_audit.cli import main
-from pogo_audit.data import DatasetSpec
+from pogo_audit.cli.main import main
+from pogo_audit.runtime.data import DatasetSpec
 
 REPO = Path(__file__).resolve().parents[1]
 S, A, H = 5, 2, 8

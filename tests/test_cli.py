@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pogo_audit.cli import main
-from pogo_audit.golden import GoldenDir
+from pogo_audit.cli.main import main
+from pogo_audit.core.golden import GoldenDir
 
 
 def run_cli(capsys, *argv):
@@ -111,7 +111,7 @@ def test_datasets_make_unknown_env(capsys, tmp_path, monkeypatch):
 
 
 def test_conformance_passes_and_writes_json(capsys, tmp_path):
-    from pogo_audit.results import RunResults
+    from pogo_audit.model.results import RunResults
 
     code, out, _ = run_cli(capsys, "conformance", "--algo", "td3_bc", "--steps", "4", "--json",
                            str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"), "--sarif",

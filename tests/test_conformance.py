@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from checks.conformance import (F32_REL, F32_STEPS, F64_REL, JAX_VARIANTS, TORCH_VARIANTS, Comparison, Rule,
-                                golden_sets, rule_for, run_variant, scaled_difference)
-from pogo_audit.errors import UsageError
-from pogo_audit.fingerprint import fingerprints_match, machine_fingerprint
-from pogo_audit.golden import GoldenDir, shipped_golden_dir
+from checks.conformance import F32_REL, F32_STEPS, F64_REL, golden_sets, run_variant
+from checks.conformance.command import JAX_VARIANTS, TORCH_VARIANTS
+from checks.conformance.judge import Comparison, Rule, rule_for, scaled_difference
+from pogo_audit.runtime.errors import UsageError
+from pogo_audit.core.fingerprint import fingerprints_match, machine_fingerprint
+from pogo_audit.core.golden import GoldenDir, shipped_golden_dir
 
 ALL_VARIANTS = (*TORCH_VARIANTS, *JAX_VARIANTS)
 FAST_STEPS = 20

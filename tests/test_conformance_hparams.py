@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from checks.conformance import run_variant
-from checks.conformance_hparams import NOT_REPLAYED, resolve
+from checks.conformance.hyperparameters import NOT_REPLAYED, resolve
 from multi_actor import registry
-from pogo_audit.errors import InputError
-from pogo_audit.golden import PRECISIONS, GoldenDir
-from pogo_audit.io import load_npz
+from pogo_audit.runtime.errors import InputError
+from pogo_audit.core.golden import PRECISIONS, GoldenDir
+from pogo_audit.runtime.io import load_npz
 
 
 def _copied_set(tmp_path: Path, precision: str, variant: str, edit) -> GoldenDir:
@@ -92,7 +92,7 @@ def test_an_unknown_trainer_kwarg_refuses_the_set_naming_it(tmp_path):
 
 
 def test_an_unknown_key_is_exit_2_with_one_line(tmp_path, capsys):
-    from pogo_audit.cli import main
+    from pogo_audit.cli.main import main
 
     gd = _copied_set(tmp_path, "float64", "iql_gaussian",
                      lambda m: m["hyperparameters"]["train_config"].update(value_clip=3.0))

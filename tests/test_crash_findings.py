@@ -14,12 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from checks.equivalence import EquivalenceOptions, equivalence_for_algo, load_factory
+from checks.equivalence import EquivalenceOptions, equivalence_for_algo
+from checks.registry import export_parts
 from checks.suite import SuiteOptions, run_suite
 from multi_actor.config import build_config
 from multi_actor.trainer import reference_factory
-from pogo_audit.cli import main
-from pogo_audit.results import CheckResult, RunResults
+from pogo_audit.cli.main import main
+from pogo_audit.core.loading import load_factory
+from pogo_audit.model.results import CheckResult, RunResults
+
+PARTS = export_parts()  # each check's part of the CI outputs, as the CLI passes them
 
 HERE = "tests/test_crash_findings.py"
 STEP_CRASH = 'raise TypeError("can only concatenate tuple (not \\"Tensor\\") to tuple")'
@@ -130,7 +134,7 @@ def test_crash_in_the_candidate_factory_is_a_finding(embedded_dataset):
 
 
 def test_jax_candidate_factory_crash_is_a_finding(embedded_dataset):
-    from checks.equivalence_jax import equivalence_for_rebrac
+    from checks.equivalence.jax_audit import equivalence_for_rebrac
 
     res = equivalence_for_rebrac(build_config(None, [], algo="rebrac", num_actors=2),
                                  EquivalenceOptions(steps=2, self_check=False), candidate=("bad", crashing_factory))
@@ -332,7 +336,7 @@ def test_report_renders_errored_and_absent_results(tmp_path, capsys):
 
 
 def test_junit_sarif_and_step_summary_name_absences_and_digests_not_numbers():
-    from pogo_audit.exporters import to_junit_xml, to_sarif, to_step_summary
+    from pogo_audit.core.exporters import to_junit_xml, to_sarif, to_step_summary
 
     res = CheckResult(
         "equivalence", "iql", "fail", steps_compared=2, summary="not equivalent: ...",
@@ -347,13 +351,13 @@ def test_junit_sarif_and_step_summary_name_absences_and_digests_not_numbers():
                   "first_divergence_step": 1, "observable": "rng/torch", "max_abs": 0.0, "max_rel": 0.0,
                   "difference": "digest differs", "absent": {}}])
     results = RunResults(command="equivalence", checks=[res])
-    messages = [f.get("message") for f in ET.fromstring(to_junit_xml(results)).iter("failure")]
+    messages = [f.get("message") for f in ET.fromstring(to_junit_xml(results, PARTS)).iter("failure")]
     assert messages == ["critic losses: critic/value_loss: not logged",
                         "rng: first divergence at step 1 in rng/torch (digest differs; bitwise)"]
-    summary = to_step_summary(results)
+    summary = to_step_summary(results, parts=PARTS)
     assert "| iql | critic losses | 3 | **not logged** | — | critic/value_loss | — | — |" in summary
     assert "| iql | rng | 3 | **fail** | 1 | rng/torch | digest differs | digest differs |" in summary
-    finding = to_sarif(results)["runs"][0]["results"][0]
+    finding = to_sarif(results, parts=PARTS)["runs"][0]["results"][0]
     assert finding["ruleId"] == "POGO-EQ001"
     assert finding["message"]["text"] == ("iql: the multi-actor trainer is not equivalent to the reference: first "
                                           "divergence at step 1 in rng/torch (digest differs; bitwise).")

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pogo_audit import data
-from pogo_audit.errors import DataError, InputError
+from pogo_audit.runtime import data
+from pogo_audit.runtime.errors import DataError, InputError
 
 
 def episode(ep_id, length, state_dim=3, action_dim=2, terminated=False, truncated=False, offset=0.0):

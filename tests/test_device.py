@@ -22,10 +22,10 @@ from multi_actor.checkpoint import load_checkpoint, save_checkpoint
 from multi_actor.config import ConfigError, build_config, check_device, from_dict
 from multi_actor.evaluation import on_cpu
 from multi_actor.trainer import MultiActorTrainer, multi_actor_factory, reference_factory, to_cpu
-from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
-from pogo_audit.data import DatasetSpec, ReplayBuffer
-from pogo_audit.harness import CUBLAS_WORKSPACE, IsolatedTrainer, cpu_drawn_randomness, torch_determinism
-from pogo_audit.seeding import GlobalRNGState
+from pogo_audit.core.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from pogo_audit.runtime.data import DatasetSpec, ReplayBuffer
+from pogo_audit.core.harness import CUBLAS_WORKSPACE, IsolatedTrainer, cpu_drawn_randomness, torch_determinism
+from pogo_audit.runtime.seeding import GlobalRNGState
 
 SPEC = DatasetSpec("synthetic", "Hopper-v5", 11, 3, 1.0)
 HAS_CUDA = torch.cuda.is_available()
@@ -86,7 +86,7 @@ def test_default_device_is_cpu_and_round_trips():
 ])
 def test_cli_device_error_is_one_line_exit_2(argv, monkeypatch, capsys):
     pytest.importorskip("rich_argparse")  # a CLI dependency; the GPU machine's minimal environment may lack it
-    from pogo_audit.cli import main
+    from pogo_audit.cli.main import main
 
     _no_cuda(monkeypatch)
     code = main(argv)
@@ -339,7 +339,7 @@ def test_cross_device_audit_runs_calibration_then_judges(data):
 
 def test_conformance_on_cpu_is_unchanged_by_the_device_argument():
     from checks.conformance import run_variant
-    from pogo_audit.golden import GoldenDir
+    from pogo_audit.core.golden import GoldenDir
 
     golden = GoldenDir(precision="float32")
     plain, on_cpu_ = run_variant(golden, "td3_bc", steps=3), run_variant(golden, "td3_bc", steps=3, device="cpu")
@@ -351,9 +351,9 @@ def test_conformance_on_cpu_is_unchanged_by_the_device_argument():
 def test_conformance_off_the_cpu_is_never_held_to_the_recording_cpus_bits(precision, mode, monkeypatch):
     """The golden traces were recorded on a CPU: on a GPU float32 gets the drift bound even where this machine's CPU
     fingerprint matches the recording, float64 keeps its tolerance."""
-    from checks.conformance import Replay
-    from pogo_audit.fingerprint import machine_fingerprint
-    from pogo_audit.golden import GoldenDir
+    from checks.conformance.replay import Replay
+    from pogo_audit.core.fingerprint import machine_fingerprint
+    from pogo_audit.core.golden import GoldenDir
 
     monkeypatch.setattr(GoldenDir, "fingerprint", machine_fingerprint("torch", 1))
     golden = GoldenDir(precision=precision)
@@ -367,7 +367,7 @@ def test_conformance_off_the_cpu_is_never_held_to_the_recording_cpus_bits(precis
 @pytest.mark.parametrize("variant", ["td3_bc", "iql", "cql"])
 def test_conformance_float64_on_cuda_within_the_portable_tolerance(variant):
     from checks.conformance import F64_REL, run_variant
-    from pogo_audit.golden import GoldenDir
+    from pogo_audit.core.golden import GoldenDir
 
     res = run_variant(GoldenDir(precision="float64"), variant, steps=20, device="cuda")
     assert res.verdict == "pass", res.summary
@@ -524,7 +524,7 @@ def test_a_generator_state_of_another_device_kind_restarts_the_stream_determinis
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the one-line error for a missing CUDA device")
 def test_report_and_matrix_take_device_and_refuse_a_missing_one(tmp_path, capsys):
-    from pogo_audit.cli import main
+    from pogo_audit.cli.main import main
 
     for argv in (["report", "--device", "cuda", "-o", str(tmp_path / "r.md")],
                  ["matrix", "--device", "cuda", "--out", str(tmp_path / "m.json")]):

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from checks.docs_audit import audit_readme
-from pogo_audit.cli import build_parser
+from pogo_audit.cli.main import build_parser
 
 
 def by_rule(results):

@@ -13,7 +13,7 @@ from checks.equivalence import EquivalenceOptions, equivalence_for_algo
 from checks.mutants import catalog, run_mutant
 from multi_actor.config import build_config
 from multi_actor.trainer import reference_factory
-from pogo_audit.cli import main
+from pogo_audit.cli.main import main
 
 
 def cfg_for(algo="iql", actors=3, overrides=()):
@@ -196,7 +196,7 @@ def test_the_self_check_twin_runs_its_first_steps_only(embedded_dataset, twin_st
 def test_candidate_magnitudes_are_computed_only_for_tensors_whose_digest_differs():
     """The lazy observation gives exactly the eager one: sums and norms of a tensor whose digest equals the
     reference's are the reference's numbers, the others are computed."""
-    from checks.equivalence import Deferred, param_observables, settle_deferred
+    from checks.equivalence.observables import Deferred, param_observables, settle_deferred
 
     same = np.arange(6, dtype=np.float32).reshape(2, 3)
     other = same.copy()
@@ -216,9 +216,9 @@ def test_the_history_has_every_scalar_at_every_step_nan_where_a_step_lacked_it()
     """The run keeps one dict of scalars a step and builds the series when a bundle or the result needs them: a
     series starts with NaN before its observable first shows, has NaN where a step lacked it, and non-scalars
     (digests, arrays, booleans) are left out."""
-    from checks.equivalence import _RunState
+    from checks.equivalence.verdict import RunState
 
-    run = _RunState(t0=0.0)
+    run = RunState(t0=0.0)
     run.remember(0, {"params/a/sum": 1.0, "params/a/hash": "x"}, {"params/a/sum": 1.0})
     run.remember(1, {"params/a/sum": 2.0, "critic/loss": 0.5, "flag": True}, {"critic/loss": 0.25})
     run.remember(2, {"critic/loss": 0.75, "full": np.zeros(3)}, {"params/a/sum": 3.0, "critic/loss": 0.5})

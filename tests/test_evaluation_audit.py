@@ -13,8 +13,8 @@ from checks.equivalence import EquivalenceOptions, equivalence_for_algo
 from checks.mutants import catalog, run_mutant
 from multi_actor.config import build_config
 from multi_actor.trainer import multi_actor_factory
-from pogo_audit.cli import main
-from pogo_audit.errors import UsageError
+from pogo_audit.cli.main import main
+from pogo_audit.runtime.errors import UsageError
 
 
 def audit(candidate, steps=3, every=2, algo="iql"):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from checks.suite import SuiteOptions, run_suite
-from pogo_audit.cli import build_parser, main
-from pogo_audit.loading import import_callable
-from pogo_audit.results import CheckResult, RunResults
+from pogo_audit.cli.main import build_parser, main
+from pogo_audit.core.loading import import_callable
+from pogo_audit.model.results import CheckResult, RunResults
 from reports.scoring import SectionScore, score_sections
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def test_our_own_trainers_failures_do_not_reach_a_candidate_review(good):
     own = [CheckResult("fuzz", "config_validation", "fail", summary="our own config",
                        metrics={"target": "configs", "audited": "self"}),
            CheckResult("fuzz", "logging_path", "fail", summary="our own logger", metrics={"target": "logging"}),
-           CheckResult("logging", "checkpoint_crash", "fail", summary="our own checkpoints"),
+           CheckResult("failure-handling", "checkpoint_crash", "fail", summary="our own checkpoints"),
            CheckResult("equivalence", "td3_bc", "fail", summary="our own trainer", metrics={"audited": "self"})]
     merged = RunResults(checks=[*good.checks, *own])
     assert {k: s.score for k, s in _sections(merged).items()} == {k: s.score for k, s in _sections(good).items()}

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from checks.equivalence import EquivalenceOptions, equivalence_for_algo, load_factory
+from checks.equivalence import EquivalenceOptions, equivalence_for_algo
+from pogo_audit.core.loading import load_factory
 from multi_actor.config import build_config
-from pogo_audit.cli import main
+from pogo_audit.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = "examples.pogo_adapter:factory"
@@ -119,7 +120,7 @@ def iql_config():
 
 def iql_trainer(fixed: bool):
     from examples.broken_adapter import factory, fixed_factory
-    from pogo_audit.data import DatasetSpec
+    from pogo_audit.runtime.data import DatasetSpec
 
     return (fixed_factory if fixed else factory)(iql_config(), DatasetSpec("x", "Hopper-v5", 11, 3, 1.0), 0)
 
@@ -179,7 +180,7 @@ def test_fixed_iql_evaluation_is_deterministic_and_leaves_every_global_rng_alone
 
 def test_broken_iql_never_steps_its_lr_schedule_and_leaks_gradients_into_the_critic():
     from multi_actor.trainer import reference_factory
-    from pogo_audit.data import DatasetSpec
+    from pogo_audit.runtime.data import DatasetSpec
 
     ref = reference_factory(iql_config(), DatasetSpec("x", "Hopper-v5", 11, 3, 1.0), 0)
     broken, fixed = iql_trainer(fixed=False), iql_trainer(fixed=True)
@@ -200,7 +201,7 @@ def test_adapt_proposes_the_adapters_table_for_the_raw_iql_trainer():
     TwinQ (and its target) matched to two networks each, in order."""
     from checks.adapt import propose
     from examples.broken_adapter import MODULES, canonical, raw_factory
-    from pogo_audit.data import DatasetSpec
+    from pogo_audit.runtime.data import DatasetSpec
 
     spec = DatasetSpec("x", "Hopper-v5", 11, 3, 1.0)
     p = propose("iql", iql_config(), spec, "examples.broken_adapter:raw_factory", raw_factory)

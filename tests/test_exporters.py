@@ -10,10 +10,14 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from pogo_audit import __version__
-from pogo_audit import exporters
-from pogo_audit.exporters import to_junit_xml, to_sarif, to_step_summary, write_outputs
-from pogo_audit.io import atomic_write_text
-from pogo_audit.results import CheckResult, Divergence, RunResults
+from pogo_audit.core import exporters
+from pogo_audit.core.exporters import to_junit_xml, to_sarif, to_step_summary, write_outputs
+from pogo_audit.runtime.io import atomic_write_text
+from pogo_audit.model.results import CheckResult, Divergence, RunResults
+
+from checks.registry import export_parts
+
+PARTS = export_parts()  # each check's part of the CI outputs, as the CLI passes them
 
 NASTY = 'broken <tag> & "quotes" | pipe\nsecond line'
 
@@ -69,7 +73,7 @@ def _cases(root):
 
 
 def test_junit_structure_and_counts():
-    root = ET.fromstring(to_junit_xml(_results()))
+    root = ET.fromstring(to_junit_xml(_results(), PARTS))
     assert root.tag == "testsuites"
     suites = {s.get("name"): s for s in root.findall("testsuite")}
     assert set(suites) == {"pogo_audit.equivalence", "pogo_audit.conformance", "pogo_audit.mutants",
@@ -93,7 +97,7 @@ def test_junit_structure_and_counts():
 
 
 def test_junit_failure_messages_carry_first_divergence():
-    cases = _cases(ET.fromstring(to_junit_xml(_results())))
+    cases = _cases(ET.fromstring(to_junit_xml(_results(), PARTS)))
     msg = cases[("pogo_audit.equivalence.cql", "critic losses")].find("failure").get("message")
     assert "step 7" in msg and "critic/q1_loss" in msg and "0.0015" in msg and "0.00025" in msg
     assert "rtol=1e-06" in msg and "atol=1e-08" in msg
@@ -105,7 +109,7 @@ def test_junit_failure_messages_carry_first_divergence():
 def test_junit_escapes_special_characters():
     res = RunResults(checks=[CheckResult("docs", 'a<b>&"c"', "fail", summary='bad <&"> \x00 summary'),
                              CheckResult("docs", "x", "error", summary="<&\">")])
-    text = to_junit_xml(res)
+    text = to_junit_xml(res, PARTS)
     root = ET.fromstring(text)  # would raise on bad escaping or illegal characters
     cases = list(root.iter("testcase"))
     assert cases[0].get("name") == 'a<b>&"c"'
@@ -118,7 +122,7 @@ def test_junit_escapes_special_characters():
 
 
 def test_sarif_emits_only_located_failures():
-    sarif = to_sarif(_results())
+    sarif = to_sarif(_results(), parts=PARTS)
     assert sarif["version"] == "2.1.0"
     assert sarif["$schema"] == "https://json.schemastore.org/sarif-2.1.0.json"
     (run,) = sarif["runs"]
@@ -152,12 +156,12 @@ def test_sarif_is_strict_json_and_fingerprints_stable():
     res = _results()
     res.checks[1].first_divergence = Divergence(7, "critic/q1_loss", float("nan"), float("inf"), 1e-6, 1e-8)
     res.checks[7].metrics["step"] = float("nan")
-    text = json.dumps(to_sarif(res), allow_nan=False)
+    text = json.dumps(to_sarif(res, parts=PARTS), allow_nan=False)
     assert "NaN" not in text and "Infinity" not in text
     moved = _results()
     moved.checks[7].metrics["location"]["line"] = 99
-    fp = [r["partialFingerprints"] for r in to_sarif(_results())["runs"][0]["results"]]
-    assert fp == [r["partialFingerprints"] for r in to_sarif(moved)["runs"][0]["results"]]
+    fp = [r["partialFingerprints"] for r in to_sarif(_results(), parts=PARTS)["runs"][0]["results"]]
+    assert fp == [r["partialFingerprints"] for r in to_sarif(moved, parts=PARTS)["runs"][0]["results"]]
 
 
 def test_sarif_relativises_absolute_paths(tmp_path):
@@ -165,7 +169,7 @@ def test_sarif_relativises_absolute_paths(tmp_path):
         "path": str(tmp_path / "pkg dir" / "mod.py"), "line": 3, "function": "f"}}),
         CheckResult("mutants", "outside", "fail", metrics={"location": {"path": "/elsewhere/x.py", "line": 3}}),
         CheckResult("mutants", "escape", "fail", metrics={"location": {"path": "../x.py", "line": 3}})])
-    run = to_sarif(res, repo_root=tmp_path)["runs"][0]
+    run = to_sarif(res, repo_root=tmp_path, parts=PARTS)["runs"][0]
     assert [r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in run["results"]] == \
         ["pkg%20dir/mod.py"]
     assert run["originalUriBaseIds"]["SRCROOT"]["uri"].endswith("/")
@@ -175,7 +179,7 @@ def test_sarif_relativises_absolute_paths(tmp_path):
 
 
 def test_step_summary_tables_and_escaping():
-    md = to_step_summary(_results())
+    md = to_step_summary(_results(), parts=PARTS)
     assert md.startswith("## pogo-audit: ❌ 6 problems in 10 checks")
     assert "| algorithm | group | steps | verdict | first divergence step | observable | max abs | max rel |" in md
     assert "| variant | steps | bitwise % | max rel | verdict |" in md
@@ -196,7 +200,7 @@ def test_step_summary_tables_and_escaping():
 
 def test_step_summary_all_passed():
     res = RunResults(checks=[c for c in _results().checks if c.verdict == "pass"])
-    assert to_step_summary(res).startswith("## pogo-audit: all 4 checks passed")
+    assert to_step_summary(res, parts=PARTS).startswith("## pogo-audit: all 4 checks passed")
 
 
 def test_step_summary_truncates_below_limit_keeping_failures():
@@ -206,7 +210,7 @@ def test_step_summary_truncates_below_limit_keeping_failures():
               CheckResult("mutants", "survivor", "fail", metrics={"algo": "iql", "killed": False})]
     checks += [CheckResult("conformance", f"v{i}", "pass", 200) for i in range(1000)]
     limit = 20_000
-    md = to_step_summary(RunResults(checks=checks), limit_bytes=limit)
+    md = to_step_summary(RunResults(checks=checks), limit_bytes=limit, parts=PARTS)
     assert len(md.encode("utf-8")) < limit
     assert "the failing group" in md and "| survivor |" in md
     assert "rows were omitted" in md
@@ -215,7 +219,7 @@ def test_step_summary_truncates_below_limit_keeping_failures():
     shown = sum(1 for line in md.splitlines() if line.startswith("| ") and not line.startswith(headers))
     assert omitted + shown == 51_001
     assert shown > 50  # filled the budget rather than dropping everything
-    tiny = to_step_summary(RunResults(checks=checks), limit_bytes=40)
+    tiny = to_step_summary(RunResults(checks=checks), limit_bytes=40, parts=PARTS)
     assert len(tiny.encode("utf-8")) < 40
 
 
@@ -229,12 +233,12 @@ def test_write_outputs_writes_every_format(tmp_path, monkeypatch):
     paths["summary"].parent.mkdir()
     paths["summary"].write_text("old content\n")
     written = write_outputs(res, json_path=paths["json"], junit_path=paths["junit"], sarif_path=paths["sarif"],
-                            summary_path=paths["summary"])
+                            summary_path=paths["summary"], parts=PARTS)
     assert written == paths
     assert RunResults.load(paths["json"]).checks[1].subject == "cql"
     ET.parse(paths["junit"])
     json.loads(paths["sarif"].read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
-    assert paths["summary"].read_text() == to_step_summary(res)  # a plain path is replaced
+    assert paths["summary"].read_text() == to_step_summary(res, parts=PARTS)  # a plain path is replaced
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths.values())
 
 
@@ -243,10 +247,10 @@ def test_write_outputs_appends_to_github_step_summary(tmp_path, monkeypatch):
     summary.write_text("# earlier step")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     res = _results()
-    write_outputs(res, summary_path=str(summary))
+    write_outputs(res, summary_path=str(summary), parts=PARTS)
     text = summary.read_text()
     assert text.startswith("# earlier step\n## pogo-audit")
-    assert text.endswith(to_step_summary(res))
+    assert text.endswith(to_step_summary(res, parts=PARTS))
     assert [p.name for p in tmp_path.iterdir()] == ["step_summary.md"]  # no temporary files left behind
 
 
@@ -254,9 +258,9 @@ def test_write_outputs_is_atomic_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "r.xml"
     target.write_text("previous")
     # a lone surrogate makes the UTF-8 write fail part-way: the old file must survive, no temp file may remain
-    monkeypatch.setattr(exporters, "to_junit_xml", lambda _results: "x" * 100_000 + "\ud800")
+    monkeypatch.setattr(exporters, "to_junit_xml", lambda *_args: "x" * 100_000 + "\ud800")
     with pytest.raises(UnicodeEncodeError):
-        write_outputs(_results(), junit_path=target)
+        write_outputs(_results(), junit_path=target, parts=PARTS)
     assert target.read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir()] == ["r.xml"]
 

@@ -17,8 +17,8 @@ def test_all_failure_scenarios_are_handled(embedded_dataset, tmp_path):
 def test_a_loop_that_swallows_eval_errors_is_caught(embedded_dataset, tmp_path):
     from multi_actor.evaluation import Evaluator
 
-    from checks.failure_handling import _eval_failure
+    from checks.failure_handling import eval_failure
 
     with mock.patch.object(Evaluator, "evaluate", lambda self, policies: {}):
-        ok, summary, _ = _eval_failure(tmp_path)
+        ok, summary, _ = eval_failure(tmp_path)
     assert not ok, summary

@@ -15,8 +15,8 @@ from multi_actor.checkpoint import load_checkpoint, save_checkpoint
 from multi_actor.config import from_dict
 from multi_actor.logger import RunLogger
 from multi_actor.trainer import MultiActorTrainer
-from pogo_audit.cli import main
-from pogo_audit.seeding import GlobalRNGState
+from pogo_audit.cli.main import main
+from pogo_audit.runtime.seeding import GlobalRNGState
 
 ALGO = "td3_bc"
 

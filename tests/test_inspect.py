@@ -1,4 +1,4 @@
-"""``pogo_audit.inspect``: mismatch summaries, top-K, history, plots, rendering and input errors of bundles."""
+"""``pogo_audit.core.inspect``: mismatch summaries, top-K, history, plots, rendering and input errors of bundles."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from pogo_audit.bundle import Bundle, write_bundle
-from pogo_audit.compare import DEFAULT_ATOL, DEFAULT_RTOL
-from pogo_audit.errors import InputError
-from pogo_audit.inspect import _top_entries, inspect_bundle, render_inspection
+from pogo_audit.core.bundle import Bundle, write_bundle
+from pogo_audit.core.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from pogo_audit.runtime.errors import InputError
+from pogo_audit.cli.inspect_view import render_inspection
+from pogo_audit.core.inspect import inspect_bundle, top_entries
 
 W = "critic/qf/q1.net.0.weight"
 B = "critic/qf/q1.net.0.bias"
@@ -119,14 +120,14 @@ def test_top_k_order_and_values(tmp_path):
     assert [e.index for e in top] == [(2, 3), (0, 1), (3, 4)]  # bitwise-equal entries are never listed
 
 
-def test_top_entries_match_a_full_sort_with_ties_and_nan():
+def testtop_entries_match_a_full_sort_with_ties_and_nan():
     rng = np.random.default_rng(1)
     ref = rng.standard_normal((30, 40))
     cand = ref.copy()
     picks = rng.choice(ref.size, 200, replace=False)
     cand.flat[picks] += np.round(rng.standard_normal(200), 1)  # many ties
     cand.flat[picks[0]] = np.nan
-    top = _top_entries(ref, cand, 25)
+    top = top_entries(ref, cand, 25)
     diff = np.abs(cand - ref).ravel()
     diff[np.isnan(diff)] = np.inf
     diff[cand.ravel() == ref.ravel()] = 0.0

@@ -10,12 +10,15 @@ import json
 import pytest
 
 from checks.equivalence import EquivalenceOptions, equivalence_for_algo
-from checks.isolate import sync_optimizers
-from checks.localise.measure import combinable, combined_factory, located_lines
+from checks.equivalence.isolate import sync_optimizers
+from checks.mutants.accuracy import combinable, combined_factory, located_lines
 from checks.mutants import catalog
 from multi_actor.config import build_config
-from pogo_audit.exporters import write_outputs
-from pogo_audit.results import RunResults
+from checks.registry import export_parts
+from pogo_audit.core.exporters import write_outputs
+from pogo_audit.model.results import RunResults
+
+PARTS = export_parts()  # each check's part of the CI outputs, as the CLI passes them
 
 TRIO = ("td3_bc_scaled_by_alpha", "td3_target_without_min", "td3_actor_target_updated_twice")
 
@@ -46,7 +49,7 @@ def test_three_injected_defects_are_each_named_in_one_run(embedded_dataset, tmp_
     assert ("reference_algos/torch/td3_bc.py", critic["location"]["line"]) in truth
     assert critic["steps"] == 6  # isolated: the defect shows at every step, not once then drift
     sarif = tmp_path / "r.sarif"
-    write_outputs(RunResults(checks=[res]), sarif_path=str(sarif))
+    write_outputs(RunResults(checks=[res]), sarif_path=str(sarif), parts=PARTS)
     lines = {(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
               r["locations"][0]["physicalLocation"]["region"]["startLine"])
              for r in json.loads(sarif.read_text())["runs"][0]["results"]}
@@ -105,7 +108,7 @@ def test_optimizer_state_and_learning_rate_are_synchronised(embedded_dataset):
     import torch
 
     from multi_actor.trainer import reference_factory
-    from pogo_audit.data import DatasetSpec
+    from pogo_audit.runtime.data import DatasetSpec
 
     spec = DatasetSpec("x", "Hopper-v5", 11, 3, 1.0)
     cfg = build_config(None, [], algo="td3_bc")
@@ -137,7 +140,7 @@ def test_each_kind_is_located_at_the_mutated_line_through_the_cli_path(embedded_
 
 
 def test_mutants_localise_reports_accuracy_separation_and_cost(embedded_dataset, capsys):
-    from pogo_audit.cli import main
+    from pogo_audit.cli.main import main
 
     code = main(["mutants", "--localise", "--only", ",".join(TRIO), "--algo", "td3_bc", "--combinations", "1",
                  "--cost-steps", "2", "-q", "--seed", "1"])
@@ -151,6 +154,7 @@ _JAX_CANDIDATE = """\
 from checks.mutants import catalog
 
 
+
 def target_post_step(config, spec, seed):
     mutant = next(m for m in catalog() if m.name == "jax_actor_target_post_step")
     return mutant.factory(config, spec, seed)
@@ -161,7 +165,7 @@ def test_isolate_on_the_jax_algorithm_lists_the_finding_at_its_line(embedded_dat
     """``--isolate --algo rebrac``: the mutant candidate (actor target toward the post-step actor) fails with the
     target finding located at the mutated line; our trainer passes with no findings."""
     from checks.mutants import catalog
-    from pogo_audit.cli import main
+    from pogo_audit.cli.main import main
 
     (tmp_path / "jax_candidates.py").write_text(_JAX_CANDIDATE)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -195,10 +199,10 @@ def test_isolate_on_the_jax_algorithm_lists_the_finding_at_its_line(embedded_dat
 def test_jax_accuracy_is_measured_through_the_isolate_path(embedded_dataset):
     """``mutants --localise``'s JAX result: the swapped coefficient (a constant, used at rebrac.py:212) is named at
     the line that passes it (295) by an ``equivalence --isolate`` run, and counted exact."""
-    from checks.localise.measure import jax_localisation_accuracy
+    from checks.mutants.accuracy import localisation_accuracy
 
-    report = jax_localisation_accuracy(_mutants("jax_bc_coefs_swapped"))
-    assert (report["framework"], report["mutants"], report["counted"], report["exact"]) == ("jax", 1, 1, 1)
+    report = localisation_accuracy(_mutants("jax_bc_coefs_swapped"))
+    assert (report["mutants"], report["counted"], report["exact"]) == (1, 1, 1)
     (row,) = report["rows"]
     assert row["verdict"] == "fail" and row["exact"]
     assert (row["located"]["path"], row["located"]["line"]) == ("reference_algos/jax/rebrac.py", 295)
@@ -211,7 +215,7 @@ def test_three_jax_defects_are_each_named_in_one_run(embedded_dataset):
     target from the online actor (a module applied to other parameters at 242) injected into one ReBRAC candidate:
     one ``--isolate`` run names all three lines, and nothing else."""
     pytest.importorskip("jax")
-    from checks.localise.measure import run_combination
+    from checks.mutants.accuracy import run_combination
 
     trio = _mutants("jax_extra_key_split", "jax_bc_coefs_swapped", "jax_critic_target_online_actor")
     row = run_combination([dataclasses.replace(m, steps=3) for m in trio])

@@ -16,10 +16,10 @@ import optax
 import pytest
 
 from checks.equivalence import EquivalenceOptions
-from checks.equivalence_jax import equivalence_for_rebrac
+from checks.equivalence.jax_audit import equivalence_for_rebrac
 from multi_actor.config import build_config
 from multi_actor.jax_trainer import MultiActorReBRAC, rebrac_multi_actor_factory, rebrac_reference_factory
-from pogo_audit.data import DatasetSpec
+from pogo_audit.runtime.data import DatasetSpec
 from reference_algos.jax import rebrac
 
 SMALL = ("base.hidden_dim=64", "base.batch_size=64", "base.num_updates_on_epoch=8")

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from checks.localise import Localisation, localise_step
+from checks.localise import localise_step
 from checks.localise.frames import is_user_file
-from checks.localise.measure import first_divergent_step, localisation_accuracy, localise_mutant
+from checks.mutants.accuracy import localisation_accuracy, localise_mutant
 from checks.mutants import catalog
 from multi_actor.algorithms import get_algorithm
 from multi_actor.config import build_config
 from multi_actor.loop import prepare_data
 from multi_actor.trainer import multi_actor_factory, reference_factory
-from pogo_audit.data import ReplayBuffer
-from pogo_audit.harness import IsolatedTrainer
+from pogo_audit.runtime.data import ReplayBuffer
+from pogo_audit.core.harness import IsolatedTrainer
 
 BATCH = 32
 
@@ -47,46 +47,51 @@ def by_name(name: str):
 ])
 def test_mutant_is_located_at_the_mutated_line(embedded_dataset, name, kind):
     mutant = by_name(name)
-    result = localise_mutant(mutant, batch_size=BATCH)
+    row = localise_mutant(mutant)
     truth = mutant.location()
-    assert result.step is not None, f"{name} never diverged"
-    found = result.localisation
-    assert found is not None and found.kind == kind, found and found.message
-    assert found.location is not None
-    assert (found.location["path"], found.location["line"]) == (truth["path"], truth["line"]), found.message
-    assert found.location["code"] == truth["original"]
-    assert result.exact
-    json.dumps(result.as_dict())  # goes into a CheckResult's metrics as it is
+    assert row["step"] is not None, f"{name} never diverged"
+    assert row["kind"] == kind, row["message"]
+    assert row["located"] is not None
+    assert (row["located"]["path"], row["located"]["line"]) == (truth["path"], truth["line"]), row["message"]
+    assert row["located"]["code"] == truth["original"]
+    assert row["exact"]
+    json.dumps(row)  # goes into a CheckResult's metrics as it is
 
 
 def test_messages_name_the_draw_the_module_and_the_order(embedded_dataset):
-    draw = localise_mutant(by_name("actor1_extra_global_draw"), batch_size=BATCH).localisation
-    assert "candidate draws an extra `randn_like([32, 3])` (global)" in draw.message
-    module = localise_mutant(by_name("iql_v_loss_online_q"), batch_size=BATCH).localisation
-    assert "candidate calls `critic/qf` (call 0) where the reference runs `target/q_target`" in module.message
-    assert module.gradient is not None and module.gradient["optimizer"] == "critic/vf"
-    order = localise_mutant(by_name("sac_n_actor_critic_order_swapped"), batch_size=BATCH).localisation
-    assert order.schedule is not None
-    assert order.schedule["reference"][:2] != order.schedule["candidate"][:2]
-    assert "candidate calls `SACN._update_critic` where the reference calls `SACN._update_actor`" in order.message
-    assert order.frames[0]["function"].endswith("train_step")
-    assert order.events["reference"] and order.events["candidate"]
-    counter = localise_mutant(by_name("td3_total_it_incremented_twice"), batch_size=BATCH).localisation
-    assert "reads `self.total_it` = 2, the reference's 1; last assigned" in counter.message
+    draw = localise_mutant(by_name("actor1_extra_global_draw"))
+    assert "candidate draws an extra `randn_like([256, 3])` (global)" in draw["message"]
+    assert draw["rule"] == "random_draw"
+    module = localise_mutant(by_name("iql_v_loss_online_q"))
+    assert "candidate calls `critic/qf` (call 0) where the reference runs `target/q_target`" in module["message"]
+    assert module["rule"] == "module_swap"
+    order = localise_mutant(by_name("sac_n_actor_critic_order_swapped"))
+    assert "candidate calls `SACN._update_critic` where the reference calls `SACN._update_actor`" in order["message"]
+    assert order["rule"] == "call_path" and order["located"]["function"].endswith("train_step")
+    counter = localise_mutant(by_name("td3_total_it_incremented_twice"))
+    assert "reads `self.total_it` = 2, the reference's 1; last assigned" in counter["message"]
 
 
 def test_a_skipped_schedule_step_is_named_not_the_optimizer_step_that_uses_its_lr(embedded_dataset):
-    found = localise_mutant(by_name("iql_lr_schedule_not_stepped"), batch_size=BATCH).localisation
-    assert found.rule == "lr schedule"
-    assert "candidate skips the reference's learning-rate schedule step" in found.message
-    assert "the optimizer of `actor0/actor` steps with another learning rate" in found.message
+    found = localise_mutant(by_name("iql_lr_schedule_not_stepped"))  # optimizer probes see the lr after step 1
+    assert found["rule"] == "schedule_step" and found["step"] == 1 and found["exact"]
+    assert "candidate skips the reference's `lr_scheduler.step([1])`" in found["message"]
 
 
 def test_an_incomplete_freeze_is_named_where_the_frozen_tensors_are_chosen(embedded_dataset):
-    found = localise_mutant(by_name("extra_actor_grad_into_critic"), batch_size=BATCH).localisation
-    assert found.rule == "freeze"
-    assert "uses `critic/" in found.message and "the candidate freezes `actor0/" in found.message
-    assert "the frozen tensors are chosen where `frozen` is called" in found.message
+    found = localise_mutant(by_name("extra_actor_grad_into_critic"))
+    assert found["rule"] == "leak_past_freeze"
+    assert "uses `critic/" in found["message"] and "the candidate freezes `actor0/" in found["message"]
+    assert "the frozen tensors are chosen where `frozen` is called" in found["message"]
+
+
+def test_the_ladder_is_one_ordered_tuple_of_named_rules():
+    """The rule ids localisations carry are the ladder's function names, in the order the rules are tried."""
+    from checks.localise import rules
+
+    assert [r.__name__ for r in rules.LADDER] == ["random_draw", "extra_operations", "missing_operations",
+                                                  "module_swap", "call_path", "grad_mode", "other_operation",
+                                                  "module_input", "value"]
 
 
 def _pair(algo: str, candidate=multi_actor_factory, overrides=()):
@@ -139,20 +144,14 @@ def test_a_global_numpy_draw_of_a_user_trainer_is_located(embedded_dataset):
     assert "numpy.random.normal([3])" in found.message and "numpy global" in found.message
 
 
-def test_lock_step_finds_the_first_divergent_step_and_keeps_the_state_before_it(embedded_dataset):
-    mutant = by_name("td3_bc_scaled_by_alpha")  # the actor (and its loss) is first updated at step 2
-    cfg = build_config(None, [], algo="td3_bc", num_actors=3, seed=0)
-    data = prepare_data(cfg, get_algorithm("td3_bc"))
-    step, diverged, ref, cand, batch = first_divergent_step(reference_factory, mutant.factory, cfg, data.spec,
-                                                            ReplayBuffer(data.processed, 1), BATCH, 4)
-    assert step == 2 and any(d.startswith("actor0/") for d in diverged)
-    assert ref.rng_digests() == cand.rng_digests()  # both as they were before step 2: equal so far
-    assert isinstance(localise_step(ref, cand, batch), Localisation)
+def test_a_defect_acting_later_is_localised_at_the_step_it_first_shows(embedded_dataset):
+    row = localise_mutant(by_name("td3_bc_scaled_by_alpha"))  # the actor (and its loss) is first updated at step 2
+    assert row["step"] == 2 and row["exact"], row
 
 
 def test_accuracy_counts_exact_lines_and_leaves_oracle_mutants_out(embedded_dataset):
     mutants = [by_name("td3_target_without_min"), by_name("w2_std_term_dropped"), by_name("td3_bc_scaled_by_alpha")]
-    report = localisation_accuracy(mutants, batch_size=BATCH)
+    report = localisation_accuracy(mutants)
     assert report["mutants"] == 3 and report["counted"] == 2
     assert report["exact"] == 2 and report["accuracy"] == 1.0
     oracle = next(r for r in report["rows"] if r["mutant"] == "w2_std_term_dropped")
@@ -172,7 +171,7 @@ def test_user_code_excludes_the_tool_and_the_libraries():
 def _jax_mutant_localised(name: str):
     """The mutant's loop body traced against the original on one trainer's state: (localisation, unchanged one)."""
     pytest.importorskip("jax")
-    from checks.equivalence_jax import DictBatchSampler, prepare_rebrac_data
+    from checks.equivalence.jax_audit import DictBatchSampler, prepare_rebrac_data
     from checks.localise.jax_trace import localise_jax_update, rebrac_loop_body_args
 
     mutant = by_name(name)
@@ -213,7 +212,7 @@ def test_a_jax_flag_input_is_followed_to_the_line_that_hard_codes_it(embedded_da
     candidate runs a full update, the reference critic-only); the line that passes 1 instead of ``cfg.policy_freq``
     is named. Our trainer from the same state localises to none."""
     pytest.importorskip("jax")
-    from checks.equivalence_jax import DictBatchSampler, prepare_rebrac_data
+    from checks.equivalence.jax_audit import DictBatchSampler, prepare_rebrac_data
     from checks.localise.jax_trace import localise_jax_step
     from multi_actor.jax_trainer import rebrac_multi_actor_factory, rebrac_reference_factory
 
@@ -226,8 +225,8 @@ def test_a_jax_flag_input_is_followed_to_the_line_that_hard_codes_it(embedded_da
     found = localise_jax_step((ref, state, mutant.factory(cfg, spec, 0), state), batch)
     truth = mutant.location()
     assert found.kind == "order" and found.rule == "jaxpr input, traced value"
-    assert (found.location["path"], found.location["line"]) == (truth["path"], truth["line"]) == \
-        ("multi_actor/jax_trainer.py", 340)
+    assert (found.location["path"], found.location["line"]) == (truth["path"], truth["line"])
+    assert truth["path"] == "multi_actor/jax_trainer.py" and truth["original"].startswith("schedule = ")
     assert "`full_update` differs from the reference's (1 vs the reference's 0)" in found.message
     assert "candidate passes `policy_freq` = 1, not its config's value" in found.message
     ours = localise_jax_step((ref, state, rebrac_multi_actor_factory(cfg, spec, 0), state), batch)
@@ -271,7 +270,7 @@ def test_jax_inputs_are_compared_by_value_not_by_static_fields():
     import optax
     from flax.training import train_state
 
-    from checks.localise.jax_trace import _differing_input
+    from checks.localise.jax_trace import differing_input
 
     module = nn.Dense(2)
     params = module.init(jax.random.PRNGKey(0), np.zeros((1, 3), np.float32))
@@ -285,9 +284,9 @@ def test_jax_inputs_are_compared_by_value_not_by_static_fields():
     a, b = state(params), state(params)
     assert jax.tree.structure(a) != jax.tree.structure(b)
     key = np.zeros(2, np.uint32)
-    assert _differing_input(update, (key, a), (key, b)) is None
+    assert differing_input(update, (key, a), (key, b)) is None
     other = state(jax.tree.map(lambda x: x + 1, params))
-    found = _differing_input(update, (key, a), (key, other))
+    found = differing_input(update, (key, a), (key, other))
     assert found.kind == "numeric" and "`actor" in found.message and "params" in found.message
 
 

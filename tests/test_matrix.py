@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from checks.matrix import Grid, load_grid, run_matrix
-from pogo_audit.cli import main
+from pogo_audit.cli.main import main
 
 GRID = Grid(algos=["td3_bc", "iql"], seeds=[0, 1], actor_types=[["deterministic"], ["deterministic", "gaussian"]],
             steps=3)
@@ -61,7 +61,7 @@ def test_process_pool_and_ray_match_serial(tmp_path):
 @pytest.mark.slow
 def test_interrupted_matrix_finishes_only_the_missing_cells(tmp_path):
     out = tmp_path / "m.json"
-    cmd = [sys.executable, "-m", "pogo_audit.cli", "matrix", "--algo", "td3_bc", "--seeds", "0,1,2,3",
+    cmd = [sys.executable, "-m", "pogo_audit.cli.main", "matrix", "--algo", "td3_bc", "--seeds", "0,1,2,3",
            "--steps", "3", "--out", str(out), "-q"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -8,8 +8,8 @@ import torch
 
 from multi_actor.config import ActorConfig, MultiActorConfig
 from multi_actor.trainer import multi_actor_factory, reference_factory
-from pogo_audit.data import DatasetSpec, ReplayBuffer
-from pogo_audit.harness import IsolatedTrainer
+from pogo_audit.runtime.data import DatasetSpec, ReplayBuffer
+from pogo_audit.core.harness import IsolatedTrainer
 
 ALGOS = ("iql", "td3_bc", "cql", "awac", "sac_n", "edac")
 SPEC = DatasetSpec("synthetic", "Hopper-v5", 11, 3, 1.0)

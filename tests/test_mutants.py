@@ -10,7 +10,8 @@ import traceback
 
 import pytest
 
-from checks.mutants import Behaviour, Mutant, attribute, catalog, method_of, resolve_together, run_mutant
+from checks.mutants import Behaviour, Mutant, catalog, resolve_together, run_mutant
+from checks.mutants.model import attribute, method_of
 from checks.source_patch import REPO_ROOT, SourceLine, SourcePatch, SourcePatchError, build_together, reroute
 from reference_algos.torch import iql, td3_bc
 
@@ -47,7 +48,7 @@ def scratch_module(tmp_path, request):
 
 def test_every_mutant_builds_at_the_mutated_line_of_the_real_file():
     mutants = catalog()
-    assert len(mutants) == 37 and len({m.name for m in mutants}) == 37
+    assert len(mutants) == 39 and len({m.name for m in mutants}) == 39
     for m in mutants:
         loc = m.location()
         assert (REPO_ROOT / loc["path"]).is_file(), m.name
@@ -313,9 +314,9 @@ def test_mutants_of_one_call_chain_reach_the_candidate_together(scratch_module):
 
 def test_every_countable_jax_mutant_combines_with_every_other():
     pytest.importorskip("jax")
-    from checks.localise.measure import _pools, combined_factory, combined_overrides
+    from checks.mutants.accuracy import combinable, combined_factory, combined_overrides
 
-    (pool,) = _pools("jax").values()
+    pool = [m for m in catalog() if m.framework == "jax" and combinable(m)]
     assert len(pool) >= 7
     for i, a in enumerate(pool):
         for b in pool[i + 1:]:
@@ -330,7 +331,7 @@ def test_the_reference_is_unchanged_while_a_mutant_is_active(embedded_dataset):
     from multi_actor.config import build_config
     from multi_actor.loop import prepare_data
     from multi_actor.trainer import multi_actor_factory, reference_factory
-    from pogo_audit.data import ReplayBuffer
+    from pogo_audit.runtime.data import ReplayBuffer
 
     cfg = build_config(None, [], algo="iql", num_actors=3, seed=0)
     data = prepare_data(cfg)

@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from checks.equivalence import EquivalenceOptions, equivalence_for_algo, load_factory
-from checks.optimizer_observables import OptimizerProbe
+from checks.equivalence import EquivalenceOptions, equivalence_for_algo
+from pogo_audit.core.loading import load_factory
+from checks.equivalence.optimizer import OptimizerProbe
 from multi_actor.config import build_config
 from multi_actor.loop import prepare_data
 from multi_actor.trainer import multi_actor_factory, reference_factory
-from pogo_audit.data import ReplayBuffer
-from pogo_audit.render import equivalence_table
+from pogo_audit.runtime.data import ReplayBuffer
+from pogo_audit.cli.render import equivalence_table
 
 SHORT = dict(steps=3, seed=0, self_check=False, chain_oracle=False, bundle_dir=None)
 
@@ -139,9 +140,9 @@ def test_jax_rebrac_reports_its_optax_adam_state_per_parameter():
     pytest.importorskip("jax")
     import numpy as np
 
-    from checks.optimizer_observables import StateProbe
+    from checks.equivalence.optimizer import StateProbe
     from multi_actor.jax_trainer import rebrac_reference_factory
-    from pogo_audit.data import DatasetSpec
+    from pogo_audit.runtime.data import DatasetSpec
 
     cfg = build_config(None, ["base.hidden_dim=16", "base.batch_size=8"], algo="rebrac", num_actors=1)
     trainer = rebrac_reference_factory(cfg, DatasetSpec("synthetic", "", 11, 3, 1.0), 0)
@@ -161,9 +162,9 @@ def test_jax_rebrac_reports_its_optax_adam_state_per_parameter():
 
 
 def test_a_warning_row_is_not_a_failed_test_case(embedded_dataset):
-    from pogo_audit.exporters import _equivalence_rows
+    from checks.equivalence.export import equivalence_rows
 
     res = run("td3_bc", _leaking, steps=1)
     assert groups_of(res)["grad leak"]["verdict"] == "warning" and len(res.metrics["warnings"]) == 1
-    rows = {r["group"]: r["verdict"] for r in _equivalence_rows(res)}
+    rows = {r["group"]: r["verdict"] for r in equivalence_rows(res)}
     assert rows["grad leak"] == "pass" and set(rows.values()) == {"pass"}

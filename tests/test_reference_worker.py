@@ -1,4 +1,4 @@
-"""The reference worker (:mod:`checks.reference_worker`): with the reference and its twin in a worker process, a run
+"""The reference worker (:mod:`checks.equivalence.worker`): with the reference and its twin in a worker process, a run
 gives the in-process run's result field for field (but the wall time) — verdicts, first divergences, crashes."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from checks.equivalence import EquivalenceOptions, equivalence_for_algo
 from checks.mutants import catalog
-from checks.reference_worker import LocalReference, ReferenceWorkers, process_plan, reference_pair
+from checks.equivalence.worker import LocalReference, ReferenceWorkers, process_plan, reference_pair
 from multi_actor.config import build_config
 from multi_actor.trainer import multi_actor_factory, reference_factory
 
@@ -20,7 +20,7 @@ from multi_actor.trainer import multi_actor_factory, reference_factory
 def one_thread_budget(monkeypatch):
     """Worker and in-process runs at the same threads per trainer (in one process an audit takes the whole budget;
     float results of some mutants depend on the count)."""
-    from pogo_audit.threads import ENV_VAR
+    from pogo_audit.runtime.threads import ENV_VAR
 
     monkeypatch.setenv(ENV_VAR, "1")
 
@@ -55,7 +55,7 @@ def test_the_divergence_bundle_is_the_same_with_the_reference_in_a_worker(embedd
     """The worker keeps its parameters and sends those of the divergent step and the step before only when a bundle
     needs them: the bundle (parameters before and after, gradients, history) is the in-process run's, array for
     array."""
-    from pogo_audit.bundle import read_bundle
+    from pogo_audit.core.bundle import read_bundle
 
     cfg = build_config(None, [], algo="iql", num_actors=3)
     runs = {}
@@ -153,7 +153,7 @@ def test_the_twin_ends_after_its_steps(embedded_dataset, budget):
     """With a thread for it the twin has a worker of its own, whose process ends after its steps; on a 2-thread
     budget it steps in the reference's worker and stops there."""
     from multi_actor.loop import prepare_data
-    from pogo_audit.data import ReplayBuffer
+    from pogo_audit.runtime.data import ReplayBuffer
 
     cfg = build_config(None, [], algo="iql", num_actors=3)
     data = prepare_data(cfg)
@@ -185,7 +185,7 @@ def test_a_batch_reaches_the_worker_as_it_was_sent():
     a non-contiguous view) travels as the tensor itself."""
     import multiprocessing
 
-    from checks.reference_worker import WireArray, _recv, _send, from_wire, to_wire
+    from checks.equivalence.worker import WireArray, receive, send, from_wire, to_wire
 
     ours, theirs = multiprocessing.Pipe()  # the worker's own pipe and messages, as the lock-step loop sends them
 
@@ -197,8 +197,8 @@ def test_a_batch_reaches_the_worker_as_it_was_sent():
         wire = to_wire(batch)
         items = list(wire.values()) if isinstance(wire, dict) else list(wire)
         assert [isinstance(x, WireArray) for x in items] == [True] * len(plain) + [False] * (len(items) - len(plain))
-        _send(ours, wire)
-        back = from_wire(_recv(theirs))
+        send(ours, wire)
+        back = from_wire(receive(theirs))
         assert type(back) is type(batch)
         pairs = zip(batch.values(), back.values()) if isinstance(batch, dict) else zip(batch, back)
         for sent, got in pairs:

@@ -7,8 +7,8 @@ import dataclasses
 import json
 import pickle
 
-from checks.equivalence import load_factory
-from checks.suite import SuiteOptions, _tasks, run_suite
+from pogo_audit.core.loading import load_factory
+from checks.suite import SuiteOptions, stage_tasks, run_suite
 
 SKIP = ("mutants", "fuzz", "jax-profile", "conformance", "failure-handling")
 
@@ -26,7 +26,7 @@ def _fields(results) -> list[str]:
 
 def test_a_per_algorithm_stage_is_one_task_per_algorithm():
     opts = SuiteOptions(algos=("iql", "cql"), skip=("mutants", "fuzz", "conformance"))
-    assert _tasks(opts) == [("docs", ("iql", "cql")), ("equivalence", ("iql",)), ("equivalence", ("cql",)),
+    assert stage_tasks(opts) == [("docs", ("iql", "cql")), ("equivalence", ("iql",)), ("equivalence", ("cql",)),
                             ("jax-profile", ("iql", "cql")), ("failure-handling", ("iql", "cql"))]
 
 
@@ -39,11 +39,11 @@ def test_a_loaded_factory_pickles_as_its_spec():
 def test_two_jobs_give_the_serial_results(embedded_dataset, tmp_path, monkeypatch):
     """At the same threads per trainer (CQL is thread-count sensitive): a serial report within a budget of one
     thread, and two jobs within a budget of two (one thread each)."""
-    from pogo_audit.cli import build_parser
-    from pogo_audit.threads import ENV_VAR
+    from pogo_audit.cli.main import build_parser
+    from pogo_audit.runtime.threads import ENV_VAR
 
     opts = SuiteOptions(algos=("iql", "cql"), steps=5, skip=SKIP, bundle_dir=str(tmp_path / "bundles"),
-                        parser=build_parser(), parser_spec="pogo_audit.cli:build_parser")
+                        parser=build_parser(), parser_spec="pogo_audit.cli.main:build_parser")
     monkeypatch.setenv(ENV_VAR, "1")
     serial = run_suite(opts)
     said: list[str] = []

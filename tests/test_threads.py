@@ -1,4 +1,5 @@
-"""The thread budget (:mod:`pogo_audit.threads`): the processes of one audit together never use more threads than the
+"""The thread budget (:mod:`pogo_audit.runtime.threads`): the processes of one audit together never use more threads
+than the
 budget, the reference and the candidate always run with the same count, and the result states it."""
 
 from __future__ import annotations
@@ -6,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from checks.equivalence import EquivalenceOptions, equivalence_for_algo
-from checks.reference_worker import plan_processes
+from checks.equivalence.worker import plan_processes
 from multi_actor.config import build_config
-from pogo_audit import threads
-from pogo_audit.errors import UsageError
+from pogo_audit.runtime import threads
+from pogo_audit.runtime.errors import UsageError
 
 
 @pytest.mark.parametrize("budget, worker, twin, expected", [
@@ -53,7 +54,7 @@ def test_the_processes_of_one_audit_stay_within_the_budget(embedded_dataset, mon
 
 
 def test_a_matrix_never_runs_more_cells_than_the_budget(tmp_path, capsys):
-    from pogo_audit.cli import main
+    from pogo_audit.cli.main import main
 
     code = main(["matrix", "--algo", "td3_bc", "--seeds", "0", "--steps", "2", "--jobs", "3", "--threads", "1",
                  "--out", str(tmp_path / "m.json"), "-q"])

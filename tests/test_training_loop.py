@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from multi_actor.checkpoint import load_checkpoint
-from pogo_audit.cli import main
+from pogo_audit.cli.main import main
 
 EXE = str(Path(sys.executable).with_name("pogo-audit"))
 

@@ -106,9 +106,9 @@ def test_closed_form_matches_pot_bures_wasserstein():
 
 
 def test_the_oracle_bures_distance_matches_pot_for_full_covariances():
-    """The chain oracle's own Bures-Wasserstein (checks.chain_oracle.bures_w2) is POT's, squared, on full (not
+    """The chain oracle's own Bures-Wasserstein (checks.equivalence.oracle.bures_w2) is POT's, squared, on full (not
     diagonal) covariances too."""
-    from checks.chain_oracle import bures_w2
+    from checks.equivalence.oracle import bures_w2
 
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(6, 4, 4)), rng.normal(size=(6, 4, 4))
@@ -318,7 +318,7 @@ def test_input_validation():
 def test_the_oracle_assignment_equals_pot_exact_ot(k, dim):
     """The W2 oracle's exact OT between two uniform K-point measures (an optimal assignment, SciPy) is POT's
     ``ot.emd2`` value per row, to rounding (measured max |diff| 8.9e-16 on 256 rows of K = 16)."""
-    from checks.chain_oracle import assignment_w2
+    from checks.equivalence.oracle import assignment_w2
 
     rng = np.random.default_rng(k * 10 + dim)
     x, y = rng.normal(size=(32, k, dim)), rng.normal(0.3, 1.5, size=(32, k, dim))

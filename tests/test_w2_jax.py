@@ -136,7 +136,7 @@ def test_sinkhorn_is_jittable_and_differentiable_in_x():
 
 
 def test_policy_w2_gradient_reaches_trained_side_only():
-    from multi_actor.jax_trainer import GaussianPolicy
+    from multi_actor.jax_policies import GaussianPolicy
 
     policy = GaussianPolicy(action_dim=2, hidden_dim=8, n_hidden=1)
     params = policy.init(jax.random.PRNGKey(0), 3)

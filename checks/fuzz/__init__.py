@@ -4,7 +4,7 @@ Small strategies (:mod:`checks.fuzz.strategies`) generate valid and near-valid m
 mappings ``from_dict`` reads), ``--set`` overrides, logging payloads and Minari-like episodes. Each property
 (:mod:`checks.fuzz.properties`) is a plain function that raises on a violation, so pytest can call it directly.
 :func:`checks.fuzz.runner.run_fuzz` runs the properties of a target (:mod:`checks.fuzz.registry`) under explicit
-hypothesis settings and returns one :class:`~pogo_audit.results.CheckResult` per property.
+hypothesis settings and returns one :class:`~pogo_audit.model.results.CheckResult` per property.
 
 Nothing is imported here: importing :mod:`checks.fuzz.targets` (the CLI does at start-up) must not pull in torch and
 hypothesis.

@@ -24,7 +24,7 @@ from checks.fuzz.strategies.episodes import data_cases
 from checks.fuzz.strategies.log_payloads import log_cases
 from checks.fuzz.strategies.overrides import override_cases
 from checks.fuzz.targets import TARGETS
-from pogo_audit.errors import UsageError
+from pogo_audit.runtime.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Run properties under explicit hypothesis settings (the same with or without the ``ci`` profile) and turn what
-hypothesis reports into findings: one :class:`~pogo_audit.results.CheckResult` per property."""
+hypothesis reports into findings: one :class:`~pogo_audit.model.results.CheckResult` per property."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import FlakyFailure
 
 from checks.fuzz.registry import Property, properties_for
-from pogo_audit.errors import UsageError
-from pogo_audit.results import FAIL, PASS, CheckResult
+from pogo_audit.runtime.errors import UsageError
+from pogo_audit.model.results import FAIL, PASS, CheckResult
 
 DEFAULT_DATABASE_DIR = Path(".pogo-audit/hypothesis")
 MAX_REPR = 2000

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from pogo_audit.results import FAIL, INCONCLUSIVE, PASS, CheckResult
+from pogo_audit.model.results import FAIL, INCONCLUSIVE, PASS, CheckResult
 
-CHECK = "logging"
+CHECK = "hooks"
 
 
 class SimulatedCrash(BaseException):
@@ -102,7 +102,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def run_checkpoint_faults(make_trainer: Callable[[], Any], batches: list[Any], work_dir: Path) -> list[CheckResult]:
-    """The five checkpoint scenarios; ``make_trainer()`` gives a fresh :class:`~pogo_audit.harness.IsolatedTrainer`
+    """The five checkpoint scenarios; ``make_trainer()`` gives a fresh :class:`~pogo_audit.core.harness.IsolatedTrainer`
     of the candidate (same seed every time) and ``batches`` at least four batches."""
     t0 = time.perf_counter()
     path = work_dir / "checkpoint.pt"

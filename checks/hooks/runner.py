@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from checks import HARNESS_DIRS
-from pogo_audit.findings import describe
-from pogo_audit.results import FAIL, INCONCLUSIVE, CheckResult
+from checks.selection import select_algorithms
+from pogo_audit.model.findings import describe
+from pogo_audit.model.results import FAIL, INCONCLUSIVE, CheckResult
 
 
 #: hook → the report section it evidences (a missing hook leaves that part "not measured")
@@ -36,7 +37,10 @@ def not_measured(hook: str, label: str, why: str) -> CheckResult:
 
 
 def _tag(result: CheckResult, label: str, hook: str) -> CheckResult:
-    result.metrics.update(audited="candidate", hook=hook, candidate=label)
+    """A result of this check (whichever instrument measured it), with the hook and the report section it
+    evidences."""
+    result.check = "hooks"
+    result.metrics.update(audited="candidate", hook=hook, section=HOOKS[hook], candidate=label)
     return result
 
 
@@ -54,9 +58,9 @@ def run_hooks(algo: str, label: str, factory: Callable[..., Any], examples: int 
     from multi_actor.algorithms import get_algorithm
     from multi_actor.config import POLICY_TYPES, build_config
     from multi_actor.loop import prepare_data
-    from pogo_audit.data import ReplayBuffer
-    from pogo_audit.harness import IsolatedTrainer
-    from pogo_audit.seeding import BUFFER_OFFSET, derived_seed
+    from pogo_audit.runtime.data import ReplayBuffer
+    from pogo_audit.core.harness import IsolatedTrainer
+    from pogo_audit.runtime.seeding import BUFFER_OFFSET, derived_seed
 
     t0 = time.perf_counter()
     config = build_config(None, [], algo=algo, seed=seed)
@@ -109,7 +113,7 @@ def run_hooks(algo: str, label: str, factory: Callable[..., Any], examples: int 
                 results = run_checkpoint_faults(lambda: IsolatedTrainer(factory, config, data.spec, seed), batches,
                                                 Path(tmp))
             except Exception as exc:  # noqa: BLE001 - e.g. the first save raising: a finding about the candidate
-                results = [CheckResult("logging", "checkpoint_round_trip", "fail",
+                results = [CheckResult("hooks", "checkpoint_round_trip", "fail",
                                        summary=f"checkpointing a healthy run raised {type(exc).__name__}: "
                                                f"{str(exc)[:200]}")]
         for r in results:
@@ -118,22 +122,23 @@ def run_hooks(algo: str, label: str, factory: Callable[..., Any], examples: int 
 
 def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterator[Any]:
     """``pogo-audit hooks``: every adapter hook of ``--candidate`` for ``--algo`` (absent hooks as note lines)."""
-    from checks.registry import Note
-    from pogo_audit.loading import import_callable
+    from pogo_audit.model.results import Note
+    from pogo_audit.core.loading import import_callable
 
     factory = import_callable(args.candidate, "--candidate", "examples.pogo_adapter:factory")
-    for result in run_hooks(args.algo, args.candidate, factory, args.examples, args.seed, progress):
-        if "absent_hook" in result.metrics:
-            yield Note(f"{result.subject}: {result.summary}")
-        else:
-            yield result
+    for algo in select_algorithms(args.algo, "--algo", "torch"):
+        for result in run_hooks(algo, args.candidate, factory, args.examples, args.seed, progress):
+            if "absent_hook" in result.metrics:
+                yield Note(f"{result.subject}: {result.summary}")
+            else:
+                yield result
 
 
 def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
     """Report stage (candidate mode): every hook of each algorithm's candidate adapter; absent hooks are
     not-measured results naming the hook, which the report shows as the reason."""
     from multi_actor import registry
-    from pogo_audit.loading import import_callable
+    from pogo_audit.core.loading import import_callable
 
     out: list[CheckResult] = []
     for algo in opts.algos:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sysconfig
 
-from pogo_audit.paths import display_path
+from pogo_audit.model.locations import display_path
 
 __all__ = ["LIBRARY_PREFIXES", "PROFILER_DIR", "display_path", "is_project_file"]
 

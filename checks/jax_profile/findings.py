@@ -14,7 +14,7 @@ from checks.jax_profile.scan import StaticScan
 from checks.jax_profile.scan.live import is_jitted
 from checks.jax_profile.targets import JaxTarget
 from checks.jax_profile.transfers import TransferCount
-from pogo_audit.results import FAIL
+from pogo_audit.model.results import FAIL
 
 #: where a cache-miss explanation says the function was defined
 _DEFINED_AT = re.compile(r"defined at (\S+?):(\d+)")

@@ -30,10 +30,11 @@ from checks.jax_profile.scan import StaticScan, scan_sources
 from checks.jax_profile.targets import JaxTarget, multi_actor_targets, rebrac_target
 from checks.jax_profile.timing import eager_warmup, run_calls, seconds_per_call, wait
 from checks.jax_profile.transfers import TransferCount, count_host_to_device, probe_host_to_device
-from pogo_audit.errors import UsageError
-from pogo_audit.results import ERROR, FAIL, PASS, CheckResult
+from checks.selection import select_algorithms
+from pogo_audit.runtime.errors import UsageError
+from pogo_audit.model.results import ERROR, FAIL, PASS, CheckResult
 
-CHECK = "jax_profile"
+CHECK = "jax-profile"
 
 
 class _Phases:
@@ -251,17 +252,18 @@ def run_command(args: Any, progress: Any) -> Iterator[CheckResult | Any]:
     """``pogo-audit jax-profile``: a user's ``--target`` or the reference ReBRAC and the multi-actor trainer; a
     trainer that could not be profiled is a :class:`checks.registry.Note`."""
     from checks.jax_profile.targets import load_target
-    from checks.registry import Note
+    from pogo_audit.model.results import Note
 
     options = dict(steps=args.steps, epochs=args.epochs, warmup=args.warmup, repeats=args.repeats,
                    unjitted_steps=0 if args.no_unjitted else args.unjitted_steps)
     if args.target:
         yield profile_target(load_target(args.target), **options)
         return
-    results, skipped = profile_algo(args.algo, updates_per_epoch=args.updates_per_epoch, batch_size=args.batch_size,
-                                    dataset=args.dataset, actors=args.actors, seed=args.seed, **options)
-    yield from results
-    yield from (Note(text) for text in skipped)
+    for algo in select_algorithms(args.algo, "--algo", "jax"):
+        results, skipped = profile_algo(algo, updates_per_epoch=args.updates_per_epoch, batch_size=args.batch_size,
+                                        dataset=args.dataset, actors=args.actors, seed=args.seed, **options)
+        yield from results
+        yield from (Note(text) for text in skipped)
 
 
 def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:

@@ -33,9 +33,9 @@ import numpy as np
 from checks.jax_profile.contexts import EPOCH, STEP
 from checks.jax_profile.scan.live import is_jitted
 from multi_actor.config import MultiActorConfig
-from pogo_audit import data
-from pogo_audit.errors import UsageError
-from pogo_audit.loading import import_callable
+from pogo_audit.runtime import data
+from pogo_audit.runtime.errors import UsageError
+from pogo_audit.core.loading import import_callable
 from reference_algos.jax import rebrac
 
 MULTI_ACTOR_MODULE = "multi_actor.jax_trainer"

@@ -24,8 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from checks.source_patch import _SCOPE
-from pogo_audit import paths
+from checks.source_patch import PATCH_SCOPE
+from pogo_audit.model import locations
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _TOOL_DIRS = tuple(str(REPO_ROOT / d) + "/" for d in ("pogo_audit", "checks"))
@@ -54,7 +54,7 @@ def is_user_file(filename: str) -> bool:
 @functools.lru_cache(maxsize=4096)
 def display_path(filename: str) -> str:
     """Repository-relative posix path when ``filename`` is inside the repository, else the absolute path."""
-    return paths.display_path(filename, REPO_ROOT)
+    return locations.display_path(filename, REPO_ROOT)
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,10 @@ class Frame:
         return f"{self.file}:{self.line} in `{self.function}`"
 
 
-def _frame(f: FrameType, serials: dict[int, int]) -> Frame:
+def frame_of(f: FrameType, serials: dict[int, int]) -> Frame:
     code = f.f_code
     # a function recompiled by checks.source_patch runs inside a scope function; its own qualified name is the rest
-    return Frame(display_path(code.co_filename), f.f_lineno, code.co_qualname.replace(f"{_SCOPE}.<locals>.", ""),
+    return Frame(display_path(code.co_filename), f.f_lineno, code.co_qualname.replace(f"{PATCH_SCOPE}.<locals>.", ""),
                  linecache.getline(code.co_filename, f.f_lineno).strip(), serials.get(id(f), 0))
 
 
@@ -137,13 +137,13 @@ class LineTracer:
         f: FrameType | None = sys._getframe(1)
         while f is not None:
             if id(f) in self.serials:
-                out.append(_frame(f, self.serials))
+                out.append(frame_of(f, self.serials))
             f = f.f_back
         return tuple(reversed(out))
 
     def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
         if event == "line":
-            here = _frame(frame, self.serials)
+            here = frame_of(frame, self.serials)
             edit = self._edit
             if edit is not None and not self.edited and (here.file, here.line) == (edit.file, edit.line):
                 self._seen += 1
@@ -152,7 +152,7 @@ class LineTracer:
                     if isinstance(edit, Jump):
                         self.lines.append((here, self._grad_enabled()))
                         frame.f_lineno = edit.target  # Python emits no line event for the line jumped to
-                        here = _frame(frame, self.serials)
+                        here = frame_of(frame, self.serials)
                     else:
                         owner = frame.f_locals.get("self")
                         for name, value in edit.values:

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from checks.localise.engine import Localisation
-from checks.localise.frames import Frame, _frame, display_path, is_user_file
+from checks.localise.result import Localisation
+from checks.localise.frames import Frame, frame_of, display_path, is_user_file
 
 #: primitives of the key chain
 RANDOM_PRIMITIVES = frozenset({"random_split", "random_fold_in", "random_bits", "random_seed", "random_wrap",
@@ -361,7 +361,7 @@ class ValueTracer:
         if event in ("line", "return"):
             line, before = self._seen.get(id(frame), (frame.f_lineno, {}))
             now = self._concrete(frame)
-            where = dataclasses.replace(_frame(frame, {}), line=line,
+            where = dataclasses.replace(frame_of(frame, {}), line=line,
                                         code=linecache.getline(frame.f_code.co_filename, line).strip())
             self.assignments.extend(Assignment(where, name, d, frame.f_locals.get(name)) for name, d in now.items()
                                     if before.get(name) != d)
@@ -377,7 +377,7 @@ class ValueTracer:
         args = self._concrete(frame)
         caller = frame.f_back
         if caller is not None and is_user_file(caller.f_code.co_filename):
-            site = _frame(caller, {})
+            site = frame_of(caller, {})
             name = frame.f_code.co_name
             self.assignments.extend(Assignment(site, f"{name}({k})", d, frame.f_locals.get(k))
                                     for k, d in args.items())
@@ -497,7 +497,7 @@ def _relocate_constants(found: Localisation, ref_fn: Callable[..., Any], ref_arg
     return found
 
 
-def _differing_input(ref_fn: Callable[..., Any], ref_args: tuple[Any, ...], cand_args: tuple[Any, ...]
+def differing_input(ref_fn: Callable[..., Any], ref_args: tuple[Any, ...], cand_args: tuple[Any, ...]
                      ) -> Localisation | None:
     """A Localisation naming the first input of the traced update whose value differs (None when they agree)."""
     import jax
@@ -527,7 +527,7 @@ def localise_traced(reference_fn: Callable[..., Any], reference_args: tuple[Any,
     """Localise the first difference between ``reference_fn(*reference_args)`` and ``candidate_fn(*candidate_args)``
     (traced, nothing runs): a differing input first, else the first differing equation, a constant difference
     followed back to the line that chose the value."""
-    found = _differing_input(reference_fn, reference_args, candidate_args)
+    found = differing_input(reference_fn, reference_args, candidate_args)
     ref_eqns = trace_update(reference_fn, *reference_args)
     cand_eqns = trace_update(candidate_fn, *candidate_args)
     if found is not None:  # the code may differ too: its structural differences are further findings

@@ -578,7 +578,7 @@ def recording(trainer: Any, keep: bool = False, repair: Repair | None = None, ed
 
 def record_step(iso: Any, batch: Any, keep: bool = False, repair: Repair | None = None,
                 edit: Jump | Assign | None = None) -> tuple[Trace, Any, BaseException | None]:
-    """Run ``iso.call("step", batch)`` (an :class:`pogo_audit.harness.IsolatedTrainer`) under :func:`recording`
+    """Run ``iso.call("step", batch)`` (an :class:`pogo_audit.core.harness.IsolatedTrainer`) under :func:`recording`
     (``keep``, ``repair`` and ``edit`` as there); returns the trace, the step's output and the exception it raised,
     if any (the trace up to the raise is kept)."""
     with recording(iso.trainer, keep, repair, edit) as trace:

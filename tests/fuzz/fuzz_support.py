@@ -6,7 +6,7 @@ from typing import Any
 
 from checks.fuzz.registry import get_property
 from checks.fuzz.runner import run_property
-from pogo_audit.results import CheckResult
+from pogo_audit.model.results import CheckResult
 
 CI_EXAMPLES = 100
 

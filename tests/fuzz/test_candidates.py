@@ -10,19 +10,20 @@ from checks.fuzz.properties import candidates as prop
 from checks.fuzz.registry import get_property, properties_for
 from checks.fuzz.runner import run_property
 from checks.fuzz.strategies.candidates import CandidateCase, Defect
-from pogo_audit.results import CheckResult
+from pogo_audit.model.results import CheckResult
 
 
 def _run(*defects: Defect, sync_init: bool = False) -> CheckResult:
     """The harness on the broken candidate, as the property runs it (returns the result)."""
-    from checks.equivalence import EquivalenceOptions, _checked_factory, run_equivalence
+    from checks.equivalence import EquivalenceOptions, run_equivalence
+    from pogo_audit.core.loading import CheckedFactory
     from multi_actor.trainer import reference_factory
-    from pogo_audit.data import ReplayBuffer
+    from pogo_audit.runtime.data import ReplayBuffer
 
     config, data, batch_size = prop._setup()
     case = CandidateCase(tuple(defects), sync_init)
     return run_equivalence(prop.ALGO, config, data.spec, ReplayBuffer(data.processed, 1), reference_factory,
-                           _checked_factory(prop.broken_factory(case), "fuzz:broken", "--candidate"),
+                           CheckedFactory(prop.broken_factory(case), "fuzz:broken", "--candidate"),
                            EquivalenceOptions(steps=3, self_check=True, bundle_dir=None, chain_oracle=False,
                                               sync_init=sync_init), batch_size=batch_size)
 

@@ -9,7 +9,7 @@ from checks.fuzz.strategies.config_mutations import ConfigCase
 from checks.fuzz.strategies.configs import TrainCase
 from checks.fuzz.strategies.overrides import OverrideCase
 from multi_actor.config import ConfigError, apply_override, build_config
-from pogo_audit.errors import InputError
+from pogo_audit.runtime.errors import InputError
 
 
 def test_regression_advantage_energy_finite_when_critic_is_flat():

@@ -10,8 +10,8 @@ import pytest
 
 from checks.fuzz.properties.data import check_data_layer
 from checks.fuzz.strategies.episodes import EPISODE_FIELDS, DataCase
-from pogo_audit import data
-from pogo_audit.errors import DataError
+from pogo_audit.runtime import data
+from pogo_audit.runtime.errors import DataError
 
 
 def episode(ep_id=7, steps=3, state_dim=2, action_dim=1, **fields):

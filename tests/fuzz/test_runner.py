@@ -9,7 +9,7 @@ from hypothesis import settings
 
 from checks.fuzz.registry import PROPERTIES, properties_for
 from checks.fuzz.runner import run_fuzz
-from pogo_audit.errors import UsageError
+from pogo_audit.runtime.errors import UsageError
 
 
 def test_run_fuzz_returns_one_result_per_property_with_metrics():

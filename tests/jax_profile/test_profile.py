@@ -12,7 +12,7 @@ from rich.console import Console
 from checks.jax_profile.compiles import OTHER_ROW
 from checks.jax_profile.profile import profile_target
 from checks.jax_profile.targets import as_target
-from pogo_audit.render import jax_profile_tables
+from pogo_audit.cli.render import jax_profile_tables
 
 STEPS = 4
 FAST = dict(steps=STEPS, epochs=2, warmup=1, unjitted_steps=1, repeats=1, timing_steps=5, fresh_caches=False,

@@ -18,7 +18,7 @@ from checks.jax_profile.profile import profile_target
 from checks.jax_profile.runtime import ARRAY_METHODS, SyncProbe
 from checks.jax_profile.scan import scan_sources
 from checks.jax_profile.targets import JaxTarget, as_target
-from pogo_audit.errors import UsageError
+from pogo_audit.runtime.errors import UsageError
 
 FAST = dict(steps=3, epochs=2, warmup=1, unjitted_steps=0, repeats=1, timing_steps=3, fresh_caches=False,
             memory_steps=12, evaluations=3)
@@ -251,7 +251,7 @@ def test_report_reviews_a_jax_candidate_through_jax_target(tmp_path):
     """Section 5 measured on the candidate's own JAX loop: only its profile is scored, tagged as the candidate's."""
     import json
 
-    from pogo_audit.cli import main
+    from pogo_audit.cli.main import main
 
     out = tmp_path / "r.json"
     assert main(["report", "--jax-target", "jax_review_trainers:clean_trainer", "--format", "json",
@@ -259,8 +259,8 @@ def test_report_reviews_a_jax_candidate_through_jax_target(tmp_path):
     report = json.loads(out.read_text())
     sections = {s["key"]: s for s in report["sections"]}
     assert sections["jax_performance"]["score"] == 5
-    assert sections["jax_performance"]["evidence"] == ["jax_profile/jax_review_trainers:clean_trainer"]
+    assert sections["jax_performance"]["evidence"] == ["jax-profile/jax_review_trainers:clean_trainer"]
     assert [s["score"] for k, s in sections.items() if k != "jax_performance"] == [None, None, None, None]
     checks = json.loads(out.with_suffix(".results.json").read_text())["checks"]
-    assert [(c["check"], c["metrics"]["audited"]) for c in checks] == [("jax_profile", "candidate")]
+    assert [(c["check"], c["metrics"]["audited"]) for c in checks] == [("jax-profile", "candidate")]
     assert report["target"] == "external trainer jax_review_trainers:clean_trainer"

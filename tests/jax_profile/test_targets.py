@@ -11,7 +11,7 @@ import pytest
 from checks.jax_profile import targets as jax_targets
 from checks.jax_profile.scan import scan_sources
 from checks.jax_profile.targets import as_target, load_target
-from pogo_audit.errors import UsageError
+from pogo_audit.runtime.errors import UsageError
 
 
 def test_load_target_and_errors(monkeypatch):

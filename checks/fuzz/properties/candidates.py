@@ -114,10 +114,11 @@ def harmless(case: CandidateCase) -> bool:
 
 def check_broken_candidate(case: CandidateCase) -> None:
     """Run the harness on the broken candidate for a few steps and classify how it ended."""
-    from checks.equivalence import EquivalenceOptions, _checked_factory, run_equivalence
+    from checks.equivalence import EquivalenceOptions, run_equivalence
+    from pogo_audit.core.loading import CheckedFactory
     from multi_actor.trainer import reference_factory
-    from pogo_audit.data import ReplayBuffer
-    from pogo_audit.errors import PogoAuditError
+    from pogo_audit.runtime.data import ReplayBuffer
+    from pogo_audit.runtime.errors import PogoAuditError
 
     config, data, batch_size = _setup()
     options = EquivalenceOptions(steps=STEPS, seed=0, self_check=True, bundle_dir=None, chain_oracle=False,
@@ -126,7 +127,7 @@ def check_broken_candidate(case: CandidateCase) -> None:
     torch.set_num_threads(1)
     try:
         result = run_equivalence(ALGO, config, data.spec, ReplayBuffer(data.processed, 1), reference_factory,
-                                 _checked_factory(broken_factory(case), "fuzz:broken", "--candidate"), options,
+                                 CheckedFactory(broken_factory(case), "fuzz:broken", "--candidate"), options,
                                  batch_size=batch_size)
     except PogoAuditError as exc:
         if "\n" in str(exc):

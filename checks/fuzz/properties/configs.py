@@ -17,8 +17,8 @@ from checks.fuzz.strategies.overrides import OverrideCase
 from checks.fuzz.violations import fail, first_difference
 from multi_actor.config import ConfigError, build_config, from_dict
 from multi_actor.trainer import multi_actor_factory
-from pogo_audit.data import DatasetSpec, ReplayBuffer
-from pogo_audit.errors import InputError
+from pogo_audit.runtime.data import DatasetSpec, ReplayBuffer
+from pogo_audit.runtime.errors import InputError
 
 
 def check_invalid_config_rejected(case: ConfigCase) -> None:

@@ -13,8 +13,8 @@ import torch
 
 from checks.fuzz.strategies.episodes import DataCase
 from checks.fuzz.violations import fail
-from pogo_audit.data import ReplayBuffer, Transitions, episodes_to_raw, preprocess, qlearning_dataset
-from pogo_audit.errors import DataError
+from pogo_audit.runtime.data import ReplayBuffer, Transitions, episodes_to_raw, preprocess, qlearning_dataset
+from pogo_audit.runtime.errors import DataError
 
 
 def _transition_count(episodes_: Sequence[SimpleNamespace]) -> int:

@@ -38,21 +38,15 @@ from multi_actor.policies import POLICY_CLASSES
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(MultiActorConfig))
 ACTOR_FIELDS = tuple(f.name for f in dataclasses.fields(ActorConfig))
-#: base-config overrides that keep a one-step trainer small and numerically tame
-_TRAINABLE_BASE: dict[str, dict[str, SearchStrategy[Any]]] = {
-    "iql": {"beta": st.floats(0.5, 5.0), "iql_tau": st.floats(0.5, 0.9),
-            "actor_dropout": st.none() | st.floats(0.0, 0.5)},
-    "td3_bc": {"alpha": st.floats(0.5, 5.0), "policy_freq": st.integers(1, 3), "policy_noise": st.floats(0.0, 0.5)},
-    "cql": {"cql_n_actions": st.integers(2, 4), "q_n_hidden_layers": st.integers(1, 3),
-            "cql_importance_sample": st.booleans(), "cql_lagrange": st.booleans(),
-            "use_automatic_entropy_tuning": st.booleans(), "backup_entropy": st.booleans(),
-            "cql_max_target_backup": st.booleans(), "bc_steps": st.integers(0, 2), "orthogonal_init": st.booleans()},
-    "awac": {"awac_lambda": st.floats(0.1, 3.0)},
-    "sac_n": {"num_critics": st.integers(2, 4)},
-    "edac": {"num_critics": st.integers(2, 4), "eta": st.floats(0.0, 2.0)},
-}
-#: tiny critics keep the trainer property fast (and flat critics are a case it must survive)
-_TRAINABLE_BASE_FORCED = {"awac": {"hidden_dim": 8}, "sac_n": {"hidden_dim": 8}, "edac": {"hidden_dim": 8}}
+def _range(bounds: tuple[Any, ...]) -> SearchStrategy[Any]:
+    """A strategy for one ``AlgorithmSpec.trainable`` range: ``(False, True)``, ``(lo, hi)`` of ints or floats, or
+    ``(None, lo, hi)`` for a field that may stay unset."""
+    if bounds == (False, True):
+        return st.booleans()
+    if bounds[0] is None:
+        return st.none() | _range(bounds[1:])
+    lo, hi = bounds
+    return st.integers(lo, hi) if isinstance(lo, int) and isinstance(hi, int) else st.floats(float(lo), float(hi))
 
 
 def algo_of(d: dict[str, Any]) -> str:
@@ -154,10 +148,11 @@ def base_value(default: Any) -> SearchStrategy[Any]:
 
 def _base_overrides(algo: str, actor0: str, trainable: bool) -> SearchStrategy[dict[str, Any]]:
     """``base`` overrides; for IQL ``iql_deterministic`` always agrees with actor0's type."""
-    forced = _TRAINABLE_BASE_FORCED.get(algo, {}) if trainable else {}
+    spec = registry.algorithm(algo)
+    forced = dict(spec.trainable_fixed) if trainable else {}
     required: dict[str, SearchStrategy[Any]] = {k: st.just(v) for k, v in forced.items()}
     if trainable:
-        optional = dict(_TRAINABLE_BASE[algo])
+        optional = {name: _range(bounds) for name, bounds in spec.trainable.items()}
     else:
         cls = base_class(algo)
         defaults = cls()

@@ -1,0 +1,123 @@
+"""Findings about an audited trainer, as data: its crash and its parameter-name mismatches.
+
+A crash says which side, in which phase and step, what it raised, and where in its own code.
+
+A harness that drives a trainer wraps every call in :func:`guarded`; an exception becomes :class:`TrainerCrash`,
+carrying a :class:`Crash` whose ``frame`` is the innermost traceback frame in the trainer's own code — not in the
+standard library, an installed package (torch, numpy, ...) or the harness's packages — so the user is pointed at
+their line, not at ``torch/nn/functional.py``. pogo-audit's own usage errors (:class:`PogoAuditError`) pass through.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+import traceback
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pogo_audit.runtime.errors import PogoAuditError
+from pogo_audit.model.locations import display_path
+
+#: the pogo_audit package: harness code, never the trainer's
+POGO_AUDIT_DIR = Path(__file__).resolve().parents[1]
+_LIBRARY_DIRS = tuple({Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                       if (p := sysconfig.get_paths().get(key))})
+
+
+@dataclass(frozen=True)
+class Crash:
+    """One trainer exception, classified (the ``metrics["crash"]`` of a result)."""
+
+    side: str
+    phase: str
+    step: int | None
+    type: str
+    message: str
+    frame: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def where(self) -> str:
+        """"in step 2", "in factory", "in parameters (step 3)"."""
+        if self.phase == "step" and self.step is not None:
+            return f"in step {self.step}"
+        return f"in {self.phase}" + (f" (step {self.step})" if self.step is not None else "")
+
+    def location(self) -> str:
+        """"file:line in function" of the trainer frame, or "no frame in the trainer's code"."""
+        f = self.frame
+        return f"{f['file']}:{f['line']} in {f['function']}()" if f else "no frame in the trainer's code"
+
+    def line(self) -> str:
+        """One line: side, phase and step, exception, file:line."""
+        return f"{self.side} crashed {self.where()}: {self.type}: {self.message} at {self.location()}"
+
+
+class TrainerCrash(Exception):
+    """A trainer raised while the harness drove it (carries the classified :class:`Crash`)."""
+
+    def __init__(self, crash: Crash):
+        super().__init__(crash.line())
+        self.crash = crash
+
+
+def _outside(path: Path, dirs: Iterable[Path]) -> bool:
+    return not any(path == d or d in path.parents for d in dirs)
+
+
+def trainer_frame(tb: TracebackType | None, harness_dirs: Iterable[Path] = ()) -> dict[str, Any] | None:
+    """The innermost frame of ``tb`` in the trainer's own code: not in the standard library, site-packages or
+    ``harness_dirs`` (pogo_audit is always one); None when every frame is library or harness code."""
+    return own_frame(traceback.extract_tb(tb), harness_dirs)
+
+
+def own_frame(frames: Iterable[traceback.FrameSummary], harness_dirs: Iterable[Path] = ()) -> dict[str, Any] | None:
+    """The innermost of ``frames`` (outermost first: a traceback or ``traceback.extract_stack()``) in the trainer's
+    own code, as :func:`trainer_frame` defines it."""
+    excluded = (*_LIBRARY_DIRS, POGO_AUDIT_DIR, *(Path(d).resolve() for d in harness_dirs))
+    for fs in reversed(list(frames)):
+        if fs.filename.startswith("<"):
+            continue
+        path = Path(fs.filename).resolve()
+        if "site-packages" in path.parts or "dist-packages" in path.parts or not _outside(path, excluded):
+            continue
+        return {"file": display_path(path), "line": int(fs.lineno or 0), "function": fs.name,
+                "code": (fs.line or "").strip()}
+    return None
+
+
+def describe(exc: BaseException, side: str, phase: str, step: int | None,
+             harness_dirs: Iterable[Path] = ()) -> Crash:
+    """``exc`` raised by the ``side`` trainer in ``phase`` (at ``step``) as a :class:`Crash`."""
+    text = str(exc).strip()
+    message = text.splitlines()[0] if text else ""
+    return Crash(side, phase, step, type(exc).__name__, message, trainer_frame(exc.__traceback__, harness_dirs))
+
+
+@contextmanager
+def guarded(side: str, phase: str, step: int | None, harness_dirs: Iterable[Path] = ()) -> Iterator[None]:
+    """Run a trainer call; any exception but pogo-audit's own becomes :class:`TrainerCrash`."""
+    try:
+        yield
+    except (PogoAuditError, TrainerCrash):
+        raise
+    except Exception as exc:  # the trainer's defect, whatever it raised
+        raise TrainerCrash(describe(exc, side, phase, step, harness_dirs)) from exc
+
+
+def parameter_check_text(check: Mapping[str, Any]) -> str:
+    """A parameter check (``metrics["parameter_check"]``) in one clause: "missing on candidate a; shape of b:
+    reference [2, 3] vs candidate [3, 2]" (empty when all match)."""
+    parts = []
+    if check.get("missing"):
+        parts.append("missing on candidate " + ", ".join(check["missing"]))
+    if check.get("extra"):
+        parts.append("extra on candidate " + ", ".join(check["extra"]))
+    parts += [f"shape of {d['name']}: reference {d['reference']} vs candidate {d['candidate']}"
+              for d in check.get("shape", [])]
+    return "; ".join(parts)

@@ -273,6 +273,7 @@ def test_report_candidate_usage_errors(_repo_root, tmp_path, capsys, argv, messa
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.heavy
 def test_report_audits_each_algorithm_with_its_own_candidate(_repo_root, embedded_dataset, tmp_path):
     import json
 

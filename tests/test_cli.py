@@ -134,6 +134,7 @@ def test_conformance_precision_of_a_given_set_must_match(capsys):
     assert_one_line_error(code, err, "--precision float64", "is float32")
 
 
+@pytest.mark.heavy
 def test_console_script_reports_usage_error_without_traceback():
     exe = Path(sys.executable).with_name("pogo-audit")
     proc = subprocess.run([str(exe), "conformance", "--algo", "nope"], capture_output=True, text=True,

@@ -30,6 +30,7 @@ def f32() -> GoldenDir:
     return GoldenDir(precision="float32")
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_float64_matches_within_the_portable_tolerance(f64, variant):
     res = run_variant(f64, variant, steps=FAST_STEPS)
@@ -41,6 +42,7 @@ def test_float64_matches_within_the_portable_tolerance(f64, variant):
     assert set(res.metrics["groups"]) >= {"logs", "digests"}
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_float32_report_is_bitwise_only_on_the_recording_cpu(f32, variant):
     res = run_variant(f32, variant, steps=FAST_STEPS)

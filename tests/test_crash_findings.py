@@ -133,6 +133,7 @@ def test_crash_in_the_candidate_factory_is_a_finding(embedded_dataset):
     assert (d.step, d.observable, d.kind) == (0, "crash/candidate/factory", "crash")
 
 
+@pytest.mark.heavy
 def test_jax_candidate_factory_crash_is_a_finding(embedded_dataset):
     from checks.equivalence.jax_audit import equivalence_for_rebrac
 

@@ -377,6 +377,7 @@ def test_conformance_float64_on_cuda_within_the_portable_tolerance(variant):
 # ------------------------------------------------------------------------------------------------- gpu_check
 
 
+@pytest.mark.heavy
 def test_gpu_check_part_records_results_and_errors(data, tmp_path, monkeypatch):
     ctx = gpu_check.Context("cpu", True, ("td3_bc",), gpu_check.Data("synthetic", data), tmp_path,
                             float("inf"), tmp_path / "part.json")

@@ -78,6 +78,7 @@ def test_correct_example_passes_every_measured_section(good):
     assert all(r.metrics["examples_run"] >= EXAMPLES for r in fuzz.values())
 
 
+@pytest.mark.heavy
 def test_broken_example_shows_each_planted_defect_in_its_section(broken):
     sections = _sections(broken)
     assert {k: s.score for k, s in sections.items()} == {

@@ -133,6 +133,7 @@ def iql_batch(seed: int = 0):
             torch.randn(64, 11, generator=g), torch.zeros(64, 1)]
 
 
+@pytest.mark.heavy
 def test_fixed_iql_trainer_is_the_reference_for_50_steps_apart_from_the_harmless_leak(embedded_dataset, tmp_path):
     """With (a)-(c) fixed, critic, actor0, targets, RNG and the W2 chain are bitwise the reference's for 50 steps; the
     only difference is the leak (d): the chain's Q term in the critic's .grad after the step."""
@@ -216,6 +217,7 @@ def test_adapt_proposes_the_adapters_table_for_the_raw_iql_trainer():
     assert p.notes == ["the candidate has no step(batch): log keys were not matched"]
 
 
+@pytest.mark.heavy
 def test_isolate_locates_each_training_loop_defect_of_the_broken_trainer(embedded_dataset):
     """One ``--isolate`` run with the evaluation audit names (c) at the actor optimizer step its schedule step should
     follow, (a) at the crashing line and (b) at the reseeding line; the leak (d) stays a hygiene warning."""

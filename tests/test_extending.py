@@ -120,6 +120,7 @@ def test_the_readme_states_the_places_an_extension_touches():
                       "an observable group": [len(GROUP)]}, counts
 
 
+@pytest.mark.heavy
 def test_the_throw_away_algorithm_runs_end_to_end(extended, tmp_path):
     out = tmp_path / "eq.json"
     proc = _run(extended, "-m", "pogo_audit.cli", "equivalence", "--algo", "toy", "--steps", "3", "-q", "--json",
@@ -143,6 +144,7 @@ def test_the_throw_away_check_runs_and_joins_the_report(extended, tmp_path):
     assert "toy-check" in (tmp_path / "r.results.json").read_text()
 
 
+@pytest.mark.heavy
 def test_the_throw_away_group_catches_its_mutant_and_the_registries_hold(extended):
     proc = _run(extended, "-m", "pogo_audit.cli", "mutants", "--only", "toy_total_it_twice", "-q", "--json",
                 "mutants.json")

@@ -35,6 +35,7 @@ def test_isolated_run_of_our_trainer_is_equivalent_with_no_findings(embedded_dat
     assert res.metrics["isolate"] is True and res.metrics["findings"] == []
 
 
+@pytest.mark.heavy
 def test_three_injected_defects_are_each_named_in_one_run(embedded_dataset, tmp_path):
     trio = _mutants(*TRIO)
     assert all(combinable(m) for m in trio)
@@ -56,6 +57,7 @@ def test_three_injected_defects_are_each_named_in_one_run(embedded_dataset, tmp_
     assert truth <= lines
 
 
+@pytest.mark.heavy
 @pytest.mark.filterwarnings("ignore:Using a target size")  # the unsqueezed rewards' own broadcast warning
 @pytest.mark.parametrize("names", [
     # the value loss reads the online Q (first difference, every later value differs), then the rewards are not
@@ -129,6 +131,7 @@ def test_optimizer_state_and_learning_rate_are_synchronised(embedded_dataset):
                 assert not c_opt[name].state.get(cp)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", ["td3_target_without_min", "iql_q_loss_sum", "td3_actor_target_updated_twice"])
 def test_each_kind_is_located_at_the_mutated_line_through_the_cli_path(embedded_dataset, name):
     (mutant,) = _mutants(name)
@@ -139,6 +142,7 @@ def test_each_kind_is_located_at_the_mutated_line_through_the_cli_path(embedded_
     assert truth in located_lines(res), (truth, located_lines(res))
 
 
+@pytest.mark.heavy
 def test_mutants_localise_reports_accuracy_separation_and_cost(embedded_dataset, capsys):
     from pogo_audit.cli.main import main
 
@@ -161,6 +165,7 @@ def target_post_step(config, spec, seed):
 """
 
 
+@pytest.mark.heavy
 def test_isolate_on_the_jax_algorithm_lists_the_finding_at_its_line(embedded_dataset, tmp_path, monkeypatch, capsys):
     """``--isolate --algo rebrac``: the mutant candidate (actor target toward the post-step actor) fails with the
     target finding located at the mutated line; our trainer passes with no findings."""
@@ -196,6 +201,7 @@ def test_isolate_on_the_jax_algorithm_lists_the_finding_at_its_line(embedded_dat
     assert result["metrics"]["isolate"] is True and result["metrics"]["findings"] == []
 
 
+@pytest.mark.heavy
 def test_jax_accuracy_is_measured_through_the_isolate_path(embedded_dataset):
     """``mutants --localise``'s JAX result: the swapped coefficient (a constant, used at rebrac.py:212) is named at
     the line that passes it (295) by an ``equivalence --isolate`` run, and counted exact."""
@@ -210,6 +216,7 @@ def test_jax_accuracy_is_measured_through_the_isolate_path(embedded_dataset):
     json.dumps(report)
 
 
+@pytest.mark.heavy
 def test_three_jax_defects_are_each_named_in_one_run(embedded_dataset):
     """An extra key split (key chain), a swapped coefficient (a constant chosen at 295, used at 212) and a critic
     target from the online actor (a module applied to other parameters at 242) injected into one ReBRAC candidate:

@@ -46,6 +46,7 @@ def synthetic_buffer(seed: int, size: int = 500) -> dict[str, jax.Array]:
 # ---------------------------------------------------------------------------------------------- equivalence
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("actors", [1, 3])
 def test_candidate_is_bitwise_equal_to_the_reference(embedded_dataset, actors):
     steps = 50
@@ -64,6 +65,7 @@ def test_candidate_is_bitwise_equal_to_the_reference(embedded_dataset, actors):
         assert "chain (W2 oracle)" not in groups
 
 
+@pytest.mark.heavy
 def test_reference_protocol_names_and_parameter_round_trip():
     ref = rebrac_reference_factory(cfg_for(3), SPEC, 0)
     cand = rebrac_multi_actor_factory(cfg_for(3), SPEC, 0)
@@ -80,6 +82,7 @@ def test_reference_protocol_names_and_parameter_round_trip():
     assert all(np.array_equal(v, other.parameters()[k]) for k, v in p_cand.items())
 
 
+@pytest.mark.heavy
 def test_update_state_is_loaded_key_optimizer_and_counter_included():
     """What ``--isolate`` does before a step: the candidate (other seed, not stepped) loads the stepped reference's
     update state and then agrees on parameters, optax state, key chain and full-update flag; its extra actors keep
@@ -155,6 +158,7 @@ def epoch_run():
     return trainer, buffers, per_epoch
 
 
+@pytest.mark.heavy
 def test_epoch_compiles_once_and_the_buffer_is_an_argument(epoch_run):
     _, _, per_epoch = epoch_run
     assert len(per_epoch[0]["compiles"]) == 1, per_epoch[0]["compiles"]
@@ -179,6 +183,7 @@ def test_exactly_one_device_to_host_transfer_per_epoch(epoch_run):
     assert all(isinstance(v, float) and np.isfinite(v) for v in metrics.values())
 
 
+@pytest.mark.heavy
 def test_epoch_path_equals_step_path(epoch_run):
     epoch_trainer, buffers, per_epoch = epoch_run
     stepper = rebrac_multi_actor_factory(cfg_for(3), SPEC, 0)
@@ -203,6 +208,7 @@ def test_epoch_path_equals_step_path(epoch_run):
         assert per_epoch[1]["metrics"][key] == pytest.approx(np.mean(values), rel=1e-5)
 
 
+@pytest.mark.heavy
 def test_evaluation_action_functions_are_built_once_per_actor():
     trainer = rebrac_multi_actor_factory(cfg_for(3, ("actor_configs=[{type: deterministic}, {type: gaussian}, "
                                                      "{type: tanh_gaussian}]",)), SPEC, 0)

@@ -29,6 +29,18 @@ def by_name(name: str):
     return next(m for m in catalog() if m.name == name)
 
 
+#: what the message of some kinds must say, and the rule that located it
+MESSAGES = {
+    "actor1_extra_global_draw": ("random_draw", "candidate draws an extra `randn_like([256, 3])` (global)"),
+    "iql_v_loss_online_q": ("module_swap", "candidate calls `critic/qf` (call 0) where the reference runs "
+                                           "`target/q_target`"),
+    "sac_n_actor_critic_order_swapped": ("call_path", "candidate calls `SACN._update_critic` where the reference "
+                                                      "calls `SACN._update_actor`"),
+    "td3_total_it_incremented_twice": (None, "reads `self.total_it` = 2, the reference's 1; last assigned"),
+}
+
+
+@pytest.mark.heavy
 @pytest.mark.parametrize("name, kind", [
     ("actor1_extra_global_draw", "rng"),             # actor 1 samples from the global torch stream
     ("eval_reseeds_global_numpy", "rng"),            # np.random.seed inside the evaluation
@@ -55,23 +67,16 @@ def test_mutant_is_located_at_the_mutated_line(embedded_dataset, name, kind):
     assert (row["located"]["path"], row["located"]["line"]) == (truth["path"], truth["line"]), row["message"]
     assert row["located"]["code"] == truth["original"]
     assert row["exact"]
+    if name in MESSAGES:
+        rule, text = MESSAGES[name]
+        assert text in row["message"]
+        assert rule is None or row["rule"] == rule, row["rule"]
+    if name == "sac_n_actor_critic_order_swapped":
+        assert row["located"]["function"].endswith("train_step")
     json.dumps(row)  # goes into a CheckResult's metrics as it is
 
 
-def test_messages_name_the_draw_the_module_and_the_order(embedded_dataset):
-    draw = localise_mutant(by_name("actor1_extra_global_draw"))
-    assert "candidate draws an extra `randn_like([256, 3])` (global)" in draw["message"]
-    assert draw["rule"] == "random_draw"
-    module = localise_mutant(by_name("iql_v_loss_online_q"))
-    assert "candidate calls `critic/qf` (call 0) where the reference runs `target/q_target`" in module["message"]
-    assert module["rule"] == "module_swap"
-    order = localise_mutant(by_name("sac_n_actor_critic_order_swapped"))
-    assert "candidate calls `SACN._update_critic` where the reference calls `SACN._update_actor`" in order["message"]
-    assert order["rule"] == "call_path" and order["located"]["function"].endswith("train_step")
-    counter = localise_mutant(by_name("td3_total_it_incremented_twice"))
-    assert "reads `self.total_it` = 2, the reference's 1; last assigned" in counter["message"]
-
-
+@pytest.mark.heavy
 def test_a_skipped_schedule_step_is_named_not_the_optimizer_step_that_uses_its_lr(embedded_dataset):
     found = localise_mutant(by_name("iql_lr_schedule_not_stepped"))  # optimizer probes see the lr after step 1
     assert found["rule"] == "schedule_step" and found["step"] == 1 and found["exact"]
@@ -149,6 +154,7 @@ def test_a_defect_acting_later_is_localised_at_the_step_it_first_shows(embedded_
     assert row["step"] == 2 and row["exact"], row
 
 
+@pytest.mark.heavy
 def test_accuracy_counts_exact_lines_and_leaves_oracle_mutants_out(embedded_dataset):
     mutants = [by_name("td3_target_without_min"), by_name("w2_std_term_dropped"), by_name("td3_bc_scaled_by_alpha")]
     report = localisation_accuracy(mutants)
@@ -184,6 +190,7 @@ def _jax_mutant_localised(name: str):
             localise_jax_update(wrap(original), wrap(original), *args))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name, kind, line", [
     ("jax_extra_key_split", "rng", 326),           # an extra jax.random.split in the ReBRAC loop body
     ("jax_actor_target_post_step", "numeric", 287),  # the target soft-updated toward the post-step actor
@@ -207,6 +214,7 @@ def test_jax_mutant_is_located_by_its_traced_update(embedded_dataset, name, kind
         assert found.reference_frames[0]["line"] == 295
 
 
+@pytest.mark.heavy
 def test_a_jax_flag_input_is_followed_to_the_line_that_hard_codes_it(embedded_dataset):
     """policy_freq ignored: the traced updates are identical, their full-update flag input is not (update 1: the
     candidate runs a full update, the reference critic-only); the line that passes 1 instead of ``cfg.policy_freq``

@@ -136,6 +136,7 @@ def test_a_gradient_leak_the_optimizer_consumes_fails_in_gradients_used(embedded
     assert res.metrics["warnings"] == []  # the failure is the finding, not a hygiene note
 
 
+@pytest.mark.heavy
 def test_jax_rebrac_reports_its_optax_adam_state_per_parameter():
     pytest.importorskip("jax")
     import numpy as np

@@ -39,6 +39,7 @@ def _both(algo, cfg, options, **kwargs):
     return worker, local
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", ["iql_rewards_not_squeezed", "iql_lr_schedule_not_stepped", "w2_std_term_dropped",
                                   "actor1_extra_global_draw", "extra_actor_grad_into_critic"])
 def test_a_mutant_gets_the_same_result_with_the_reference_in_a_worker(embedded_dataset, name):
@@ -71,6 +72,7 @@ def test_the_divergence_bundle_is_the_same_with_the_reference_in_a_worker(embedd
     assert worker.header == local.header
 
 
+@pytest.mark.heavy
 def test_our_trainer_passes_with_the_same_result_in_a_worker(embedded_dataset):
     cfg = build_config(None, [], algo="cql", num_actors=3)
     worker, local = _both("cql", cfg, EquivalenceOptions(steps=4, full_every=2))

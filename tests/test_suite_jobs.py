@@ -7,8 +7,10 @@ import dataclasses
 import json
 import pickle
 
+import pytest
+
+from checks.suite import SuiteOptions, run_suite, stage_tasks
 from pogo_audit.core.loading import load_factory
-from checks.suite import SuiteOptions, stage_tasks, run_suite
 
 SKIP = ("mutants", "fuzz", "jax-profile", "conformance", "failure-handling")
 
@@ -36,6 +38,7 @@ def test_a_loaded_factory_pickles_as_its_spec():
     assert again == factory and again.spec == "multi_actor.trainer:reference_factory"
 
 
+@pytest.mark.heavy
 def test_two_jobs_give_the_serial_results(embedded_dataset, tmp_path, monkeypatch):
     """At the same threads per trainer (CQL is thread-count sensitive): a serial report within a budget of one
     thread, and two jobs within a budget of two (one thread each)."""

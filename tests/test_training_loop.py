@@ -33,6 +33,7 @@ def train_args(out_dir: Path, steps: int) -> list[str]:
             "-q"]
 
 
+@pytest.mark.heavy
 def test_kill_and_resume_is_bitwise_identical(embedded_dataset, tmp_path):
     steps = 160
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -64,6 +65,7 @@ def test_kill_and_resume_is_bitwise_identical(embedded_dataset, tmp_path):
     assert any(k.startswith("eval/actor2/") for r in strip for k in r)
 
 
+@pytest.mark.heavy
 def test_train_logs_every_actor_and_refuses_to_overwrite(embedded_dataset, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--algo", "iql", "--actors", "3", "--steps", "30", "--out-dir", str(out), "--eval-freq",

@@ -87,6 +87,7 @@ def test_closed_forms_match_torch():
                                tw.w2_points(_t(x[:, 0]), _t(point)).numpy(), rtol=2e-6, atol=1e-6)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("eps", EPSILONS)
 def test_sinkhorn_matches_torch_and_the_entropic_objective(eps):
     x, y = _clouds(2)
@@ -111,6 +112,7 @@ def test_sinkhorn_zero_on_identical_clouds_and_exact_on_diracs():
     np.testing.assert_allclose(np.asarray(jw.sinkhorn_divergence(_j(xs), _j(ys), 0.1)), [25.0, 0.0, 1.0], atol=1e-4)
 
 
+@pytest.mark.heavy
 def test_sinkhorn_is_jittable_and_differentiable_in_x():
     x, y = _clouds(4)
     eager = jw.sinkhorn_divergence(_j(x), _j(y), 0.1)
@@ -135,6 +137,7 @@ def test_sinkhorn_is_jittable_and_differentiable_in_x():
     assert np.linalg.norm(xt.grad.numpy() - grad) / np.linalg.norm(grad) < 0.05
 
 
+@pytest.mark.heavy
 def test_policy_w2_gradient_reaches_trained_side_only():
     from multi_actor.jax_policies import GaussianPolicy
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random as _random
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from checks.localise.frames import Assign, Frame, Jump, LineTracer
+from pogo_audit.runtime.digest import array_digest
 
 #: aten operations that draw from a generator (overload packet names)
 RANDOM_ATEN = frozenset({
@@ -55,18 +57,40 @@ PYTHON_RANDOM = ("random", "uniform", "randint", "randrange", "choice", "choices
 
 
 def digest(x: Any) -> str:
-    """BLAKE2b (16 hex digits) of a tensor's or array's bytes, shape and dtype."""
+    """The digest of a tensor's or array's bytes, shape and dtype (:func:`pogo_audit.runtime.digest.array_digest`)."""
     if isinstance(x, torch.Tensor):
         t = x.detach()
-        head = f"{tuple(t.shape)}|{t.dtype}|".encode()
+        head = f"{tuple(t.shape)}|{t.dtype}|"
         try:
             arr = t.cpu().numpy() if t.dtype != torch.bfloat16 else t.cpu().view(torch.int16).numpy()
         except (RuntimeError, TypeError, NotImplementedError):  # sparse, meta, ... : shape and dtype only
-            return hashlib.blake2b(head, digest_size=8).hexdigest()
-        return hashlib.blake2b(head + np.ascontiguousarray(arr).tobytes(), digest_size=8).hexdigest()
-    arr = np.asarray(x)
-    return hashlib.blake2b(f"{arr.shape}|{arr.dtype}|".encode() + np.ascontiguousarray(arr).tobytes(),
-                           digest_size=8).hexdigest()
+            return array_digest(np.zeros(0, np.uint8), meta=head)
+        return array_digest(arr, meta=head)
+    return array_digest(x, with_meta=True)
+
+
+class DigestCache:
+    """Digests of tensors seen before, valid while the same tensor object is alive and its version counter (bumped
+    by every in-place write, through any view) is unchanged: an operation's output digested once is not hashed
+    again each time an operation reads it."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[Any, int, str]] = {}
+
+    def __call__(self, t: torch.Tensor) -> str:
+        try:
+            version = t._version
+        except (RuntimeError, AttributeError):  # inference tensors and the like keep no counter
+            return digest(t)
+        known = self._known.get(id(t))
+        if known is not None and known[0]() is t and known[1] == version:
+            return known[2]
+        value = digest(t)
+        try:
+            self._known[id(t)] = (weakref.ref(t), version, value)
+        except TypeError:
+            pass
+        return value
 
 
 @dataclass
@@ -308,6 +332,7 @@ class _Recorder(TorchDispatchMode):
         self.optimizer: int | None = None
         self.uninitialised: set[int] = set()
         self.paused = False
+        self.digests = DigestCache()
 
     @contextlib.contextmanager
     def pause(self) -> Iterator[None]:
@@ -327,7 +352,7 @@ class _Recorder(TorchDispatchMode):
         return op
 
     def _digest(self, t: torch.Tensor) -> str:
-        return UNINITIALISED if _storage(t) in self.uninitialised else digest(t)
+        return UNINITIALISED if _storage(t) in self.uninitialised else self.digests(t)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}

@@ -12,12 +12,14 @@ import numpy as np
 import xxhash
 
 
-def array_digest(arr: Any, with_meta: bool = False) -> str:
+def array_digest(arr: Any, with_meta: bool = False, meta: str | None = None) -> str:
     """Digest of the bytes of ``arr`` (``with_meta``: its dtype and shape too, so ``zeros(2)`` and ``zeros(2, 1)``
-    differ)."""
+    differ; ``meta``: this text instead, e.g. a tensor's own dtype when its bytes are viewed as another one)."""
     a = np.ascontiguousarray(arr)
     h = xxhash.xxh3_128()
-    if with_meta:
+    if meta is not None:
+        h.update(meta.encode())
+    elif with_meta:
         h.update(f"{a.dtype}{list(a.shape)}|".encode())
     h.update(a.reshape(-1).view(np.uint8))
     return h.hexdigest()[:16]

@@ -28,6 +28,7 @@ def _run(*defects: Defect, sync_init: bool = False) -> CheckResult:
                                               sync_init=sync_init), batch_size=batch_size)
 
 
+@pytest.mark.heavy
 def test_generated_broken_candidates_are_all_findings(embedded_dataset):
     result = run_property(get_property("broken_candidate_is_a_finding"), 25, seed_value=3)
     assert result.verdict == "pass", result.metrics["findings"]

@@ -7,7 +7,7 @@ import pytest
 from fuzz_support import CI_EXAMPLES, findings, run
 
 from checks.fuzz.registry import PROPERTIES
-from checks.fuzz.runner import run_fuzz
+from checks.fuzz.runner import run_property
 from multi_actor import config
 
 TRAINER_EXAMPLES = 15
@@ -21,6 +21,7 @@ def test_property_holds_on_ci_budget(name):
     assert result.metrics["examples_run"] >= CI_EXAMPLES
 
 
+@pytest.mark.heavy
 def test_trainer_property_holds_on_ci_budget():
     result = run("valid_config_trains", TRAINER_EXAMPLES)
     assert result.passed, findings(result)
@@ -28,11 +29,12 @@ def test_trainer_property_holds_on_ci_budget():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["configs", "logging", "data"])
-def test_every_target_holds_for_2000_examples(target):
-    results = run_fuzz(target, SLOW_EXAMPLES, seed=0, database_dir=None)
-    assert results and all(r.passed for r in results), [f for r in results for f in findings(r)]
-    assert all(r.metrics["examples_run"] >= SLOW_EXAMPLES for r in results)
+@pytest.mark.parametrize("name", [p.name for p in PROPERTIES if p.target in ("configs", "logging", "data")])
+def test_every_property_holds_for_2000_examples(name):
+    """One test per property, so that the test workers share the long budget."""
+    result = run_property(next(p for p in PROPERTIES if p.name == name), SLOW_EXAMPLES, 0, None)
+    assert result.passed, findings(result)
+    assert result.metrics["examples_run"] >= SLOW_EXAMPLES
 
 
 @pytest.mark.usefixtures("logger_crashes_on_float16")

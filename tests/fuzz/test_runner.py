@@ -27,6 +27,7 @@ def test_run_fuzz_returns_one_result_per_property_with_metrics():
         run_fuzz("data", 0)
 
 
+@pytest.mark.heavy
 @pytest.mark.usefixtures("logger_crashes_on_float16")
 def test_same_seed_same_minimal_example():
     first, second = run("logger_writes_scalars_once", seed=7), run("logger_writes_scalars_once", seed=7)

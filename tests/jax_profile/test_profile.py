@@ -42,6 +42,7 @@ def _kinds(result, severity="fail"):
     return [f["kind"] for f in result.details if f["severity"] == severity]
 
 
+@pytest.mark.heavy
 def test_clean_loop_is_clean(profiles):
     res = profiles("clean_loop")
     m = res.metrics
@@ -58,6 +59,7 @@ def test_clean_loop_is_clean(profiles):
         assert ratio is not None and ratio > 0 and math.isfinite(ratio)
 
 
+@pytest.mark.heavy
 def test_unjitted_step_is_reported(profiles):
     res = profiles("unjitted_step")
     m = res.metrics
@@ -71,6 +73,7 @@ def test_unjitted_step_is_reported(profiles):
     assert all(r["name"] == OTHER_ROW for r in m["functions"])
 
 
+@pytest.mark.heavy
 def test_fresh_jit_per_call_recompiles_every_step(profiles):
     res = profiles("fresh_jit_per_call")
     row = _row(res, "<lambda>")
@@ -84,6 +87,7 @@ def test_fresh_jit_per_call_recompiles_every_step(profiles):
     assert "not timed" in res.metrics["timing_note"]
 
 
+@pytest.mark.heavy
 def test_static_float_argument_recompiles_every_step(profiles):
     res = profiles("static_float_argument")
     row = _row(res, "sgd_step")
@@ -116,6 +120,7 @@ def test_per_step_float_is_a_host_sync_in_the_step_loop(profiles):
     assert _kinds(res) == ["host_sync"]
 
 
+@pytest.mark.heavy
 def test_reference_rebrac_compiles_once_and_reports_ratios(small_rebrac):
     res = profile_target(small_rebrac, steps=3, epochs=1, warmup=1, unjitted_steps=1, repeats=1)
     m = res.metrics

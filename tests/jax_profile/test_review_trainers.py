@@ -35,6 +35,7 @@ def defective():
     return profile_target(as_target(review.defective_trainer(), "defective"), **FAST)
 
 
+@pytest.mark.heavy
 def test_defective_trainer_gets_exactly_its_defects(defective):
     found = sorted((f["kind"], f["severity"], f.get("line")) for f in defective.details)
     assert found == sorted([
@@ -247,6 +248,7 @@ def test_target_contract_errors():
             as_target(obj, "bad")
 
 
+@pytest.mark.heavy
 def test_report_reviews_a_jax_candidate_through_jax_target(tmp_path):
     """Section 5 measured on the candidate's own JAX loop: only its profile is scored, tagged as the candidate's."""
     import json

@@ -107,6 +107,12 @@ def add_device(p: argparse.ArgumentParser) -> None:
                         "backend")
 
 
+def add_glue(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--glue", action="append", default=[], metavar="MOD",
+                   help="a module of your adapter (repeatable): like the --candidate module itself, it is context, "
+                        "never the line a finding or crash points at")
+
+
 # ------------------------------------------------------------------------------------------------------ options
 
 
@@ -168,6 +174,7 @@ def _equivalence_options(p: argparse.ArgumentParser) -> None:
                    help="episodes per --eval-every evaluation (default 1)")
     p.add_argument("--reference", default=None, metavar="MOD:FACTORY", help="external reference trainer factory")
     p.add_argument("--candidate", default=None, metavar="MOD:FACTORY", help="external candidate trainer factory")
+    add_glue(p)
     add_device(p)
     p.add_argument("--reference-device", type=device, default=None, metavar="DEVICE",
                    help="cross-device audit: the reference's device (random draws shared, tolerance from the "

@@ -101,13 +101,22 @@ def to_cpu(tree: Any) -> Any:
 
 
 def load_base_parameters(base: Any, params: Mapping[str, np.ndarray]) -> None:
-    """Load canonical names (``critic/…``, ``actor0/…``, ``target/…``) into the base trainer."""
-    golden = {}
-    for k, v in params.items():
-        role, _, rest = k.partition("/")
-        if role in ("critic", "actor0", "target"):
-            golden[rest] = v
-    base.load_parameters(golden)
+    """Load canonical names (``critic/…``, ``actor0/…``, ``target/…``) into the base trainer: a partial mapping (the
+    protocol's ``load_parameters``) sets exactly the names given and leaves every other tensor as it is; an unknown
+    name or another shape raises."""
+    tensors = base.named_tensors()
+    with torch.no_grad():
+        for k, v in params.items():
+            role, _, rest = k.partition("/")
+            if role not in ("critic", "actor0", "target"):
+                continue
+            if rest not in tensors:
+                raise KeyError(f"{k}: no such parameter")
+            tensor = tensors[rest]
+            src = torch.as_tensor(np.asarray(v), dtype=tensor.dtype)
+            if tuple(src.shape) != tuple(tensor.shape):
+                raise ValueError(f"{k}: shape {tuple(src.shape)} != expected {tuple(tensor.shape)}")
+            tensor.copy_(src)
 
 
 @contextmanager

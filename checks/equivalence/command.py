@@ -15,13 +15,13 @@ from checks.equivalence.verdict import harness_error
 from checks.equivalence.worker import wants_worker
 from checks.selection import select_algorithms
 from checks.workers import warm_up
-from pogo_audit.core.loading import load_factory, resolve
+from pogo_audit.core.loading import glue_files, load_factory, resolve
+from pogo_audit.model import glue
 from pogo_audit.model.results import CheckResult
 from pogo_audit.runtime import threads
 from pogo_audit.runtime.data import ReplayBuffer
 from pogo_audit.runtime.errors import MissingHookError, PogoAuditError, UsageError
 from pogo_audit.runtime.seeding import BUFFER_OFFSET, derived_seed
-
 
 #: the equivalence run of each framework of the algorithm registry (``multi_actor.registry.AlgorithmSpec.framework``)
 FRAMEWORK_RUNNERS = {"torch": "checks.equivalence.command:equivalence_for_algo",
@@ -118,10 +118,11 @@ def run_command(args: Any, progress: Callable[[str, int, int], None]) -> Iterato
     if args.reference_device or args.candidate_device:
         devices = (args.reference_device or configs[algos[0]].device,
                    args.candidate_device or configs[algos[0]].device)
-    for algo in algos:
-        yield equivalence(algo, configs[algo], options, reference, candidate,
-                          progress=lambda t, algo=algo: progress(f"equivalence {algo}", t, args.steps),
-                          devices=devices)
+    with glue.declared(glue_files([args.candidate] if args.candidate else [], args.glue)):
+        for algo in algos:
+            yield equivalence(algo, configs[algo], options, reference, candidate,
+                              progress=lambda t, algo=algo: progress(f"equivalence {algo}", t, args.steps),
+                              devices=devices)
 
 
 def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from checks.equivalence.compare import Comparator, candidate_actors, parameter_check
 from checks.equivalence.extras import LockStepExtras
-from checks.equivalence.isolate import isolate
+from checks.equivalence.isolate import SyncPlan, isolate, syncable
 from checks.equivalence.observables import (
     BATCH_OBSERVABLE,
     MUTATED,
@@ -80,34 +80,78 @@ MAX_LOCALISED = 8
 
 
 
-def _snapshot(ref: Side, cand: Side) -> tuple[Any, Any] | None:
-    """Copies of both trainers before a step (None when a trainer cannot be copied, e.g. it holds an open env)."""
-    try:
-        return copy.deepcopy(ref.iso), copy.deepcopy(cand.iso)
-    except Exception:  # noqa: BLE001 - a trainer that cannot be deep-copied is simply not localised
-        return None
+def _copied(ref: Side, cand: Side) -> tuple[Any, Any]:
+    """Deep copies of both trainers before a step (raises when a trainer cannot be copied)."""
+    return copy.deepcopy(ref.iso), copy.deepcopy(cand.iso)
 
 
-def _localise_torch(snapshot: tuple[Any, Any], batch: Any) -> Any:
-    from checks.localise import localise_step
+def _snapshot(ref: Side, cand: Side) -> Any:
+    """Both trainers as they are before a step, for a replay: a forked copy of the process
+    (:class:`checks.localise.fork.FrozenState`) where fork is available, else deep copies."""
+    from checks.localise import fork
 
+    if fork.available():
+        return fork.FrozenState(ref.iso, cand.iso)
+    return _copied(ref, cand)
+
+
+def _localise_torch(snapshot: Any, batch: Any) -> Any:
+    from checks.localise import fork, localise_step
+
+    if isinstance(snapshot, fork.FrozenState):
+        return snapshot.run(_localise_in_frozen_state, batch)
     return localise_step(snapshot[0], snapshot[1], batch)
+
+
+def _localise_in_frozen_state(reference: Any, candidate: Any, batch: Any) -> Any:
+    """In the frozen copy of the process: every replay of the step in a child of its own."""
+    from checks.localise import localise_step
+    from checks.localise.replay import forked_replay
+
+    return localise_step(reference, candidate, batch, replay=forked_replay)
+
+
+def _localise_crash_torch(snapshot: Any, batch: Any) -> Any:
+    from checks.localise import fork, localise_crash
+
+    if isinstance(snapshot, fork.FrozenState):
+        return snapshot.run(_localise_crash_in_frozen_state, batch)
+    return localise_crash(snapshot[0], snapshot[1], batch)
+
+
+def _localise_crash_in_frozen_state(reference: Any, candidate: Any, batch: Any) -> Any:
+    from checks.localise import localise_crash
+    from checks.localise.replay import forked_replay
+
+    return localise_crash(reference, candidate, batch, replay=forked_replay)
+
+
+def _release(snapshot: Any) -> None:
+    discard = getattr(snapshot, "discard", None)
+    if discard is not None:
+        discard()
 
 
 @dataclass(frozen=True)
 class Localiser:
     """How a run replays a divergent step under tracing: ``snapshot(reference, candidate)`` takes what the replay
-    needs from both sides (:class:`Side`) before every step (None: it cannot), ``localise(snapshot, batch)`` returns
-    a :class:`checks.localise.Localisation`; ``construction`` says whether a difference present right after
-    construction can be located by replaying both factories under tracing (PyTorch)."""
+    needs from both sides (:class:`Side`) before every step (raises when it cannot), ``localise(snapshot, batch)``
+    returns a :class:`checks.localise.Localisation`, ``localise_crash(snapshot, batch)`` the same for a step the
+    candidate raised in (None: not supported), ``release(snapshot)`` frees a snapshot once the step is done;
+    ``construction`` says whether a difference present right after construction can be located by replaying both
+    factories under tracing (PyTorch)."""
 
     snapshot: Callable[[Any, Any], Any]
     localise: Callable[[Any, Any], Any]
     construction: bool = False
+    release: Callable[[Any], None] = lambda snapshot: None
+    localise_crash: Callable[[Any, Any], Any] | None = None
 
 
-#: PyTorch: copies of both trainers, replayed by :func:`checks.localise.localise_step`
-TORCH_LOCALISER = Localiser(_snapshot, _localise_torch, construction=True)
+#: PyTorch: both trainers frozen in a forked process (or deep-copied), replayed by
+#: :func:`checks.localise.localise_step`
+TORCH_LOCALISER = Localiser(_snapshot, _localise_torch, construction=True, release=_release,
+                            localise_crash=_localise_crash_torch)
 
 
 def _traced(localise: Callable[..., Any], *args: Any) -> dict[str, Any]:
@@ -159,6 +203,33 @@ def _localise_new(run: RunState, comp: Comparator, step: int, snapshot: Any, bat
             run.located[key] = merge_more(run.located[key], found)
 
 
+def _take_snapshot(run: RunState, localiser: Localiser, ref: Side, cand: Side) -> Any:
+    """The localiser's snapshot before a step, or None with the reason kept (a trainer that cannot be copied is not
+    localised, and the result says why)."""
+    if run.not_localised is not None:
+        return None
+    try:
+        return localiser.snapshot(ref, cand)
+    except Exception as exc:  # noqa: BLE001 - whatever the copy raised is the reason
+        text = str(exc).strip().splitlines()
+        run.not_localised = (f"the trainers could not be copied for a replay ({type(exc).__name__}: "
+                             f"{text[0] if text else ''}); no step was replayed under tracing")
+        return None
+
+
+def _crashed_step(run: RunState, step: int, crash: Any, snapshot: Any, batch: Any, localiser: Localiser) -> None:
+    """A candidate step that raised under ``--isolate``: one finding per crash site (side, phase, exception, line),
+    counting the steps it repeats at; the first time, the step is replayed under tracing and what the candidate
+    computed before raising is compared with the reference's same step (:func:`checks.localise.localise_crash`)."""
+    record = run.crash_site(crash)
+    record["steps"].append(step)
+    if len(record["steps"]) > 1 or snapshot is None or localiser.localise_crash is None or \
+            run.replays >= MAX_LOCALISED:
+        return
+    run.replays += 1
+    record["localisation"] = _traced(localiser.localise_crash, snapshot, own_copy(batch))
+
+
 def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, reference_factory: Callable[..., Any],
                    candidate_factory: Callable[..., Any], options: EquivalenceOptions,
                    progress: Callable[[int], None] | None, batch_size: int,
@@ -196,8 +267,11 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
     cand_params = cand.call("parameters")
     run.parameter_check = parameter_check(ref_params, cand_params, options.ignore)
     run.candidate_actors = candidate_actors(cand_params)
+    run.sync = SyncPlan.between(ref_params, cand_params)
     if options.sync_init:
-        cand.call("load_parameters", {k: v for k, v in ref_params.items() if k.startswith(COMPARED_PARAM_ROLES)})
+        names, _ = syncable(ref_params, cand_params, COMPARED_PARAM_ROLES)
+        if names:
+            cand.call("load_parameters", {k: ref_params[k] for k in names})
         cand.iso.rng = copy.deepcopy(ref_rng)
     oracle = None
     if options.chain_oracle:
@@ -237,9 +311,8 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
             break
         cand.step = step
         if options.isolate:
-            isolate(ref, cand)
-            cand.params = dict(ref.params)
-        snapshot = localiser.snapshot(ref, cand) if localise and run.replays < MAX_LOCALISED else None
+            isolate(ref, cand, run.sync)
+        snapshot = _take_snapshot(run, localiser, ref, cand) if localise and run.replays < MAX_LOCALISED else None
         batch = buffer.sample(batch_size)
         before = (ref.params, cand.params)  # every observation binds a new dict: these stay the pre-step ones
         pre_policies = None
@@ -257,6 +330,16 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
             cand_out, obs_cand = cand.step_and_observe(cand_batch, full, lazy=True)
         except TrainerCrash as exc:
             crash = exc
+        if crash is not None and options.isolate and crash.crash.phase == "step":
+            # with --isolate the next step starts from the reference's state again: the crash is one finding
+            obs_ref, obs_twin = pair.collect(None)
+            if obs_twin is not None and self_check(step, obs_ref, obs_twin):
+                run.inconclusive_step = step
+            _crashed_step(run, step, crash.crash, snapshot, batch, localiser)
+            localiser.release(snapshot)
+            if progress is not None:
+                progress(step)
+            continue
         obs_ref, obs_twin = pair.collect(crash)
         settle_deferred(obs_ref, obs_cand)
         if cand.leak:
@@ -279,6 +362,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         run.remember(step, obs_ref, obs_cand)
         if snapshot is not None and (diverged_by[0] or warned):
             _localise_new(run, judges[0].comp, step, snapshot, batch, localiser.localise, warned)
+        localiser.release(snapshot)
         for judge, diverged in zip(judges, diverged_by):
             if diverged and judge.bundle_info is None:
                 judge.bundle_info = {

@@ -59,6 +59,24 @@ class RunState:
     pair: Any = None
     #: process role -> the thread counts that process reported once its trainers were built
     thread_counts: dict[str, Any] = field(default_factory=dict)
+    #: what ``--isolate`` (and ``--sync-init``) set on the candidate and what it left (:class:`SyncPlan`)
+    sync: Any = None
+    #: the candidate crashes an ``--isolate`` run went on after: one record per crash site (:meth:`crash_site`)
+    crashes: list[dict[str, Any]] = field(default_factory=list)
+    #: why no step could be replayed under tracing (None: they could)
+    not_localised: str | None = None
+
+    def crash_site(self, crash: Crash) -> dict[str, Any]:
+        """The record of ``crash``'s site (side, phase, exception type, file and line), made on first sight:
+        ``{"crash": Crash.to_dict(), "steps": [...], "localisation": ...}``."""
+        frame = crash.frame or {}
+        key = (crash.side, crash.phase, crash.type, frame.get("file"), frame.get("line"))
+        for record in self.crashes:
+            if record["key"] == key:
+                return record
+        record = {"key": key, "crash": crash.to_dict(), "steps": [], "localisation": None}
+        self.crashes.append(record)
+        return record
 
     def remember(self, step: int, obs_ref: Mapping[str, Any], obs_cand: Mapping[str, Any]) -> None:
         self.steps_done.append(step)
@@ -128,6 +146,36 @@ def _own_optimizer_first(finding: Mapping[str, Any], loc: dict[str, Any]) -> dic
             "more": first + [m for m in more if m is not own]}
 
 
+def crash_findings(run: RunState) -> list[dict[str, Any]]:
+    """One finding per crash site of an ``--isolate`` run: where the step first differs from the reference's before
+    the raise (the decision) when the replay found such a difference, else the line that raised; the raising line is
+    kept as ``raised_at``."""
+    out = []
+    for record in run.crashes:
+        crash = record["crash"]
+        loc = record.get("localisation") or {}
+        frames = loc.get("frames") or []
+        raised = as_location(crash["frame"]) if crash.get("frame") else None
+        decided = as_location(frames[0]) if loc.get("kind", "none") != "none" and frames else None
+        steps = record["steps"]
+        out.append({**crash, "steps": steps, "count": len(steps), "location": decided or raised, "raised_at": raised,
+                    "localisation": {"kind": loc.get("kind"), "rule": loc.get("rule"), "message": loc.get("message")}
+                    if loc else None})
+    return out
+
+
+def crashes_text(crashes: list[dict[str, Any]]) -> str:
+    """"candidate crashed in 15 step(s) at 1 site: TypeError at f.py:154 (steps 2, 4, ...)"."""
+    parts = []
+    for c in crashes:
+        where = c["raised_at"] or c["location"]
+        at = f" at {where['path']}:{where['line']}" if where else ""
+        steps = ", ".join(str(s) for s in c["steps"][:4]) + (", ..." if len(c["steps"]) > 4 else "")
+        parts.append(f"{c['type']}{at} (step{'s' if len(c['steps']) > 1 else ''} {steps})")
+    n = sum(c["count"] for c in crashes)
+    return f"candidate crashed in {n} step(s): " + "; ".join(parts)
+
+
 def located_findings(comp: Comparator, located: Mapping[tuple[str, str, str], dict[str, Any]]
                      ) -> list[dict[str, Any]]:
     """Every distinct finding with, where its first step was replayed under tracing, the located candidate line."""
@@ -178,9 +226,10 @@ def result_of(algo: str, config: Any, options: EquivalenceOptions, labels: tuple
         summary = (f"inconclusive: reference is nondeterministic (two runs differ{beyond} at step {d.step} in "
                    f"{d.observable})")
         first = d
-    elif findings:
+    elif findings or run.crashes:
         verdict = FAIL
-        summary = f"not equivalent: {findings}{why}"
+        crashed = crashes_text(crash_findings(run)) if run.crashes else ""
+        summary = "not equivalent: " + "; ".join(p for p in (crashed, findings) if p) + why
     else:
         verdict = PASS
         summary = f"{labels[1]} is equivalent to {labels[0]} over {options.steps} steps ({mode}){why}"
@@ -219,6 +268,13 @@ def result_of(algo: str, config: Any, options: EquivalenceOptions, labels: tuple
                               "reported": run.thread_counts}
     if run.crash is not None:
         metrics["crash"] = run.crash.to_dict()
+    if run.sync is not None and (options.isolate or options.sync_init):
+        metrics["sync"] = run.sync.as_dict()
+    if run.crashes:
+        metrics["crashes"] = crash_findings(run)
+        metrics["not_compared"] = sorted(s for c in run.crashes for s in c["steps"])
+    if run.not_localised:
+        metrics["not_localised"] = run.not_localised
     if options.isolate or run.located:
         distinct = located_findings(comp, run.located)
         metrics["isolate"] = options.isolate

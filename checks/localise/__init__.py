@@ -7,7 +7,8 @@ that runs trainers: :mod:`.trace` (recording a step), :mod:`.frames` (source fra
 """
 
 from checks.localise.compare import compare_traces
-from checks.localise.replay import localise_construction, localise_step
+from checks.localise.replay import localise_construction, localise_crash, localise_step
 from checks.localise.result import Localisation, merge_more
 
-__all__ = ["Localisation", "compare_traces", "localise_construction", "localise_step", "merge_more"]
+__all__ = ["Localisation", "compare_traces", "localise_construction", "localise_crash", "localise_step",
+           "merge_more"]

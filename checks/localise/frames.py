@@ -26,6 +26,7 @@ from typing import Any
 
 from checks.source_patch import PATCH_SCOPE
 from pogo_audit.model import locations
+from pogo_audit.model.glue import is_glue
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _TOOL_DIRS = tuple(str(REPO_ROOT / d) + "/" for d in ("pogo_audit", "checks"))
@@ -39,7 +40,10 @@ _SELF_ATTR = re.compile(r"\bself\.(\w+)")
 
 
 def is_user_file(filename: str) -> bool:
-    """Whether ``filename`` holds the audited trainer's code (see the module docstring)."""
+    """Whether ``filename`` holds the audited trainer's code (see the module docstring); the user's glue (the adapter,
+    :mod:`pogo_audit.model.glue`) does not: its frames are never traced or named."""
+    if is_glue(filename):
+        return False
     known = _USER.get(filename)
     if known is None:
         if filename.startswith("<"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from checks.localise.align import (
@@ -31,28 +31,80 @@ from checks.localise.rules import (
 )
 from checks.localise.trace import Repair, Trace, record_step, recording
 
+#: ``replay(trainer, batch, **options) -> (trace, output, error)``: one traced step from ``trainer``'s state, which it
+#: leaves as it was (:func:`copied_replay`, :func:`forked_replay`)
+Replay = Callable[..., tuple[Trace, Any, Any]]
 
-def localise_step(reference: Any, candidate: Any, batch: Any, rounds: int | None = None) -> Localisation:
+
+def copied_replay(trainer: Any, batch: Any, **options: Any) -> tuple[Trace, Any, Any]:
+    """A replay on deep copies of the trainer and the batch."""
+    return record_step(copy.deepcopy(trainer), copy.deepcopy(batch), **options)
+
+
+def forked_replay(trainer: Any, batch: Any, **options: Any) -> tuple[Trace, Any, Any]:
+    """A replay in a forked child (:func:`checks.localise.fork.run_forked`): no copy of the trainer is made, its
+    step's exception comes back as a :class:`checks.localise.fork.Raised`."""
+    from checks.localise.fork import run_forked
+
+    return run_forked(record_step, trainer, batch, **options)
+
+
+def error_text(error: Any) -> str:
+    """``"TypeError: first line of the message"`` of an exception or a :class:`checks.localise.fork.Raised`."""
+    name = getattr(error, "name", None) if not isinstance(error, BaseException) else type(error).__name__
+    text = str(error).strip()
+    return f"{name or type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def localise_step(reference: Any, candidate: Any, batch: Any, rounds: int | None = None,
+                  replay: Replay = copied_replay) -> Localisation:
     """Localise the first difference between one step of ``reference`` and of ``candidate``
     (:class:`pogo_audit.core.harness.IsolatedTrainer` objects in the state just before the step; neither is touched:
-    deep copies are replayed, each on its own copy of ``batch``), then up to ``rounds`` (default
-    :data:`REPAIR_ROUNDS`) repaired replays of the candidate name the further defects of the same step
-    (:func:`repaired_differences`)."""
+    every replay runs on a copy, ``replay``), then up to ``rounds`` (default :data:`REPAIR_ROUNDS`) repaired replays
+    of the candidate name the further defects of the same step (:func:`repaired_differences`)."""
     with warnings.catch_warnings():  # the replays are diagnostics: what they warn was already seen in the real run
         warnings.simplefilter("ignore")
-        ref_trace, _, ref_error = record_step(copy.deepcopy(reference), copy.deepcopy(batch), keep=True)
-        cand_trace, _, cand_error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch))
+        ref_trace, _, ref_error = replay(reference, batch, keep=True)
+        cand_trace, _, cand_error = replay(candidate, batch)
         result = compare_traces(ref_trace, cand_trace)
         if result.kind != "none" and ref_error is None and cand_error is None:
             seen = {(f["file"], f["line"]) for f in result.frames[:1]} | {
                 (m["frame"]["file"], m["frame"]["line"]) for m in result.more}
             rounds = REPAIR_ROUNDS if rounds is None else rounds
-            result.more += repaired_differences(ref_trace, cand_trace, candidate, batch, seen, rounds)
-            result.more += forced_differences(ref_trace, cand_trace, candidate, batch, seen, rounds)
+            result.more += repaired_differences(ref_trace, cand_trace, candidate, batch, seen, rounds,
+                                                replay=replay)
+            result.more += forced_differences(ref_trace, cand_trace, candidate, batch, seen, rounds, replay=replay)
     for side, error in (("reference", ref_error), ("candidate", cand_error)):
         if error is not None:
-            result.errors[side] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            result.errors[side] = error_text(error)
             result.message += f"; the {side}'s replay raised {result.errors[side]}"
+    return result
+
+
+def localise_crash(reference: Any, candidate: Any, batch: Any, replay: Replay = copied_replay) -> Localisation:
+    """What a candidate step that raises computed before raising, against the reference's same step: both are
+    replayed from the state before the step (as :func:`localise_step`); the candidate's trace ends at the raise.
+    The first difference *before* that point is located like any other (a shape decided earlier than the operation
+    that fails on it); when the candidate agrees with the reference up to the raise, the localisation says so
+    (kind ``none``) and the crash's own line stands."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_trace, _, ref_error = replay(reference, batch, keep=False)
+        cand_trace, _, cand_error = replay(candidate, batch)
+    d = first_difference(ref_trace, cand_trace)
+    if ref_error is not None:
+        result = Localisation("none", f"the reference's replay raised {error_text(ref_error)}")
+    elif d is None or (d.tag == "delete" and d.cand is None):
+        done = len(cand_trace.ops)
+        result = Localisation("none", f"up to the raise the candidate's step agrees with the reference's ({done} "
+                                      "operation(s) compared): the line that raised is where the two part")
+    else:
+        result = compare_traces(ref_trace, cand_trace)
+        result.more = []  # after the first difference the rest of a crashing step is no evidence
+    if cand_error is None:
+        result.message += "; the candidate's replay did not raise this time"
+    else:
+        result.errors["candidate"] = error_text(cand_error)
     return result
 
 
@@ -97,8 +149,8 @@ MORE_LIMIT = 8
 
 
 def repaired_differences(ref: Trace, cand: Trace, candidate: Any, batch: Any, seen: set[tuple[str, int]],
-                         rounds: int = REPAIR_ROUNDS, jump: Jump | None = None, note: str = ""
-                         ) -> list[dict[str, Any]]:
+                         rounds: int = REPAIR_ROUNDS, jump: Jump | None = None, note: str = "",
+                         replay: Replay = copied_replay) -> list[dict[str, Any]]:
     """Further defects of the same step, each ``{"message", "frame"}``: after a numeric difference every later value
     differs, so a second defect that only changes values would stay hidden. The candidate's step is replayed again
     (from a fresh copy, same RNG states) with every operation aligned with a reference operation returning the
@@ -114,8 +166,8 @@ def repaired_differences(ref: Trace, cand: Trace, candidate: Any, batch: Any, se
         pairs = aligned_pairs(ref, previous)
         repair = Repair([o.key for o in previous.ops],
                         {k: (ref.ops[j].outputs, ref.values[j]) for k, j in pairs.items() if j in ref.values})
-        trace, _, error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch), repair=repair, edit=jump)
-        if error is not None or not repair.repaired:
+        trace, _, error = replay(candidate, batch, repair=repair, edit=jump)
+        if error is not None or not trace.repaired:
             break
         out += _newly_located(ref, trace, seen, "after repairing the values before it" + (f", {note}" if note else ""),
                               MORE_LIMIT - len(out))
@@ -186,7 +238,7 @@ def _decisions(ref: Trace, cand: Trace) -> Iterator[tuple[Difference, int, int, 
 
 
 def forced_differences(ref: Trace, cand: Trace, candidate: Any, batch: Any, seen: set[tuple[str, int]],
-                       rounds: int = REPAIR_ROUNDS) -> list[dict[str, Any]]:
+                       rounds: int = REPAIR_ROUNDS, replay: Replay = copied_replay) -> list[dict[str, Any]]:
     """Defects around a block one side enters and the other skips at this step (a condition deciding otherwise than
     the reference's, e.g. an actor update due on other steps):
 
@@ -213,7 +265,7 @@ def forced_differences(ref: Trace, cand: Trace, candidate: Any, batch: Any, seen
             checks.append((Assign(here.file, here.line, occurrence, differing), body, enters, here))
     out: list[dict[str, Any]] = []
     for assign, body, enters, here in checks:
-        trace, _, error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch), edit=assign)
+        trace, _, error = replay(candidate, batch, edit=assign)
         if error is not None or not trace.edited or (here.file, here.line) in seen:
             continue
         if _enters(trace, here, assign.occurrence, body) == enters:
@@ -224,12 +276,13 @@ def forced_differences(ref: Trace, cand: Trace, candidate: Any, batch: Any, seen
                                    f"{'skips' if enters else 'enters'}: the condition itself differs at "
                                    f"{here.where()}: `{here.code}`", "frame": here.as_dict()})
     for jump in jumps:
-        trace, _, error = record_step(copy.deepcopy(candidate), copy.deepcopy(batch), edit=jump)
+        trace, _, error = replay(candidate, batch, edit=jump)
         if error is not None or not trace.edited:
             continue
         note = f"with the condition at {jump.file}:{jump.line} taken as in the reference"
         out += _newly_located(ref, trace, seen, note, MORE_LIMIT - len(out), first_only=True)
-        out += repaired_differences(ref, trace, candidate, batch, seen, rounds, jump, note)[:MORE_LIMIT - len(out)]
+        out += repaired_differences(ref, trace, candidate, batch, seen, rounds, jump, note,
+                                    replay)[:MORE_LIMIT - len(out)]
         if len(out) >= MORE_LIMIT:
             break
     return out

@@ -195,6 +195,9 @@ class Trace:
     flips: list[GradFlip] = field(default_factory=list)
     #: whether the recording's intervention (:class:`checks.localise.frames.Jump` / ``Assign``) was made
     edited: bool = False
+    #: how many operations a repaired recording gave the reference's result (:class:`Repair`; the trace carries it
+    #: back from a replay in another process)
+    repaired: int = 0
 
     def schedule(self) -> list[tuple[str, int]]:
         """Optimizer steps and target updates in execution order: ``(label, first op index)``."""
@@ -599,6 +602,7 @@ def recording(trainer: Any, keep: bool = False, repair: Repair | None = None, ed
         for h in handles:
             h.remove()
         trace.lines, trace.conditions, trace.edited = tracer.lines, tracer.conditions, tracer.edited
+        trace.repaired = repair.repaired if repair is not None else 0
 
 
 def record_step(iso: Any, batch: Any, keep: bool = False, repair: Repair | None = None,

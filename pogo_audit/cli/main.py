@@ -30,7 +30,7 @@ from rich.progress import (
 from rich.table import Table
 from rich_argparse import RichHelpFormatter
 
-from checks.registry import CHECKS, CheckSpec, add_device, export_parts
+from checks.registry import CHECKS, CheckSpec, add_device, add_glue, export_parts
 from checks.selection import algo_type, help_text, select_algorithms
 from checks.suite import STAGES, SuiteOptions, merge, run_suite, stage_name
 from multi_actor.config import ALGORITHMS, MultiActorConfig, build_config
@@ -449,6 +449,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidate", action="append", default=[], metavar="[ALGO=]MOD:FACTORY",
                    help="external candidate trainer factory: MOD:FACTORY for every algorithm, ALGO=MOD:FACTORY for "
                         "one (repeatable; then --algo defaults to the algorithms given)")
+    add_glue(p)
     add_device(p)
     p.add_argument("--jax-target", default=None, metavar="MOD:FACTORY",
                    help="review a JAX trainer: its loop is profiled as by jax-profile --target (section 5 on your "

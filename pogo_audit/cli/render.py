@@ -187,6 +187,20 @@ def parameter_check_table(res: CheckResult) -> Table | None:
     return table
 
 
+def sync_lines(res: CheckResult) -> list[str]:
+    """What ``--isolate``/``--sync-init`` left as the candidate has it (by name, with why), once per run."""
+    sync = res.metrics.get("sync") or {}
+    left = {**(sync.get("left") or {}), **(sync.get("optimizer_left") or {})}
+    if not left:
+        return []
+    out = [f"not synchronised from the reference ({len(left)}; {sync.get('synced', 0)} tensor(s) were): the candidate "
+           "keeps its own value"]
+    out += [f"  {escape(name)}: {escape(why)}" for name, why in list(left.items())[:8]]
+    if len(left) > 8:
+        out.append(f"  and {len(left) - 8} more (JSON: metrics.sync)")
+    return out
+
+
 def ignored_line(res: CheckResult) -> list[str]:
     ignored = res.metrics.get("ignored") or {}
     if not ignored.get("patterns"):
@@ -199,7 +213,8 @@ def ignored_line(res: CheckResult) -> list[str]:
 def equivalence_view(res: CheckResult) -> list[Any]:
     """The group table, then the parameter check, the crash and what was ignored (each only when there is one)."""
     extra = parameter_check_table(res)
-    return [equivalence_table(res), *([extra] if extra is not None else []), *crash_lines(res), *ignored_line(res)]
+    return [equivalence_table(res), *([extra] if extra is not None else []), *sync_lines(res), *crash_lines(res),
+            *ignored_line(res)]
 
 
 def kill_matrix_table(results: list[CheckResult]) -> Table:

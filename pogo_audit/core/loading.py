@@ -37,6 +37,28 @@ def import_callable(spec: str, option: str, example: str) -> Callable[..., Any]:
     return value
 
 
+def glue_files(candidates: list[str], glue: list[str]) -> list[str]:
+    """The source files of the user's glue: the module of every ``--candidate MOD:FACTORY`` and every ``--glue MOD``
+    (:mod:`pogo_audit.model.glue`); a ``--glue`` module that cannot be imported is a :class:`UsageError`."""
+    from pogo_audit.model.glue import module_file
+
+    files = []
+    for spec in candidates:
+        module = spec.rpartition("=")[2].partition(":")[0]
+        try:
+            files.append(module_file(module))
+        except (ImportError, ValueError):
+            continue  # --candidate reports its own import errors
+    for module in glue:
+        try:
+            files.append(module_file(module))
+        except ImportError as exc:
+            raise UsageError(f"--glue: cannot import module {module!r} ({exc})") from None
+        except ValueError as exc:
+            raise UsageError(f"--glue: {exc}") from None
+    return files
+
+
 def resolve(spec: str) -> Any:
     """The attribute a registry names as ``module:attr`` (our own code: an error here is a defect of pogo-audit, and
     ``tests/test_registries.py`` resolves every such string of every registry)."""

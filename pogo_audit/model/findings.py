@@ -10,6 +10,7 @@ their line, not at ``torch/nn/functional.py``. pogo-audit's own usage errors (:c
 
 from __future__ import annotations
 
+import re
 import sysconfig
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,8 +20,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pogo_audit.runtime.errors import PogoAuditError
+from pogo_audit.model.glue import is_glue
 from pogo_audit.model.locations import display_path
+from pogo_audit.runtime.errors import PogoAuditError
 
 #: the pogo_audit package: harness code, never the trainer's
 POGO_AUDIT_DIR = Path(__file__).resolve().parents[1]
@@ -70,25 +72,51 @@ def _outside(path: Path, dirs: Iterable[Path]) -> bool:
     return not any(path == d or d in path.parents for d in dirs)
 
 
-def trainer_frame(tb: TracebackType | None, harness_dirs: Iterable[Path] = ()) -> dict[str, Any] | None:
-    """The innermost frame of ``tb`` in the trainer's own code: not in the standard library, site-packages or
-    ``harness_dirs`` (pogo_audit is always one); None when every frame is library or harness code."""
-    return own_frame(traceback.extract_tb(tb), harness_dirs)
+def trainer_frame(tb: TracebackType | None, harness_dirs: Iterable[Path] = (),
+                  exc: BaseException | None = None) -> dict[str, Any] | None:
+    """The frame of ``tb`` in the trainer's own code where the exception is decided (:func:`own_frame`); None when
+    every frame is library or harness code."""
+    return own_frame(traceback.extract_tb(tb), harness_dirs, exc)
 
 
-def own_frame(frames: Iterable[traceback.FrameSummary], harness_dirs: Iterable[Path] = ()) -> dict[str, Any] | None:
+#: a call whose arguments do not fit the callee: decided by the caller, raised inside the callee or a wrapper
+_SIGNATURE = re.compile(r"unexpected keyword argument|missing \d+ required (positional|keyword-only) argument|"
+                        r"takes \d+ positional arguments? but \d+ (was|were) given|got multiple values for argument|"
+                        r"takes no arguments|positional-only arguments? passed as keyword")
+#: a source line that passes its own ``*args`` / ``**kwargs`` on (a wrapper, not the caller that chose them)
+_FORWARDS = re.compile(r"\(\s*(\*\w+\s*,\s*)?\*\*\w+\s*\)|\(\s*\*\w+\s*\)")
+
+
+def _own(fs: traceback.FrameSummary, excluded: tuple[Path, ...]) -> bool:
+    if fs.filename.startswith("<") or is_glue(fs.filename):
+        return False
+    path = Path(fs.filename).resolve()
+    return "site-packages" not in path.parts and "dist-packages" not in path.parts and _outside(path, excluded)
+
+
+def _record(fs: traceback.FrameSummary) -> dict[str, Any]:
+    return {"file": display_path(Path(fs.filename).resolve()), "line": int(fs.lineno or 0), "function": fs.name,
+            "code": (fs.line or "").strip()}
+
+
+def own_frame(frames: Iterable[traceback.FrameSummary], harness_dirs: Iterable[Path] = (),
+              exc: BaseException | None = None) -> dict[str, Any] | None:
     """The innermost of ``frames`` (outermost first: a traceback or ``traceback.extract_stack()``) in the trainer's
-    own code, as :func:`trainer_frame` defines it."""
+    own code — not the standard library, site-packages, pogo-audit or ``harness_dirs``, and not the user's glue
+    (:mod:`pogo_audit.model.glue`) unless no other frame is left. For a call-signature ``TypeError`` (an unexpected
+    keyword, a missing argument) a frame that only passes its own ``*args``/``**kwargs`` on is a wrapper: the
+    caller that chose the arguments is named."""
     excluded = (*_LIBRARY_DIRS, POGO_AUDIT_DIR, *(Path(d).resolve() for d in harness_dirs))
-    for fs in reversed(list(frames)):
-        if fs.filename.startswith("<"):
-            continue
-        path = Path(fs.filename).resolve()
-        if "site-packages" in path.parts or "dist-packages" in path.parts or not _outside(path, excluded):
-            continue
-        return {"file": display_path(path), "line": int(fs.lineno or 0), "function": fs.name,
-                "code": (fs.line or "").strip()}
-    return None
+    frames = [fs for fs in frames if not fs.filename.startswith("<")]
+    own = [fs for fs in frames if _own(fs, excluded)]
+    if not own:
+        glue = [fs for fs in frames if is_glue(fs.filename)]
+        return _record(glue[-1]) if glue else None
+    k = len(own) - 1
+    if isinstance(exc, TypeError) and _SIGNATURE.search(str(exc)):
+        while k > 0 and _FORWARDS.search(own[k].line or ""):
+            k -= 1
+    return _record(own[k])
 
 
 def describe(exc: BaseException, side: str, phase: str, step: int | None,
@@ -96,7 +124,7 @@ def describe(exc: BaseException, side: str, phase: str, step: int | None,
     """``exc`` raised by the ``side`` trainer in ``phase`` (at ``step``) as a :class:`Crash`."""
     text = str(exc).strip()
     message = text.splitlines()[0] if text else ""
-    return Crash(side, phase, step, type(exc).__name__, message, trainer_frame(exc.__traceback__, harness_dirs))
+    return Crash(side, phase, step, type(exc).__name__, message, trainer_frame(exc.__traceback__, harness_dirs, exc))
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from checks import HARNESS_DIRS
-from pogo_audit.model.findings import describe, own_frame
+from pogo_audit.model.findings import decision_frame, describe
 from pogo_audit.runtime.seeding import EVAL_OFFSET, derived_seed, state_digests
 
 #: global streams an evaluation must leave untouched
@@ -61,9 +61,9 @@ def reseeds_recorded(found: list[dict[str, Any]]) -> Iterator[None]:
 
     def recording(original: Any, stream: str, call: str) -> Any:
         def seed(*args: Any, **kwargs: Any) -> Any:
-            frame = own_frame(traceback.extract_stack()[:-1], HARNESS_DIRS)
-            if frame is not None:
-                found.append({"stream": stream, "call": call, "frame": frame})
+            decided = decision_frame(traceback.extract_stack()[:-1], HARNESS_DIRS)
+            if decided is not None:
+                found.append({"stream": stream, "call": call, "frame": decided[0], "via": decided[1]})
             return original(*args, **kwargs)
         return seed
 

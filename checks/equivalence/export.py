@@ -119,7 +119,7 @@ def _located_findings(res: CheckResult, repo_root: Path | None) -> list[dict[str
         for loc, text in ([(f["location"], message)] if f.get("location") else []) + \
                 [(a, a.get("message", "")) for a in f.get("also") or []]:
             entry = by_line.setdefault((loc["path"], loc["line"]), {"loc": loc, "text": text, "findings": []})
-            entry["findings"].append(f"{f['observable']} ({f['kind']}) from step {f['first_step']}")
+            entry["findings"].append(f"{f.get('observable')} ({f.get('kind')}) from step {f.get('first_step')}")
     out = []
     for (path, line), entry in by_line.items():
         uri = repo_uri(path, repo_root)
@@ -170,14 +170,33 @@ def junit_cases(res: CheckResult) -> Iterable[Case]:
                r["verdict"], message, "\n".join(s for s in (body, context) if s))
 
 
+def _step_crash_findings(res: CheckResult, repo_root: Path | None) -> list[dict[str, Any]]:
+    """POGO-EQ002 per crash site of an ``--isolate`` run (``metrics.crashes``), at the line that decided it."""
+    out = []
+    for c in res.metrics.get("crashes") or []:
+        loc = c.get("location") or {}
+        uri = repo_uri(loc.get("path"), repo_root)
+        if uri is None:
+            continue
+        raised = c.get("raised_at") or {}
+        at = f" (raised at {raised['path']}:{raised['line']})" if raised and raised != loc else ""
+        text = f"{res.subject}: candidate crashed in {c.get('count')} step(s): {c.get('type')}: {c.get('message')}{at}"
+        key = fingerprint_of("POGO-EQ002", res.subject, "steps", uri, loc.get("line"))
+        out.append(sarif_result("POGO-EQ002", text, uri, loc.get("line"), key, loc.get("function"),
+                                {"check": res.check, "subject": res.subject, "steps": c.get("steps"),
+                                 "exception": c.get("type")}))
+    return out
+
+
 def sarif_results(res: CheckResult, repo_root: Path | None) -> list[dict[str, Any]]:
-    """The located findings of an ``--isolate`` run, else the crash's frame, else the candidate's location."""
-    if res.metrics.get("findings") and not res.metrics.get("crash"):
-        located = _located_findings(res, repo_root)
-        if located:
-            return located
-    finding = _crash_finding(res, repo_root) if res.metrics.get("crash") else _equivalence_finding(res, repo_root)
-    return [finding] if finding is not None else []
+    """One result per located line of an ``--isolate`` run and per crash site, else the crash's frame, else the
+    candidate's location."""
+    out = _located_findings(res, repo_root) + _step_crash_findings(res, repo_root)
+    if res.metrics.get("crash"):
+        out += [f for f in [_crash_finding(res, repo_root)] if f is not None]
+    if not out:
+        out += [f for f in [_equivalence_finding(res, repo_root)] if f is not None]
+    return out
 
 
 def summary(checks: list[CheckResult]) -> Section:

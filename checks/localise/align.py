@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from checks.localise.trace import ModuleCall, Op, Trace
+from checks.localise.trace import SCHEDULE_STEP, UNINITIALISED, ModuleCall, Op, Trace
 from pogo_audit.model.protocol import COMPARED_PARAM_ROLES
 
 #: aten operations that read a tensor without building a graph through it (``state_dict()``'s detach)
@@ -57,6 +57,7 @@ def differences(ref: Trace, cand: Trace) -> Iterator[Difference]:
     ext = extension_ops(ref, cand)
     matcher = difflib.SequenceMatcher(None, _keys(ref, frozenset(), True), _keys(cand, ext, True), autojunk=False)
     opcodes = matcher.get_opcodes()
+    neutral = ValueNeutral(ref, cand, ext)
     aligned_reads: list[frozenset[int]] = []  # per opcode: storages read by aligned candidate ops from there on
     later: frozenset[int] = frozenset()
     for tag, _, _, j1, j2 in reversed(opcodes):
@@ -69,6 +70,8 @@ def differences(ref: Trace, cand: Trace) -> Iterator[Difference]:
                 not frozenset().union(*(o.made for o in cand.ops[j1:j2])) & aligned_reads[n]:
             continue
         if tag == "insert" and all(o.index in ext for o in cand.ops[j1:j2]):
+            continue
+        if tag != "equal" and neutral.block(ref.ops[i1:i2], [o for o in cand.ops[j1:j2] if o.index not in ext]):
             continue
         prev_r = ref.ops[i1 - 1] if i1 else None
         prev_c = _own(cand, ext, j1 - 1, -1)
@@ -84,6 +87,143 @@ def differences(ref: Trace, cand: Trace) -> Iterator[Difference]:
         r = ref.ops[i1] if i1 < len(ref.ops) else None
         c = _own(cand, ext, j1, 1)
         yield Difference(tag, r, c, prev_r, prev_c, ref.ops[i1:i2], [o for o in cand.ops[j1:j2] if o.index not in ext])
+
+
+def _consumed_gradients(trace: Trace) -> list[tuple[str, str]]:
+    """Every (parameter, gradient digest) an optimizer step consumed, however the parameters are grouped into
+    optimizers."""
+    return sorted((name, d) for s in trace.optimizer_steps for name, d in s.grads.items()
+                  if name.startswith(COMPARED_PARAM_ROLES))
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for k in shape:
+        n *= int(k)
+    return n
+
+
+class ValueNeutral:
+    """Whether a block the two op sequences do not share is only the same computation written another way (code
+    not written from the reference's: a squeeze before or after a ``min``, a ``.item()`` for logging at another
+    place, an expression reassociated). Judged by values, not by operation names and order:
+
+    * operations only the reference runs are neutral when the candidate computes each of their results somewhere in
+      its step (or, for one with no tensor result such as ``.item()``, runs the same operation on the same values;
+      a draw: makes the same draw), or when the reference itself drops them (they reach nothing compared);
+    * operations only the candidate runs are neutral when they draw nothing from a global stream, write no compared
+      parameter, and every result the reference never computes flows only into results the reference computes again
+      (the path rejoins the reference's values before an optimizer step, a target update or the end of the step).
+
+    A block that is neutral on both sides is no difference; anything else is left to the ladder."""
+
+    def __init__(self, ref: Trace, cand: Trace, ext: frozenset[int] = frozenset()):
+        #: graph differences matter only when some optimizer consumes other gradients than the reference's
+        self.gradients_differ = _consumed_gradients(cand) != _consumed_gradients(ref)
+        self.ref_values = frozenset(d for o in ref.ops for d in (*o.inputs, *o.outputs))
+        self.cand_values = frozenset(d for o in cand.ops for d in (*o.inputs, *o.computed))
+        self.cand_calls = frozenset((o.key, tuple(o.inputs)) for o in cand.ops)
+        self.consumers: dict[str, list[Op]] = {}
+        for op in cand.ops:
+            if op.index in ext:  # the extension (extra actors) is judged on its own
+                continue
+            for d in op.inputs:
+                self.consumers.setdefault(d, []).append(op)
+        self.ref_consumers: dict[str, list[Op]] = {}
+        for op in ref.ops:
+            for d in op.inputs:
+                self.ref_consumers.setdefault(d, []).append(op)
+        #: value -> whether the reference computed it with a graph, without one, or both
+        self.ref_graph: dict[str, set[bool]] = {}
+        for op in ref.ops:
+            for d in op.outputs:
+                self.ref_graph.setdefault(d, set()).add(self._differentiates(op))
+        self.cand_graph: dict[str, set[bool]] = {}
+        for op in cand.ops:
+            for d in op.computed:
+                self.cand_graph.setdefault(d, set()).add(self._differentiates(op))
+
+    @staticmethod
+    def _differentiates(op: Op) -> bool:
+        """Whether the operation builds a graph: autograd on and an input that requires grad."""
+        return op.grad_enabled and any(isinstance(a, tuple) and a[:1] == ("T",) and a[-1] is True for a in op.key[1])
+
+    def _same_graph(self, op: Op) -> bool:
+        """Whether the reference computed the candidate operation's result with a graph when ``op`` does (or
+        without one when ``op`` does not): a missing ``detach`` changes no value, only where gradients flow. A
+        graph-less copy of a value the candidate also computes with a graph, as the reference does, is the same
+        graph (an extra forward under ``no_grad``)."""
+        outs = op.computed
+        if len(outs) != 1 or not op.shapes or _numel(op.shapes[0]) < 2 or outs[0] == UNINITIALISED:
+            return True  # a scalar or an uninitialised buffer has too many twins to tell anything
+        modes = self.ref_graph.get(outs[0])
+        mine = self._differentiates(op)
+        return modes is None or mine in modes or (not mine and True in self.cand_graph.get(outs[0], ()))
+
+    def _deleted(self, op: Op) -> bool:
+        if op.random:  # the same draw made elsewhere in the candidate's step leaves every stream as the reference's
+            return bool(op.outputs) and all(d in self.cand_values for d in op.outputs)
+        if not op.outputs:
+            return (op.key, tuple(op.inputs)) in self.cand_calls
+        missing = [d for d in op.outputs if d not in self.cand_values]
+        return not missing or self._dead(missing)
+
+    def _dead(self, values: list[str]) -> bool:
+        """Whether the reference's ``values`` never reach anything compared in its own step (computed and dropped:
+        a log-probability its actor returns and the caller ignores)."""
+        pending, seen = list(values), set()
+        while pending:
+            d = pending.pop()
+            if d in seen:
+                continue
+            seen.add(d)
+            for user in self.ref_consumers.get(d, []):
+                if user.random:
+                    continue
+                if user.optimizer_step is not None or (user.writes or "").startswith(COMPARED_PARAM_ROLES) or \
+                        user.name.startswith("aten._local_scalar_dense") or len(seen) > 512:
+                    return False
+                pending.extend(x for x in user.outputs if x not in self.cand_values)
+        return True
+
+    def _acts(self, op: Op) -> bool:
+        """Whether an operation changes what is compared in a way the reference's step does not: a draw (it moves
+        a stream), an optimizer step or a write to a compared parameter with a result the reference never has, a
+        value read out (for logging) that the reference never has."""
+        if self.gradients_differ and not self._same_graph(op):
+            return True
+        unknown_out = any(d not in self.ref_values for d in op.computed)
+        if op.random:
+            return unknown_out or not op.computed
+        if unknown_out and (op.optimizer_step is not None or (op.writes or "").startswith(COMPARED_PARAM_ROLES)):
+            return True
+        return op.name.startswith("aten._local_scalar_dense") and any(d not in self.ref_values for d in op.inputs)
+
+    def _inserted(self, ops: list[Op]) -> bool:
+        if any(self._acts(o) for o in ops):
+            return False
+        pending = [d for o in ops for d in o.computed if d not in self.ref_values]
+        seen: set[str] = set()
+        while pending:
+            d = pending.pop()
+            if d in seen:
+                continue
+            seen.add(d)
+            for user in self.consumers.get(d, []):
+                if user.random:  # a draw reads a value for its shape only; the draw itself is judged on its own
+                    continue
+                if self._acts(user) or len(seen) > 512:
+                    return False
+                pending.extend(x for x in user.computed if x not in self.ref_values)
+        return True
+
+    def block(self, deleted: list[Op], inserted: list[Op]) -> bool:
+        """Whether a block (``deleted``: the reference's operations, ``inserted``: the candidate's) is neutral."""
+        if not deleted and not inserted:
+            return False
+        if any(o.name == SCHEDULE_STEP for o in (*deleted, *inserted)) or relevant_extension(inserted) is not None:
+            return False  # a learning-rate schedule step acts later; a leak into a compared parameter acts now
+        return all(self._deleted(o) for o in deleted) and self._inserted(inserted)
 
 
 def first_difference(ref: Trace, cand: Trace) -> Difference | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from checks.localise.align import Difference, first_difference, shape_text
+from checks.localise.decision import Decisions, decided, known_values, stack_of
 from checks.localise.frames import Frame
 from checks.localise.result import Localisation, excerpt
 from checks.localise.align import relevant_extension
@@ -72,6 +73,8 @@ def compare_traces(ref: Trace, cand: Trace) -> Localisation:
             frame, rule, what = cause
         elif _schedule_step_itself(d):  # the ladder named the skipped (or extra) schedule step: it is that rule's
             rule = "schedule_step"
+    decisions = Decisions(cand, known_values(ref))
+    frame = decided(decisions, cand, frame, d.cand, d.prev_cand, *d.inserted[:1])
     if rule == "random_draw":
         kind = "rng"
     elif schedule is not None or rule == "schedule_step":
@@ -83,7 +86,7 @@ def compare_traces(ref: Trace, cand: Trace) -> Localisation:
         kind = "numeric"
     frames: list[Frame] = []
     if frame is not None:
-        stack = d.cand.stack if d.cand is not None and frame in d.cand.stack else ()
+        stack = stack_of(cand, frame, d.cand, d.prev_cand, *d.inserted[:1])
         outer = list(reversed(stack[:stack.index(frame)])) if stack else []
         frames = [frame, *outer]
     message = what + (f" at {frame.where()}: `{frame.code}`" if frame is not None else "")
@@ -92,10 +95,11 @@ def compare_traces(ref: Trace, cand: Trace) -> Localisation:
         message += f"; {support['message']}"
     ref_op = d.ref if d.tag != "insert" else d.prev_ref
     first_line = (frame.file, frame.line) if frame is not None else None
-    more = [m for m in further_differences(ref, cand, d) if (m["frame"]["file"], m["frame"]["line"]) != first_line]
+    more = [m for m in further_differences(ref, cand, d, decisions=decisions)
+            if (m["frame"]["file"], m["frame"]["line"]) != first_line]
     if rule != "schedule_step":
         named = {first_line, *((m["frame"]["file"], m["frame"]["line"]) for m in more)}
-        more += [m for m in schedule_step_differences(ref, cand)
+        more += [m for m in schedule_step_differences(ref, cand, decisions)
                  if (m["frame"]["file"], m["frame"]["line"]) not in named]
     return Localisation(
         kind, message, [f.as_dict() for f in frames],

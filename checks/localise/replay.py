@@ -19,6 +19,7 @@ from checks.localise.align import (
     structural_differences,
 )
 from checks.localise.compare import compare_traces
+from checks.localise.decision import Decisions, decided, known_values
 from checks.localise.frames import Assign, Frame, Jump
 from checks.localise.result import Localisation
 from checks.localise.rules import (
@@ -127,15 +128,18 @@ def localise_construction(reference_factory: Any, candidate_factory: Any, config
     ref, cand = traces
     result = compare_traces(ref, cand)
     d = first_difference(ref, cand)
-    if d is not None and d.tag == "insert" and first_draw(d.inserted) is not None and d.prev_cand is not None:
+    involved = d is not None and (first_draw(d.inserted) is not None or first_draw(d.deleted) is not None)
+    if involved and d.cand is not None and d.prev_cand is not None:
         frame, why = inserted_at(ref, cand, d)
-        if frame is not None:
-            draw = first_draw(d.inserted)
-            assert draw is not None
+        draw = first_draw(d.inserted) or next((o for o in cand.ops[d.cand.index:] if o.random), None)
+        instead = first_draw(d.deleted)
+        if frame is not None and draw is not None:
+            what = (f"draws `{shape_text(draw)}` ({draw.stream}) where the reference draws `{shape_text(instead)}`"
+                    if instead is not None else f"draws an extra `{shape_text(draw)}` ({draw.stream}) and more the "
+                                                "reference does not")
             result.frames = [frame.as_dict()]
             result.rule = "construction"
-            result.message = (f"at construction, candidate draws an extra `{shape_text(draw)}` ({draw.stream}) "
-                              f"and more the reference does not{why} at {frame.where()}: `{frame.code}`")
+            result.message = f"at construction, candidate {what}{why} at {frame.where()}: `{frame.code}`"
     return result
 
 
@@ -185,6 +189,7 @@ def _newly_located(ref: Trace, cand: Trace, seen: set[tuple[str, int]], note: st
     alignment by values of what follows is no evidence) located at a line not in ``seen`` (added to it), at most
     ``limit``, each ``{"message", "frame"}`` with ``note`` in parentheses."""
     out: list[dict[str, Any]] = []
+    decisions = Decisions(cand, known_values(ref))
     for n, d in enumerate(differences(ref, cand)):
         if len(out) >= limit or (first_only and n):
             break
@@ -192,6 +197,7 @@ def _newly_located(ref: Trace, cand: Trace, seen: set[tuple[str, int]], note: st
             frame, _rule, what = locate(ref, cand, d)
         except (IndexError, ValueError, AttributeError, AssertionError):  # an odd block: keep the others
             continue
+        frame = decided(decisions, cand, frame, d.cand, d.prev_cand, *d.inserted[:1])
         if frame is None or (frame.file, frame.line) in seen:
             continue
         seen.add((frame.file, frame.line))

@@ -118,7 +118,7 @@ def inserted_at(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame | None, s
         before = [i for i in range(start, c.line_index) if cand.lines[i][0].call == located.call
                   and cand.lines[i][0].line < located.line]
         if before and source_text(cand.lines[before[-1]][0]).startswith(BRANCH):
-            cause = _condition_cause(ref, cand, before[-1], d.ref)
+            cause = _condition_cause(ref, cand, before[-1], d.ref) or _local_cause(cand, before[-1])
             return cause or (cand.lines[before[-1]][0], " (the block entered by this condition)")
     return located, ""
 
@@ -176,6 +176,21 @@ def _condition_cause(ref: Trace, cand: Trace, index: int, r: Op | None) -> tuple
     return None
 
 
+def _local_cause(cand: Trace, index: int) -> tuple[Frame, str] | None:
+    """When the candidate's branch condition (line ``index``) is a bare local name (``if critics_first:``), the
+    line of the same call that last assigned it before: the value of the condition is decided there."""
+    here = cand.lines[index][0]
+    m = re.fullmatch(r"\s*(?:el)?if\s+(not\s+)?([A-Za-z_]\w*)\s*:\s*", here.code or "")
+    if m is None:
+        return None
+    assigns = re.compile(rf"^\s*{m.group(2)}\s*(?::[^=]+)?=(?!=)")
+    for i in range(index - 1, -1, -1):
+        frame = cand.lines[i][0]
+        if frame.call == here.call and assigns.search(frame.code or ""):
+            return frame, f" (the condition `{here.code.strip()}` at line {here.line} reads `{m.group(2)}`, decided here)"
+    return None
+
+
 def _deleted_at(cand: Trace, d: Difference) -> Frame | None:
     """Rule 6: where the reference's missing operations belong in the candidate. The reference's last agreeing
     operation and its first missing one share some calls; at the innermost shared call (whose function the candidate
@@ -191,8 +206,8 @@ def _deleted_at(cand: Trace, d: Difference) -> Frame | None:
            and pr.stack[shared].call == gone.stack[shared].call
            and pc.stack[shared].name == pr.stack[shared].name):
         shared += 1
-    if not shared:
-        return d.cand.frame() if d.cand is not None else pc.frame()
+    if not shared:  # code not written from the reference's: where the candidate stopped computing
+        return _producer_of_input(cand, gone, d) or (d.cand.frame() if d.cand is not None else pc.frame())
     level = shared - 1
     if pr.stack[level].line == gone.stack[level].line:
         return pc.stack[level]
@@ -206,6 +221,18 @@ def _deleted_at(cand: Trace, d: Difference) -> Frame | None:
     call = pc.stack[level].call
     later = [f for f, _ in cand.lines[pc.line_index:] if f.call == call]
     return later[0] if later else pc.stack[level]
+
+
+def _producer_of_input(cand: Trace, gone: Op, d: Difference) -> Frame | None:
+    """The line of the candidate's last operation, before the gap, that computed a value the reference's first
+    missing operation goes on from: the candidate computed what the reference had at that point and stopped there
+    (a division, a ``min``, a ``squeeze`` left out of an expression)."""
+    end = d.cand.index if d.cand is not None else len(cand.ops)
+    wanted = set(gone.inputs)
+    for op in reversed(cand.ops[:end]):
+        if wanted.intersection(op.computed) and op.frame() is not None:
+            return op.frame()
+    return None
 
 
 def _module_change(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame, str] | None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from checks.localise.align import Difference, structural_differences
+from checks.localise.decision import Decisions, decided
 from checks.localise.rules import locate
 from checks.localise.trace import SCHEDULE_STEP, Op, Trace
 from pogo_audit.model.protocol import COMPARED_PARAM_ROLES
 
 
-def further_differences(ref: Trace, cand: Trace, first: Difference, limit: int = 6) -> list[dict[str, Any]]:
+def further_differences(ref: Trace, cand: Trace, first: Difference, limit: int = 6,
+                        decisions: Decisions | None = None) -> list[dict[str, Any]]:
     """Structural differences after ``first`` (:func:`structural_differences`), each located like the first.
     A defect that only changes values after the first difference stays hidden (values already differ there)."""
     anchor = next((k for k, o in enumerate(cand.ops) if o is (first.cand or first.prev_cand)), -1)
@@ -23,6 +25,7 @@ def further_differences(ref: Trace, cand: Trace, first: Difference, limit: int =
             frame, _rule, what = locate(ref, cand, d)
         except (IndexError, ValueError, AttributeError):  # an odd block: keep the others
             continue
+        frame = decided(decisions, cand, frame, d.cand, d.prev_cand, *d.inserted[:1])
         if frame is None or (frame.file, frame.line) in seen:
             continue
         seen.add((frame.file, frame.line))
@@ -32,7 +35,7 @@ def further_differences(ref: Trace, cand: Trace, first: Difference, limit: int =
     return out
 
 
-def schedule_step_differences(ref: Trace, cand: Trace) -> list[dict[str, Any]]:
+def schedule_step_differences(ref: Trace, cand: Trace, decisions: Decisions | None = None) -> list[dict[str, Any]]:
     """Learning-rate schedule steps the candidate skips (or adds) after an optimizer's step, counted per optimizer
     label (the optimizer step before each schedule step), each located at the candidate's step of that optimizer.
 
@@ -58,6 +61,7 @@ def schedule_step_differences(ref: Trace, cand: Trace) -> list[dict[str, Any]]:
         where = steps[-1].stack[-1] if steps and steps[-1].stack else None
         if n_cand > n_ref:
             where = mine[label][n_ref].frame() or where
+        where = decided(decisions, cand, where)
         if where is None:
             continue
         ref_where = theirs[label][0].frame() if n_ref else None

@@ -77,6 +77,12 @@ class DigestCache:
     def __init__(self) -> None:
         self._known: dict[int, tuple[Any, int, str]] = {}
 
+    def forget(self, tensors: list[torch.Tensor]) -> None:
+        """Drop what is known of ``tensors``: an in-place operation is about to write them, and their version counter
+        is bumped only after the operation returns (above the dispatch level the recorder runs at)."""
+        for t in tensors:
+            self._known.pop(id(t), None)
+
     def __call__(self, t: torch.Tensor) -> str:
         try:
             version = t._version
@@ -369,6 +375,9 @@ class _Recorder(TorchDispatchMode):
         stream = None
         if random:
             stream = "explicit generator" if any(isinstance(x, torch.Generator) for x in leaves) else "global"
+        mutable = func._schema.is_mutable
+        if mutable:
+            self.digests.forget(tensors)
         out = func(*args, **kwargs)
         out_tensors = [x for x in tree_flatten(out)[0] if isinstance(x, torch.Tensor)]
         shapes = [list(t.shape) for t in (out_tensors or tensors)]
@@ -376,9 +385,11 @@ class _Recorder(TorchDispatchMode):
         key = (str(func), tuple(_describe(x) for x in leaves), torch.is_grad_enabled(), stream)
         if packet in EMPTY_ATEN:  # uninitialised memory: its bytes mean nothing until something writes them
             self.uninitialised.update(_storage(t) for t in out_tensors)
-        elif func._schema.is_mutable and tensors:
+        elif mutable and tensors:
             self.uninitialised.discard(_storage(tensors[0]))
         outputs = [self._digest(t) for t in out_tensors]
+        if mutable:  # what it wrote gets a new version number only once it returns: not kept under the old one
+            self.digests.forget(out_tensors)
         own = self._repaired(func, key, out_tensors, outputs) if self.repair is not None else None
         op = self.record(str(func), key, random, stream, shapes, dtype, inputs,
                          outputs if own is None else [self._digest(t) for t in out_tensors])

@@ -10,6 +10,8 @@ their line, not at ``torch/nn/functional.py``. pogo-audit's own usage errors (:c
 
 from __future__ import annotations
 
+import ast
+import functools
 import re
 import sysconfig
 import traceback
@@ -97,6 +99,33 @@ def _own(fs: traceback.FrameSummary, excluded: tuple[Path, ...]) -> bool:
 def _record(fs: traceback.FrameSummary) -> dict[str, Any]:
     return {"file": display_path(Path(fs.filename).resolve()), "line": int(fs.lineno or 0), "function": fs.name,
             "code": (fs.line or "").strip()}
+
+
+@functools.lru_cache(maxsize=256)
+def call_sites(path: str, name: str) -> int:
+    """How many calls of a function named ``name`` the source file ``path`` makes (0 when it cannot be parsed)."""
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return 0
+    return sum(1 for node in ast.walk(tree) if isinstance(node, ast.Call) and (
+        (isinstance(node.func, ast.Name) and node.func.id == name) or
+        (isinstance(node.func, ast.Attribute) and node.func.attr == name)))
+
+
+def decision_frame(frames: Iterable[traceback.FrameSummary], harness_dirs: Iterable[Path] = ()
+                   ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """(decided, via) for an action observed at the innermost own frame of ``frames`` (a reseed, a draw): a helper
+    that its file calls from two or more places does what it is told, so the call site on this path decided it —
+    climbed while the innermost own frame is such a helper; ``via`` is the helper's frame (None when not climbed)."""
+    excluded = (*_LIBRARY_DIRS, POGO_AUDIT_DIR, *(Path(d).resolve() for d in harness_dirs))
+    own = [fs for fs in frames if not fs.filename.startswith("<") and _own(fs, excluded)]
+    if not own:
+        return None
+    k = len(own) - 1
+    while k > 0 and call_sites(own[k].filename, own[k].name) >= 2:
+        k -= 1
+    return _record(own[k]), (_record(own[-1]) if k < len(own) - 1 else None)
 
 
 def own_frame(frames: Iterable[traceback.FrameSummary], harness_dirs: Iterable[Path] = (),

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from multi_actor.config import ALGORITHMS, ActorConfig, MultiActorConfig
+from pogo_audit.model.locations import display_path
 from pogo_audit.runtime.errors import PogoAuditError
 from pogo_audit.model.results import FAIL, PASS, CheckResult
 
@@ -137,20 +138,21 @@ def audit_readme(parser: CommandParser, readme: Path | None = None) -> list[Chec
         for pattern in variants:
             for m in re.finditer(pattern, text):
                 line = text.count("\n", 0, m.start()) + 1
-                clashes.append({"term": preferred, "found": m.group(0), "line": line})
+                clashes.append({"term": preferred, "found": m.group(0), "path": display_path(path), "line": line,
+                                "message": f"{m.group(0)!r} where the README says {preferred!r}"})
     results.append(_result("terminology", not clashes,
                            "consistent terminology" if not clashes else
                            f"{len(clashes)} inconsistent spelling(s), e.g. {clashes[0]['found']!r} for "
                            f"{clashes[0]['term']!r} at line {clashes[0]['line']}", clashes))
 
-    results.append(_commands_parse(text, parser))
+    results.append(_commands_parse(text, parser, display_path(path)))
     elapsed = time.perf_counter() - t0
     for r in results:
         r.seconds = elapsed / len(results)
     return results
 
 
-def _commands_parse(text: str, parser: CommandParser) -> CheckResult:
+def _commands_parse(text: str, parser: CommandParser, path: str) -> CheckResult:
     failures, checked = [], []
     for name, sub in parser.commands.items():
         buf = io.StringIO()
@@ -168,19 +170,20 @@ def _commands_parse(text: str, parser: CommandParser) -> CheckResult:
             if not m:
                 continue
             cmd = m.group(1).split("#")[0].split("|")[0].strip()
+            where = {"path": path, "line": text.count("\n", 0, max(text.find(raw.strip()), 0)) + 1}
             try:
                 argv = shlex.split(cmd)
             except ValueError as exc:
-                failures.append({"command": f"pogo-audit {cmd}", "error": str(exc)})
+                failures.append({"command": f"pogo-audit {cmd}", "error": str(exc), **where})
                 continue
             checked.append(f"pogo-audit {cmd}")
             try:
                 parser.parse_args(argv)
             except PogoAuditError as exc:
-                failures.append({"command": f"pogo-audit {cmd}", "error": str(exc)})
+                failures.append({"command": f"pogo-audit {cmd}", "error": str(exc), **where})
             except SystemExit as exc:
                 if exc.code not in (0, None):
-                    failures.append({"command": f"pogo-audit {cmd}", "error": f"exit {exc.code}"})
+                    failures.append({"command": f"pogo-audit {cmd}", "error": f"exit {exc.code}", **where})
     return _result("commands_parse", not failures,
                    f"{len(checked) - len(failures)}/{len(checked)} shown commands parse",
                    [{"command": c, "ok": c not in {f['command'] for f in failures}} for c in checked] + failures)

@@ -56,7 +56,7 @@ class CheckSpec:
     * ``view``: ``module:attribute`` of the CLI's :class:`pogo_audit.cli.render.View` for it (None: the generic
       table); the CLI resolves it, the checks never import it;
     * ``export``: ``module:attribute`` of its :class:`pogo_audit.core.exporters.ExportParts` (None: one JUnit case
-      and one summary row per result, no SARIF);
+      and one summary row per result, one SARIF result per located finding of the results model);
     * ``report``: how the report runs it (None: not part of the report)."""
 
     name: str
@@ -239,6 +239,10 @@ def _jax_profile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-unjitted", action="store_true", help="skip the un-jitted timing (eager mode compiles "
                                                                  "every primitive once: slow for big steps)")
     p.add_argument("--repeats", type=positive_int, default=3, help="timing repeats, median kept (default 3)")
+    add_glue(p)
+    p.add_argument("--memory-steps", type=positive_int, default=None, metavar="N",
+                   help="training-loop calls measured for host-memory growth (default 30 steps, or max(--epochs, 5) "
+                        "epochs); the growth per call is a Theil-Sen slope with its 95%% interval")
 
 
 def _hooks_options(p: argparse.ArgumentParser) -> None:

@@ -272,3 +272,35 @@ def test_atomic_writes_get_the_usual_umask_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o644
+
+
+def _valid_sarif(sarif: dict) -> None:
+    """Validated against the SARIF 2.1.0 schema (pydantic-sarif's models are generated from the OASIS schema)."""
+    from pydantic_sarif.model import StaticAnalysisResultsFormatSarifVersion210JsonSchema as Sarif
+
+    Sarif.model_validate(json.loads(json.dumps(sarif, allow_nan=False)))
+
+
+@pytest.mark.parametrize("check", sorted(__import__("checks.registry", fromlist=["CHECKS"]).CHECKS))
+def test_every_check_has_a_sarif_result_per_located_finding(check):
+    """Walks the registry: a failing result of any check with located findings in the results model's convention
+    (a ``details`` row with path/line, a ``metrics.findings`` record with a ``location``) gets one SARIF result per
+    finding, whatever the check's own exporter does; a note and a finding outside the repository get none."""
+    res = CheckResult(check, "subject", "fail", summary="failed",
+                      details=[{"path": "pkg/decided.py", "line": 7, "message": "decided here", "severity": "fail"},
+                               {"path": "pkg/noted.py", "line": 3, "message": "only a note", "severity": "note"},
+                               {"path": "/outside/repo.py", "line": 1, "message": "elsewhere"}],
+                      metrics={"findings": [{"location": {"path": "pkg/other.py", "line": 12, "function": "f"},
+                                             "message": "and here"}]})
+    sarif = to_sarif(RunResults(checks=[res]), parts=PARTS)
+    _valid_sarif(sarif)
+    where = {(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+              r["locations"][0]["physicalLocation"]["region"]["startLine"]) for r in sarif["runs"][0]["results"]}
+    assert {("pkg/decided.py", 7), ("pkg/other.py", 12)} <= where
+    assert ("pkg/noted.py", 3) not in where and not any(uri.startswith("/") for uri, _ in where)
+    passing = CheckResult(check, "subject", "pass", details=res.details)
+    assert to_sarif(RunResults(checks=[passing]), parts=PARTS)["runs"][0]["results"] == []
+
+
+def test_sarif_of_the_shipped_fixture_results_is_valid():
+    _valid_sarif(to_sarif(_results(), parts=PARTS))

@@ -16,6 +16,8 @@ from hypothesis.errors import FlakyFailure
 
 from checks.fuzz.registry import Property, properties_for
 from pogo_audit.runtime.errors import UsageError
+from pogo_audit.model.findings import own_frame
+from pogo_audit.model.locations import as_location
 from pogo_audit.model.results import FAIL, PASS, CheckResult
 
 DEFAULT_DATABASE_DIR = Path(".pogo-audit/hypothesis")
@@ -25,6 +27,10 @@ _EXAMPLE_ATTR = "pogo_fuzz_example"
 
 def _truncate(text: str, limit: int = MAX_REPR) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+#: the fuzzer's own code (properties, strategies): never the location of what a property found
+_FUZZ_DIR = Path(__file__).resolve().parent
 
 
 def _runner_frame(frame: traceback.FrameSummary) -> bool:
@@ -48,7 +54,9 @@ def _finding(name: str, exc: BaseException) -> dict[str, Any]:
         shown = f"<repr failed: {type(repr_exc).__name__}>"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not _runner_frame(f)]
     prefix = "flaky (passed when replayed): " if flaky else ""
+    frame = own_frame(frames, [_FUZZ_DIR], exc)
     return {
+        "location": as_location(frame) if frame else None,
         "property": name,
         "minimal_example": shown,
         "exception": _truncate(f"{prefix}{type(exc).__name__}: {exc}", 1000),

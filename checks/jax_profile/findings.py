@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,10 +11,12 @@ from typing import Any
 from checks.jax_profile.compiles import EVALUATE, explanations_gist
 from checks.jax_profile.contexts import EPOCH, HOST, JIT, STEP, TRACED
 from checks.jax_profile.files import display_path, is_project_file
+from checks.jax_profile.memory import DEFAULT_TRAINING_STEPS, projection
 from checks.jax_profile.scan import StaticScan
 from checks.jax_profile.scan.live import is_jitted
 from checks.jax_profile.targets import JaxTarget
 from checks.jax_profile.transfers import TransferCount
+from pogo_audit.model.glue import is_glue
 from pogo_audit.model.results import FAIL
 
 #: where a cache-miss explanation says the function was defined
@@ -33,6 +36,57 @@ def jit_evidence(target: JaxTarget, scan: StaticScan, compiled_by_step: Sequence
         return True, f"the first step() compiled {', '.join(compiled_by_step)} (defined in the scanned source)"
     return False, "step() calls no jax.jit function (static scan) and its first call compiled none of the scanned " \
                   "functions"
+
+
+#: where a cache-miss explanation says the traced call was made
+_MISS_AT = re.compile(r"CACHE MISS at (\S+?):(\d+)")
+
+
+def miss_site(text: str) -> tuple[str, int] | None:
+    """The trainer line of the call that missed JAX's cache (its explanation's ``at file:line``), not glue."""
+    m = _MISS_AT.search(text)
+    if m is None or not is_project_file(m.group(1)) or is_glue(m.group(1)):
+        return None
+    return display_path(m.group(1)), int(m.group(2))
+
+
+def jit_site(path: str, def_line: int) -> int | None:
+    """The line that wraps the function defined at ``path:def_line`` in a new ``jax.jit`` (``jax.jit(f)`` in the
+    same enclosing function), where a fresh function object is made on every call; None when there is none."""
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for scope in ast.walk(tree):
+        body = getattr(scope, "body", None)
+        if not isinstance(body, list):
+            continue
+        names = {n.name for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+            n.lineno == def_line or any(d.lineno == def_line for d in n.decorator_list))}
+        if not names:
+            continue
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Name) \
+                    and node.args[0].id in names and _is_jit(node.func):
+                return node.lineno
+    return None
+
+
+def _is_jit(func: ast.expr) -> bool:
+    return (isinstance(func, ast.Attribute) and func.attr == "jit") or (isinstance(func, ast.Name)
+                                                                         and func.id == "jit")
+
+
+def _update_function(target: JaxTarget) -> tuple[tuple[str | None, int | None], str]:
+    """Where the un-jitted update is defined: ``step_fn``, else the static scan's root of the training loop, else
+    ``step``, the first that is the trainer's code and not the user's glue; else no location and why not."""
+    candidates = [target.step_fn, target.scan_roots.get(target.loop or STEP), target.step]
+    for fn in candidates:
+        code = getattr(fn, "__code__", None)
+        if code is not None and is_project_file(code.co_filename) and not is_glue(code.co_filename):
+            return (display_path(code.co_filename), code.co_firstlineno), ""
+    return (None, None), (" (not located: step() is the target's glue and no step_fn or scan_roots names the "
+                          "trainer's update function)")
 
 
 def _finding(kind: str, severity: str, message: str, **where: Any) -> dict[str, Any]:
@@ -60,6 +114,36 @@ def _gain_text(gain: dict[str, Any] | None) -> str:
                 f"{gain['jitted_seconds'] * 1e3:.3g} ms per update, measured on pure_step)")
     return (f"; {gain['ratio']:.3g}× the reference ReBRAC's jitted update time ({gain['eager_seconds'] * 1e3:.3g} "
             f"ms vs {gain['jitted_seconds'] * 1e3:.3g} ms; {gain['detail']})")
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def memory_finding(target: JaxTarget, memory: dict[str, Any]) -> dict[str, Any]:
+    """Host memory, always reported: a failing finding at the line that grew most when the growth's lower bound is
+    above the threshold, else a note with the estimate and its interval; both project it over the training run."""
+    unit = "step" if target.loop == STEP else "epoch"
+    steps = target.training_steps or (DEFAULT_TRAINING_STEPS if unit == "step"
+                                      else max(DEFAULT_TRAINING_STEPS // target.updates_per_epoch, 1))
+    proj = projection(memory, steps)
+    memory["projection"] = proj
+    interval = (f"{memory['bytes_per_call']:.0f} B per {unit} ({memory['confidence']:.0%} interval "
+                f"{memory['low']:.0f}…{memory['high']:.0f} B, Theil–Sen over {memory['calls']} {unit}s)")
+    over = f"{_bytes(proj['bytes'])} over {steps:g} {unit}s ({_bytes(proj['low'])}…{_bytes(proj['high'])})"
+    top = memory["top"][0] if memory["top"] else {}
+    if memory["growing"]:
+        where = f"; grew most at {top['path']}:{top['line']} (+{top['bytes']} B in {top['count']} blocks)" \
+            if top else ""
+        return _finding("host_memory_growth", FAIL, f"host memory grows {interval}: {over}{where}",
+                        path=top.get("path"), line=top.get("line"), bytes_per_call=round(memory["bytes_per_call"], 1))
+    why = (f"the lower bound is under {memory['threshold']:.0f} B per {unit}" if memory["low"] < memory["threshold"]
+           else "the target's state did not grow with it (jax's own bookkeeping)")
+    return _finding("host_memory", "note", f"host memory {interval}: no growth established ({why}); at most {over}",
+                    bytes_per_call=round(memory["bytes_per_call"], 1))
 
 
 def _runtime_sync_findings(target: JaxTarget, evidence: Evidence) -> dict[tuple[str, int], dict[str, Any]]:
@@ -119,14 +203,15 @@ def collect_findings(target: JaxTarget, table: list[dict[str, Any]], h2d: dict[s
             gist = explanations_gist(row["cache_miss_explanations"]) or "no cache-miss explanation from JAX"
             names = f" ({', '.join(row['names_after_warmup'])})" if row.get("names_after_warmup") else ""
             n = row["compiles_after_warmup"]
+            site = next((w for w in map(miss_site, row["cache_miss_explanations"]) if w), None)
+            why = "" if site else " (not located: JAX's explanation names no line of the trainer's code)"
             out.append(_finding("recompile", FAIL, f"{row['name']}{names}: {n} compile{'s' if n > 1 else ''} after "
-                                                   f"warm-up — {gist}", function=row["name"]))
+                                                   f"warm-up — {gist}{why}", function=row["name"],
+                                path=site[0] if site else None, line=site[1] if site else None))
     if not jitted[0]:
-        code = getattr(target.step_fn if target.step_fn is not None else target.step, "__code__", None)
-        where = (display_path(code.co_filename), code.co_firstlineno) if code is not None and \
-            is_project_file(code.co_filename) else (None, None)
-        out.append(_finding("not_jitted", FAIL, f"step is not jitted: {jitted[1]}{_gain_text(evidence.jit_gain)}",
-                            path=where[0], line=where[1]))
+        where, why = _update_function(target)
+        out.append(_finding("not_jitted", FAIL, f"step is not jitted: {jitted[1]}{_gain_text(evidence.jit_gain)}"
+                                                f"{why}", path=where[0], line=where[1]))
     for path_name, count in h2d.items():
         if count.transfers == 0 and count.first is None:
             continue
@@ -161,27 +246,21 @@ def collect_findings(target: JaxTarget, table: list[dict[str, Any]], h2d: dict[s
                             line=s["line"], code=s["code"], function=s["function"], inside=s["inside"],
                             seen=["static"]))
     out += sorted(runtime.values(), key=lambda f: (f["severity"] != FAIL, f["path"], f["line"]))
-    memory = evidence.memory
-    if memory is not None and memory["growing"]:
-        top = memory["top"][0] if memory["top"] else {}
-        where = f"; grew most at {top['path']}:{top['line']} (+{top['bytes']} B in {top['count']} blocks)" \
-            if top else ""
-        unit = "step" if target.loop == STEP else "epoch"
-        out.append(_finding("host_memory_growth", FAIL,
-                            f"host memory grows {memory['bytes_per_call']:.0f} B per {unit} over {memory['calls']} "
-                            f"{unit}s (r={memory['r']:.2f}; {memory['growth_bytes']} B in all): unbounded growth"
-                            f"{where}", path=top.get("path"), line=top.get("line"),
-                            bytes_per_call=round(memory["bytes_per_call"], 1)))
+    if evidence.memory is not None:
+        out.append(memory_finding(target, evidence.memory))
     evaluation = evidence.evaluation
     if evaluation is not None and any(evaluation["compiles_per_evaluation"][1:]):
         later = evaluation["compiles_per_evaluation"][1:]
         texts = evaluation["cache_miss_explanations"]
         defined = next((m for m in (_DEFINED_AT.search(t) for t in texts) if m), None)
         gist = explanations_gist(texts) or "no cache-miss explanation from JAX"
+        created = jit_site(defined.group(1), int(defined.group(2))) if defined else None
+        why = "" if defined else " (not located: JAX's explanation names no definition)"
         out.append(_finding("evaluation_recompile", FAIL,
                             f"evaluate() compiles on every evaluation: {sum(later)} compiles in the {len(later)} "
-                            f"evaluations after the first ({', '.join(evaluation['names'])}) — {gist}",
+                            f"evaluations after the first ({', '.join(evaluation['names'])}) — {gist}{why}",
                             path=display_path(defined.group(1)) if defined else None,
-                            line=int(defined.group(2)) if defined else None, function=", ".join(evaluation["names"])))
+                            line=created or (int(defined.group(2)) if defined else None),
+                            function=", ".join(evaluation["names"])))
     out += [_finding("probe_failed", "note", text) for text in evidence.failures]
     return out

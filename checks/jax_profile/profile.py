@@ -24,7 +24,7 @@ from checks.jax_profile.compiles import (
 from checks.jax_profile.contexts import EPOCH, STEP
 from checks.jax_profile.findings import Evidence, collect_findings, jit_evidence
 from checks.jax_profile.jit_gain import estimate_jit_gain
-from checks.jax_profile.memory import measure_growth
+from checks.jax_profile.memory import MEMORY_STEPS, measure_growth
 from checks.jax_profile.runtime import SyncProbe
 from checks.jax_profile.scan import StaticScan, scan_sources
 from checks.jax_profile.targets import JaxTarget, multi_actor_targets, rebrac_target
@@ -81,7 +81,7 @@ def _profile_evaluation(target: JaxTarget, session: ProfileSession, probe: SyncP
 
 
 def profile_target(target: JaxTarget, steps: int = 20, epochs: int = 2, warmup: int = 1, unjitted_steps: int = 3,
-                   repeats: int = 3, timing_steps: int = 20, fresh_caches: bool = True, memory_steps: int = 30,
+                   repeats: int = 3, timing_steps: int = 20, fresh_caches: bool = True, memory_steps: int | None = None,
                    evaluations: int = 3, jit_gain: bool = True,
                    reference: Callable[[int], JaxTarget] | None = None) -> CheckResult:
     """Profile one target; verdict ``fail`` when any pathology is found on its training path (see the rules in
@@ -92,8 +92,8 @@ def profile_target(target: JaxTarget, steps: int = 20, epochs: int = 2, warmup: 
 
     ``warmup`` step (and epoch) calls come first; compiles after them are pathologies. ``steps``/``epochs`` are the
     steady-state calls counted for compiles and host-to-device transfers, then run again one by one under the
-    runtime sync probe. ``memory_steps`` training-loop calls (``max(epochs, 5)`` for an epoch loop) measure host-memory
-    growth; ``evaluations`` calls of the target's ``evaluate()``, when it has one. Ratios: ``updates_per_epoch`` steps
+    runtime sync probe. ``memory_steps`` training-loop calls (default 30 steps, or ``max(epochs, 5)`` epochs) measure
+    host-memory growth; ``evaluations`` calls of the target's ``evaluate()``, when it has one. Ratios: ``updates_per_epoch`` steps
     (``timing_steps`` without an epoch) per timing repeat; ``unjitted_steps`` steps under ``jax.disable_jit()`` (0:
     skip) after untimed eager calls until one compiles nothing. Not timed when most steady steps recompile. For a
     step that is not jitted, ``jit_gain`` estimates what jax.jit would gain (``reference(batch_size)`` builds the
@@ -150,7 +150,7 @@ def profile_target(target: JaxTarget, steps: int = 20, epochs: int = 2, warmup: 
 
         def host_memory() -> None:
             nonlocal memory
-            n = memory_steps if target.loop == STEP else max(epochs, 5)
+            n = memory_steps or (MEMORY_STEPS if target.loop == STEP else max(epochs, 5))
             memory = measure_growth(partial(run_calls, target, loop_fn, 1), n, target.state)
 
         if recompiling:
@@ -236,11 +236,12 @@ def profile_target(target: JaxTarget, steps: int = 20, epochs: int = 2, warmup: 
 def profile_algo(algo: str = "rebrac", steps: int = 20, epochs: int = 2, warmup: int = 1,
                  updates_per_epoch: int = 50, batch_size: int = 256, dataset: str | None = None,
                  actors: Sequence[int] = (3,), seed: int = 0, unjitted_steps: int = 3, repeats: int = 3,
-                 config_overrides: Mapping[str, Any] | None = None) -> tuple[list[CheckResult], list[str]]:
+                 memory_steps: int | None = None, config_overrides: Mapping[str, Any] | None = None) -> tuple[list[CheckResult], list[str]]:
     """Profile the reference ReBRAC and, when present, ``multi_actor.jax_trainer``; returns (results, skip notes)."""
     if algo != "rebrac":
         raise UsageError(f"--algo: only rebrac has a JAX implementation, got {algo!r}")
-    options = dict(steps=steps, epochs=epochs, warmup=warmup, unjitted_steps=unjitted_steps, repeats=repeats)
+    options = dict(steps=steps, epochs=epochs, warmup=warmup, unjitted_steps=unjitted_steps, repeats=repeats,
+                   memory_steps=memory_steps)
     reference = rebrac_target(updates_per_epoch, batch_size, dataset, seed, config_overrides)
     results = [profile_target(reference, **options)]
     targets, skipped = multi_actor_targets(actors, updates_per_epoch, batch_size, dataset, seed)
@@ -255,9 +256,14 @@ def run_command(args: Any, progress: Any) -> Iterator[CheckResult | Any]:
     from pogo_audit.model.results import Note
 
     options = dict(steps=args.steps, epochs=args.epochs, warmup=args.warmup, repeats=args.repeats,
-                   unjitted_steps=0 if args.no_unjitted else args.unjitted_steps)
+                   unjitted_steps=0 if args.no_unjitted else args.unjitted_steps, memory_steps=args.memory_steps)
     if args.target:
-        yield profile_target(load_target(args.target), **options)
+        from pogo_audit.core.loading import glue_files
+        from pogo_audit.model import glue
+
+        target = load_target(args.target)
+        with glue.declared(glue_files([args.target], args.glue)):
+            yield profile_target(target, **options)
         return
     for algo in select_algorithms(args.algo, "--algo", "jax"):
         results, skipped = profile_algo(algo, updates_per_epoch=args.updates_per_epoch, batch_size=args.batch_size,
@@ -274,8 +280,13 @@ def suite_stage(opts: Any, say: Callable[[str], None]) -> list[CheckResult]:
     if opts.external:
         if not opts.jax_target:
             return []
+        from pogo_audit.core.loading import glue_files
+        from pogo_audit.model import glue
+
         say("jax profile (candidate)")
-        result = profile_target(load_target(opts.jax_target, "--jax-target"), steps=10, epochs=2)
+        target = load_target(opts.jax_target, "--jax-target")
+        with glue.declared(glue_files([opts.jax_target], list(getattr(opts, "glue", None) or []))):
+            result = profile_target(target, steps=10, epochs=2)
         result.metrics["audited"] = "candidate"
         return [result]
     say("jax profile")

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from checks.jax_profile.files import PROFILER_DIR, display_path, is_project_file
+from pogo_audit.model.glue import is_glue
 
 #: array methods that copy a concrete array to the host
 ARRAY_METHODS = ("__array__", "__float__", "__int__", "__bool__", "__index__", "__complex__", "item", "tolist")
@@ -142,6 +143,11 @@ class SyncProbe:
         frame: FrameType | None = caller
         while frame is not None and not _is_user_file(frame.f_code.co_filename):
             frame = frame.f_back
+        outer = frame
+        while outer is not None and (is_glue(outer.f_code.co_filename)
+                                     or not _is_user_file(outer.f_code.co_filename)):
+            outer = outer.f_back
+        frame = outer or frame  # the user's glue only when no trainer frame is on the stack
         if frame is None or self._current is None:
             return
         path, line = frame.f_code.co_filename, frame.f_lineno

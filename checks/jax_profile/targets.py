@@ -15,6 +15,10 @@ trainer")::
     obj.evaluate() -> Any        # optional: one evaluation (profiled for recompiles and syncs per evaluation)
     obj.pure_step() -> (fn, args)  # optional: fn(*args) is one update as a pure function (jit-gain estimate)
     obj.batch_size: int          # optional: batch size of one update (the reference comparison's batch size)
+    obj.training_steps: int      # optional: calls of the loop in a full training run (host-memory projection;
+                                 # default CORL's 1e6 updates, or 1e6 / updates_per_epoch epochs)
+    obj.__dict__                 # the object's attributes are its state: host-memory growth counts only when they
+                                 # grow too (a log list kept in a local variable is invisible; expose it)
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class JaxTarget:
     evaluate: Callable[[], Any] | None = None
     pure_step: Callable[[], tuple[Callable[..., Any], tuple[Any, ...]]] | None = None
     batch_size: int | None = None
+    training_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.loop is None:
@@ -89,13 +94,17 @@ def as_target(obj: Any, name: str) -> JaxTarget:
     batch_size = getattr(obj, "batch_size", None)
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size > 0):
         raise UsageError(f"{name}: batch_size must be a positive int, got {batch_size!r}")
+    training_steps = getattr(obj, "training_steps", None)
+    if training_steps is not None and not (isinstance(training_steps, int) and training_steps > 0):
+        raise UsageError(f"{name}: training_steps must be a positive int, got {training_steps!r}")
     roots = getattr(obj, "scan_roots", None)
     if roots is not None and not (isinstance(roots, Mapping) and all(callable(v) for v in roots.values())):
         raise UsageError(f"{name}: scan_roots must be a dict of callables")
     return JaxTarget(name=name, step=step, epoch=epoch, updates_per_epoch=updates or 1,
                      loop=getattr(obj, "loop", None), step_fn=getattr(obj, "step_fn", None),
                      scan_roots=dict(roots or {}), state=lambda: getattr(obj, "__dict__", None),
-                     evaluate=evaluate, pure_step=pure_step, batch_size=batch_size)
+                     evaluate=evaluate, pure_step=pure_step, batch_size=batch_size,
+                     training_steps=training_steps)
 
 
 def load_target(spec: str, option: str = "--target") -> JaxTarget:

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 
 from checks.jax_profile.files import PROFILER_DIR, display_path, is_project_file
+from pogo_audit.model.glue import is_glue
 
 
 
@@ -78,7 +79,8 @@ def probe_host_to_device(call: Callable[[], Any]) -> dict[str, Any] | None:
             raise
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_project_file(f.filename)
                   and not os.path.abspath(f.filename).startswith(PROFILER_DIR)]
-        where = frames[-1] if frames else None
+        trainer = [f for f in frames if not is_glue(f.filename)]
+        where = (trainer or frames)[-1] if frames else None
         message = re.sub(r"^\w+: ", "", text.split("\n")[0]).split(", dst_sharding")[0]
         return {"message": message[:300], "path": display_path(where.filename) if where else None,
                 "line": where.lineno if where else None, "code": (where.line or "").strip() if where else None}

@@ -261,13 +261,14 @@ def _per_call(count: Mapping[str, Any]) -> str:
 def _jax_caption(m: Mapping[str, Any]) -> str:
     h2d = ", ".join(f"{k} {_per_call(v)}/call" for k, v in m["host_to_device_transfers"].items()) or "—"
     r, s = m["ratios"], m["seconds_per_update"]
+    gain = f", un-jitted / jitted {_fmt_ratio(r['unjitted_over_jitted'])}" if m.get("jitted") else ""
     timing = m.get("timing_note") or (
         f"per update: step loop {_fmt_seconds(s['step_loop'])}, epoch {_fmt_seconds(s['epoch'])}, un-jitted "
-        f"{_fmt_seconds(s['unjitted_step'])} · python loop / scan {_fmt_ratio(r['python_loop_over_scan'])}, "
-        f"un-jitted / jitted {_fmt_ratio(r['unjitted_over_jitted'])}")
+        f"{_fmt_seconds(s['unjitted_step'])} · python loop / scan {_fmt_ratio(r['python_loop_over_scan'])}{gain}")
     extra = []
     if m.get("host_memory"):
-        extra.append(f"host memory {m['host_memory']['bytes_per_call']:.0f} B/{m['loop']}")
+        mem = m["host_memory"]
+        extra.append(f"host memory {mem['bytes_per_call']:.0f} B/{m['loop']} ({mem['low']:.0f}…{mem['high']:.0f})")
     if m.get("jit_gain") and m["jit_gain"].get("ratio"):
         extra.append(f"jit gain {_fmt_ratio(m['jit_gain']['ratio'])} ({m['jit_gain']['method']})")
     if m.get("evaluation"):

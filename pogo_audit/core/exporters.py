@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pogo_audit import __version__
-from pogo_audit.model.results import ERROR, FAIL, INCONCLUSIVE, PASS, CheckResult, RunResults
+from pogo_audit.model.results import ERROR, FAIL, INCONCLUSIVE, PASS, CheckResult, RunResults, located_findings
 from pogo_audit.runtime.io import atomic_write_json, atomic_write_text
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -41,7 +41,8 @@ Section = tuple[str, str, list[tuple[str, bool]]]
 @dataclass(frozen=True)
 class ExportParts:
     """What one check adds to the CI outputs: ``junit_cases(result)`` (default: one case per result),
-    ``sarif_results(result, repo_root)`` for its failed results and the SARIF ``rules`` they use (default: none),
+    ``sarif_results(result, repo_root)`` for its failed results and the SARIF ``rules`` they use (whatever it
+    gives, every located finding of the results model is a result too: :func:`generic_sarif_results`),
     ``summary(results)`` its step-summary section (default: one row per result)."""
 
     junit_cases: Callable[[CheckResult], Iterable[Case]] | None = None
@@ -261,10 +262,43 @@ def sarif_result(rule_id: str, text: str, uri: str, line: Any, key: str, functio
     }
 
 
+def generic_rule_id(check: str) -> str:
+    """The SARIF rule of a check that declares none: ``POGO-`` and its name."""
+    return "POGO-" + re.sub(r"[^A-Za-z0-9]+", "-", check).upper()
+
+
+def generic_rule(check: str, description: str = "") -> dict[str, Any]:
+    """The rule of a check's located findings when it declares no rules of its own."""
+    return sarif_rule(generic_rule_id(check), check, f"A failing finding of the {check} check",
+                      description or f"pogo-audit {check} located a failing finding at this line.", (check,))
+
+
+def generic_sarif_results(res: CheckResult, repo_root: Path | None) -> list[dict[str, Any]]:
+    """One result per located finding of ``res`` (:func:`pogo_audit.model.results.located_findings`) inside the
+    repository, under the check's generic rule."""
+    rule = generic_rule_id(res.check)
+    out = []
+    for f in located_findings(res):
+        uri = repo_uri(f.path, repo_root)
+        if uri is None:
+            continue
+        key = fingerprint_of(rule, res.subject, uri, f.line, f.kind)
+        out.append(sarif_result(rule, f"{res.subject}: {f.message}", uri, f.line, key, f.function,
+                                {"check": res.check, "subject": res.subject, "kind": f.kind}))
+    return out
+
+
+def _where(result: dict[str, Any]) -> tuple[str, int]:
+    region = result["locations"][0]["physicalLocation"]
+    return region["artifactLocation"]["uri"], region["region"]["startLine"]
+
+
 def to_sarif(results: RunResults, repo_root: str | os.PathLike | None = None,
              parts: Mapping[str, ExportParts] | None = None) -> dict[str, Any]:
     """SARIF 2.1.0 log (strict-JSON-safe dict) for code scanning: each failed result's findings with a code location,
-    as its check's ``sarif_results`` gives them (rules: every check's, in registry order). A location outside the
+    as its check's ``sarif_results`` gives them, and every located finding of the results model
+    (:func:`generic_sarif_results`) at a line those did not already name, so no check can leave one out; rules:
+    every check's, in registry order, then the generic rule of each check in the results. A location outside the
     repository is not emitted (JUnit and the step summary still report it). Absolute paths are made relative to
     ``repo_root`` (default: the current directory); when ``repo_root`` is given it is also recorded as the
     ``SRCROOT`` base URI.
@@ -272,12 +306,17 @@ def to_sarif(results: RunResults, repo_root: str | os.PathLike | None = None,
     parts = parts or {}
     root = Path(repo_root) if repo_root is not None else None
     rules = [rule for p in parts.values() for rule in p.rules]
+    rules += [generic_rule(check) for check in sorted({r.check for r in results.checks})]
     index = {rule["id"]: i for i, rule in enumerate(rules)}
     findings = []
     for res in results.checks:
+        if res.verdict != FAIL:
+            continue
         emit = (parts.get(res.check) or ExportParts()).sarif_results
-        if res.verdict == FAIL and emit is not None:
-            findings.extend({"ruleId": f["ruleId"], "ruleIndex": index[f["ruleId"]], **f} for f in emit(res, root))
+        own = emit(res, root) if emit is not None else []
+        seen = {_where(f) for f in own}
+        own += [f for f in generic_sarif_results(res, root) if _where(f) not in seen]
+        findings.extend({"ruleId": f["ruleId"], "ruleIndex": index[f["ruleId"]], **f} for f in own)
     run: dict[str, Any] = {
         "tool": {"driver": {"name": "pogo-audit", "version": __version__, "semanticVersion": __version__,
                             "rules": rules}},

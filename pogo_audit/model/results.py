@@ -78,6 +78,42 @@ class CheckResult:
         return self.verdict == PASS
 
 
+#: severities of a finding record that are not failures (reported, never a SARIF error)
+NOT_FAILING = ("note", "info", PASS, "warning")
+
+
+@dataclass(frozen=True)
+class Located:
+    """A failing finding of a result with a code location: the one shape every CI exporter reads."""
+
+    path: str
+    line: int
+    message: str
+    function: str | None = None
+    kind: str | None = None
+
+
+def located_findings(res: CheckResult) -> list[Located]:
+    """Every failing finding of ``res`` that names a code location, by the results model's one convention: a dict
+    in ``details`` or ``metrics["findings"]`` with ``path`` (or ``file``) and ``line``, or a ``location`` dict with
+    them; ``severity`` (or ``verdict``) in :data:`NOT_FAILING` marks a note. Its text is ``message`` (else
+    ``exception``, ``error``, ``summary``, or the result's summary). Empty unless the result failed."""
+    if res.verdict != FAIL:
+        return []
+    out: list[Located] = []
+    for record in [*res.details, *(res.metrics.get("findings") or [])]:
+        if not isinstance(record, dict) or record.get("severity", record.get("verdict")) in NOT_FAILING:
+            continue
+        where = record.get("location") if isinstance(record.get("location"), dict) else record
+        path, line = where.get("path", where.get("file")), where.get("line")
+        if not path or not isinstance(line, int) or isinstance(line, bool):
+            continue
+        text = next((str(record[k]) for k in ("message", "exception", "error", "summary") if record.get(k)),
+                    res.summary or res.subject)
+        out.append(Located(str(path), line, text, where.get("function"), record.get("kind")))
+    return out
+
+
 def environment_info() -> dict[str, str]:
     """Versions that decide bitwise reproducibility."""
     info = {"pogo_audit": __version__, "python": platform.python_version(), "machine": platform.machine()}

@@ -77,7 +77,9 @@ def test_defective_trainer_numbers(defective):
 def test_clean_trainer_has_no_findings():
     res = profile_target(as_target(review.clean_trainer(), "clean"), **FAST)
     assert res.verdict == "pass", res.summary
-    assert res.details == []
+    (memory,) = res.details  # host memory is always reported: here a note with its interval
+    assert (memory["kind"], memory["severity"]) == ("host_memory", "note")
+    assert "no growth established" in memory["message"] and "95% interval" in memory["message"]
     m = res.metrics
     assert m["jitted"] is True and m["jit_gain"] is None
     assert m["host_memory"]["growing"] is False
@@ -133,6 +135,16 @@ def test_jit_gain_falls_back_to_the_reference_update():
     gain = res.metrics["jit_gain"]
     assert gain["method"] == "reference" and gain["ratio"] > 0
     assert f"batch size {review.BATCH}" in gain["detail"]
+
+
+def test_jit_gain_is_not_measured_without_a_batch_size():
+    """No pure_step and no batch_size: the comparison with the reference at a guessed batch size is refused."""
+    from checks.jax_profile.jit_gain import estimate_jit_gain
+
+    target = as_target(review.defective_trainer(), "no-batch")
+    target.pure_step, target.batch_size = None, None
+    gain = estimate_jit_gain(target, 0.01, reference=lambda batch: pytest.fail("must not build a reference"))
+    assert gain["ratio"] is None and gain["detail"].startswith("not measured")
 
 
 SNIPPET = '''
@@ -196,9 +208,24 @@ def test_memory_growth_flags_a_growing_list_only():
     kept: list[dict[str, float]] = []
     growing = measure_growth(lambda: kept.append({"loss": 1.0, "step": float(len(kept))}), 15)
     steady = measure_growth(lambda: {"loss": 1.0, "step": 2.0}, 15)
-    assert growing["growing"] and growing["bytes_per_call"] >= GROWTH_BYTES_PER_CALL and growing["r"] > 0.9
+    assert growing["growing"] and growing["low"] >= GROWTH_BYTES_PER_CALL
+    assert growing["low"] <= growing["bytes_per_call"] <= growing["high"]
     assert growing["top"][0]["path"].endswith("test_review_trainers.py")
     assert not steady["growing"] and abs(steady["bytes_per_call"]) < GROWTH_BYTES_PER_CALL
+
+
+def test_memory_growth_in_steps_is_still_established():
+    """A log record per call plus a big one-off allocation every 10th call (an evaluation that compiles): the step
+    pattern that a correlation threshold dropped; the robust slope still establishes the growth."""
+    kept: list[object] = []
+
+    def call() -> None:
+        kept.append({"loss": 1.0, "step": float(len(kept))})
+        if len(kept) % 10 == 0:
+            kept.append(bytearray(20_000))
+
+    grown = measure_growth(call, 40)
+    assert grown["growing"] and grown["low"] >= GROWTH_BYTES_PER_CALL
 
 
 BOOL_FLAG = '''

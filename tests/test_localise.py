@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import types
 
 import numpy as np
 import pytest
@@ -337,3 +338,24 @@ def test_a_jump_enters_the_block_its_condition_skips_and_an_assignment_sets_what
     with LineTracer(lambda: True, Jump(file, cond, 1, cond + 1)) as tracer:  # no second run of the line: no jump
         counter.step()
     assert not tracer.edited and counter.ran == ["after"]
+
+
+def test_a_deep_copy_that_shares_tensors_through_a_closure_is_refused():
+    """deepcopy keeps functions by reference: a trainer whose step is a closure over its tensors copies
+    'successfully' but a replay on the copy would write into the audited run. Such a copy is refused (the run then
+    snapshots by fork); a plain object's copy is accepted and owns its tensors."""
+    import torch
+
+    from checks.localise.fork import ReplayFailed, independent_copy
+
+    weights = torch.zeros(3)
+
+    def step() -> None:
+        weights.add_(1.0)
+
+    closure_trainer = types.SimpleNamespace(step=step, weights=weights)
+    with pytest.raises(ReplayFailed, match="shares 1 tensor storage"):
+        independent_copy(closure_trainer)
+    plain = types.SimpleNamespace(weights=torch.zeros(3), empty=torch.zeros(0))
+    copied = independent_copy(plain)
+    assert copied.weights.data_ptr() != plain.weights.data_ptr()

@@ -86,13 +86,24 @@ def _copied(ref: Side, cand: Side) -> tuple[Any, Any]:
 
 
 def _snapshot(ref: Side, cand: Side) -> Any:
-    """Both trainers as they are before a step, for a replay: a forked copy of the process
-    (:class:`checks.localise.fork.FrozenState`) where fork is available, else deep copies."""
+    """Both trainers as they are before a step, for a replay: deep copies when they are independent of the live
+    trainers (:func:`checks.localise.fork.independent_copy`: no tensor storage shared, checked on the first
+    snapshot), else a forked copy of the process (:class:`checks.localise.fork.FrozenState`: slower, every step
+    forks, but needs no copy at all) where fork is available."""
     from checks.localise import fork
 
-    if fork.available():
-        return fork.FrozenState(ref.iso, cand.iso)
-    return _copied(ref, cand)
+    if not cand.fork_snapshots:
+        try:
+            if cand.copies_checked:
+                return _copied(ref, cand)
+            copies = fork.independent_copy(ref.iso), fork.independent_copy(cand.iso)
+            cand.copies_checked = True
+            return copies
+        except Exception:
+            if not fork.available():
+                raise
+            cand.fork_snapshots = True
+    return fork.FrozenState(ref.iso, cand.iso)
 
 
 def _localise_torch(snapshot: Any, batch: Any) -> Any:

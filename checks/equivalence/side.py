@@ -32,6 +32,10 @@ class Side:
     #: the ``grad_leak/*`` digests then go to ``leak`` (a hygiene warning) instead of the compared observables
     probe: Any = None
     leak: dict[str, Any] = field(default_factory=dict)
+    #: how the localiser snapshots this run before a step (:func:`checks.equivalence.lockstep._snapshot`): deep
+    #: copies once their independence was checked, else a forked process
+    copies_checked: bool = False
+    fork_snapshots: bool = False
 
     @classmethod
     def build(cls, side: str, factory: Callable[..., Any], config: Any, dataset_spec: Any, seed: int) -> Side:

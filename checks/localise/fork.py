@@ -18,6 +18,8 @@ Forked children run one torch thread (an OpenMP pool does not survive ``fork``) 
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
 import pickle
 import select
@@ -221,3 +223,55 @@ def _wait_for_job(fd: int) -> tuple[Callable[..., Any], tuple[Any, ...], dict[st
         chunks.append(chunk)
     os.close(fd)
     return pickle.loads(b"".join(chunks)) if chunks else None  # our parent's bytes
+
+
+def _storages(root: Any, limit: int = 100_000) -> set[int]:
+    """Storage addresses of every tensor reachable from ``root`` through attributes, containers, ``nn.Module``
+    state and functions' closures and defaults (what a replay of a copy could write through)."""
+    import torch
+
+    seen: set[int] = set()
+    found: set[int] = set()
+    stack = [root]
+    while stack and len(seen) < limit:
+        obj = stack.pop()
+        if id(obj) in seen or obj is None or isinstance(obj, (str, bytes, int, float, bool, type)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            if obj.layout == torch.strided and obj.device.type != "meta" and obj.untyped_storage().nbytes():
+                found.add(obj.untyped_storage().data_ptr())
+            continue
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif callable(obj) and hasattr(obj, "__code__"):
+            stack.extend(c.cell_contents for c in (obj.__closure__ or ()) if _filled(c))
+            stack.extend(obj.__defaults__ or ())
+            stack.append(getattr(obj, "__self__", None))
+        elif hasattr(obj, "__self__") and hasattr(obj, "__func__"):
+            stack.extend((obj.__self__, obj.__func__))
+        if hasattr(obj, "__dict__") and not isinstance(obj, type) and not inspect.ismodule(obj):
+            stack.extend(vars(obj).values())
+    return found
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
+def independent_copy(obj: Any) -> Any:
+    """``copy.deepcopy(obj)`` when the copy shares no tensor storage with ``obj`` (through closures, bound methods
+    or anything deepcopy keeps by reference), so a replay on it cannot write into the audited run; raises
+    :class:`ReplayFailed` naming why otherwise (and whatever deepcopy raised)."""
+    duplicate = copy.deepcopy(obj)
+    shared = _storages(obj) & _storages(duplicate)
+    if shared:
+        raise ReplayFailed(f"a deep copy of {type(obj).__name__} shares {len(shared)} tensor storage(s) with the "
+                           "original (closures or objects deepcopy keeps by reference)")
+    return duplicate

@@ -272,3 +272,22 @@ def test_localisation_measurements_are_cited_in_the_equivalence_section(tmp_path
     assert "### Localisation (`pogo-audit mutants --localise`)" in text
     assert "| accuracy | 21/24 mutants located at their mutated line (87.5 %, goal 90 %) | fail |" in text
     assert score_sections(results)[1].score == 5  # cited, not scored
+
+
+def test_jax_section_shows_host_memory_with_its_projection_and_the_jit_gain():
+    memory = {"calls": 30, "bytes_per_call": 351.0, "low": 320.0, "high": 402.0, "confidence": 0.95,
+              "threshold": 32.0, "growing": True, "top": [],
+              "projection": {"training_steps": 1_000_000, "bytes": 351e6, "low": 320e6, "high": 402e6}}
+    metrics = {"functions": [], "jitted": True, "jitted_evidence": "static scan", "loop": "step",
+               "ratios": {"python_loop_over_scan": None, "unjitted_over_jitted": 4.14}, "host_memory": memory,
+               "jit_gain": None}
+    unmeasured = {**metrics, "jitted": False, "host_memory": None, "timing_note": "not timed: 22 compiles",
+                  "jit_gain": {"ratio": None, "detail": "not measured: no pure_step() and no batch_size"}}
+    results = RunResults(checks=[CheckResult("jax-profile", "grows", "fail", metrics=metrics),
+                                 CheckResult("jax-profile", "recompiles", "fail", metrics=unmeasured)])
+    text = render_markdown(results, ["r.json"], "t", {}, "assets")
+    assert ("Host memory: 351 B per step (95% interval 320…402 B over 30 steps), 351 MB projected over 1000000 "
+            "steps: growing.") in text
+    assert "Jit gain: 4.14× (this step under `jax.disable_jit()` / jitted" in text
+    assert "Host memory: not measured (not timed: 22 compiles)." in text
+    assert "Jit gain: not measured (not measured: no pure_step() and no batch_size)." in text

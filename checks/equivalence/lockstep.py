@@ -99,9 +99,9 @@ def _snapshot(ref: Side, cand: Side) -> Any:
             copies = fork.independent_copy(ref.iso), fork.independent_copy(cand.iso)
             cand.copies_checked = True
             return copies
-        except Exception:
+        except Exception:  # noqa: BLE001 - a user's object may raise anything when copied: fork instead
             if not fork.available():
-                raise
+                raise  # no fork here: _take_snapshot records why the run is not localised
             cand.fork_snapshots = True
     return fork.FrozenState(ref.iso, cand.iso)
 

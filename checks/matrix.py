@@ -25,6 +25,7 @@ from checks.selection import select_algorithms
 from checks.workers import process_pool
 from pogo_audit.runtime import threads
 from pogo_audit.runtime.errors import InputError, UsageError
+from pogo_audit.runtime.io import yaml_load
 from pogo_audit.model.results import ERROR, CheckResult, RunResults
 
 EXECUTORS = ("process", "ray")
@@ -83,7 +84,7 @@ def load_grid(path: str) -> Grid:
     import yaml
 
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"--grid: cannot read {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -19,6 +19,7 @@ import yaml
 
 from multi_actor import registry
 from pogo_audit.runtime.errors import InputError
+from pogo_audit.runtime.io import yaml_dump, yaml_load
 
 #: every base algorithm, from the registry (declaration order)
 ALGORITHMS = registry.names()
@@ -109,7 +110,7 @@ class MultiActorConfig:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml_dump(self.to_dict(), sort_keys=False)
 
 
 def default_actor0_type(cfg: MultiActorConfig) -> str:
@@ -330,7 +331,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
@@ -349,7 +350,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise InputError(f"--set {assignment!r}: expected KEY=VALUE, e.g. base.beta=5.0 or actor_configs.1.type=implicit")
     key, _, text = assignment.partition("=")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = yaml_load(text) if text.strip() else ""
     except yaml.YAMLError:
         raise InputError(f"--set {assignment!r}: value {text!r} is not valid YAML") from None
     parts = key.strip().split(".")

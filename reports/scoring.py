@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from pogo_audit.model.results import CheckResult, RunResults
+from pogo_audit.runtime.io import yaml_load
 
 RUBRIC_PATH = Path(__file__).with_name("rubric.yaml")
 
 
 def load_rubric(path: str | Path | None = None) -> dict[str, Any]:
-    return yaml.safe_load(Path(path or RUBRIC_PATH).read_text(encoding="utf-8"))
+    return yaml_load(Path(path or RUBRIC_PATH).read_text(encoding="utf-8"))
 
 
 @dataclass

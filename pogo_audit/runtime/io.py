@@ -1,4 +1,4 @@
-"""Atomic writes and pickle-free loading.
+"""Atomic writes, pickle-free loading and safe YAML.
 
 Everything pogo-audit writes (logs, checkpoints, bundles, reports) goes through a temporary file in the target
 directory followed by ``os.replace``, so a crash never leaves a half-written file. Loading never unpickles.
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import yaml
 
 from pogo_audit.runtime.errors import InputError
 
@@ -107,3 +108,19 @@ def load_json(path: str | os.PathLike, what: str = "file") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: corrupt {what} ({exc}); expected JSON") from None
+
+
+#: libyaml's safe loader and dumper where PyYAML was built with it (about ten times faster; the same safe
+#: constructor and resolver, so the same values), the pure-Python ones otherwise
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` of ``text`` (raises ``yaml.YAMLError``): plain data only, nothing constructed."""
+    return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+
+
+def yaml_dump(value: Any, **kwargs: Any) -> str:
+    """``yaml.safe_dump`` of plain data to a string."""
+    return yaml.dump(value, Dumper=_YAML_DUMPER, **kwargs)

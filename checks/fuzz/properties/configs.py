@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from checks.fuzz.strategies.config_mutations import ConfigCase
 from checks.fuzz.strategies.configs import TrainCase
@@ -19,6 +18,7 @@ from multi_actor.config import ConfigError, build_config, from_dict
 from multi_actor.trainer import multi_actor_factory
 from pogo_audit.runtime.data import DatasetSpec, ReplayBuffer
 from pogo_audit.runtime.errors import InputError
+from pogo_audit.runtime.io import yaml_load
 
 
 def check_invalid_config_rejected(case: ConfigCase) -> None:
@@ -51,7 +51,7 @@ def check_valid_config_round_trips(data: dict[str, Any]) -> None:
     if diff:
         fail(f"resolved() is not idempotent: {diff}")
     text = cfg.to_yaml()
-    again = from_dict(yaml.safe_load(text)).resolved()
+    again = from_dict(yaml_load(text)).resolved()
     diff = first_difference(resolved, again.to_dict())
     if diff or again != cfg:
         fail(f"YAML round trip changed the config: {diff}\n{text}")

@@ -88,6 +88,7 @@ def _positive(trainable_range: tuple[float, float] | None = None) -> SearchStrat
     return finite_floats(0.0, exclude_min=True) | st.integers(1, 10**6)
 
 
+@functools.cache  # strategies are immutable: built once per argument, not at every draw
 def _actor_dict(kind: str, energies: Sequence[str], trainable: bool) -> SearchStrategy[dict[str, Any]]:
     """One actor mapping of type ``kind``; ``energy`` is omitted only when the default ``base`` is allowed."""
     if trainable:
@@ -122,11 +123,13 @@ def _extra_types(algo: str) -> tuple[str, ...]:
     return tuple(t for t in order if t in POLICY_TYPES and t not in unsupported)
 
 
+@functools.cache
 def extra_actor(algo: str, trainable: bool) -> SearchStrategy[dict[str, Any]]:
     """A valid mapping of an actor i >= 1 of ``algo``."""
     return st.sampled_from(_extra_types(algo)).flatmap(lambda t: _actor_dict(t, _energies(algo, t), trainable))
 
 
+@functools.cache
 def _actor_chain(algo: str, n: int, actor0: str, trainable: bool) -> SearchStrategy[list[dict[str, Any]]]:
     """``n`` actor mappings, actor0 of type ``actor0`` first."""
     first = _actor_dict(actor0, ENERGIES, trainable)
@@ -146,6 +149,7 @@ def base_value(default: Any) -> SearchStrategy[Any]:
     return st.none() | finite_floats(0.0, 0.9)
 
 
+@functools.cache
 def _base_overrides(algo: str, actor0: str, trainable: bool) -> SearchStrategy[dict[str, Any]]:
     """``base`` overrides; for IQL ``iql_deterministic`` always agrees with actor0's type."""
     spec = registry.algorithm(algo)
@@ -166,6 +170,7 @@ def _base_overrides(algo: str, actor0: str, trainable: bool) -> SearchStrategy[d
     return st.fixed_dictionaries(required, optional=optional)
 
 
+@functools.cache
 def _other_fields(trainable: bool) -> dict[str, SearchStrategy[Any]]:
     """Valid values of the remaining top-level fields (each optional in the mapping)."""
     return {

@@ -7,7 +7,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
@@ -21,6 +20,7 @@ from checks.fuzz.strategies.configs import (
     warm_base_classes,
 )
 from multi_actor.config import WANDB_MODES
+from pogo_audit.runtime.io import yaml_dump
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class OverrideCase:
 
 def _yaml_text(value: Any) -> str:
     """``value`` as the one-line YAML text of ``--set key=<text>``."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**9)
+    text = yaml_dump(value, default_flow_style=True, width=10**9)
     return text.removesuffix("\n...\n").strip()
 
 

@@ -175,12 +175,21 @@ def test_cheap_mutants_are_killed_by_their_expected_observable(embedded_dataset,
 
 
 @pytest.mark.slow
-def test_every_mutant_is_killed(embedded_dataset, capsys):
-    assert main(["mutants", "-q"]) == 0
-    n = len(catalog())
+def test_every_mutant_is_killed_by_its_expected_group(embedded_dataset, capsys, tmp_path):
+    """The whole catalog through the command (the JAX mutants included): each killed, by the observables it is
+    expected to move, with the mutated line known."""
+    out = tmp_path / "mutants.json"
+    assert main(["mutants", "-q", "--json", str(out)]) == 0
+    mutants = catalog()
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == f"all {n} mutants killed"
-    assert any(line.startswith(f"mutation catalog: {n}/{n} killed (100%)") for line in lines)
+    assert lines[-1] == f"all {len(mutants)} mutants killed"
+    assert any(line.startswith(f"mutation catalog: {len(mutants)}/{len(mutants)} killed (100%)") for line in lines)
+    results = {c["subject"]: c["metrics"] for c in json.loads(out.read_text())["checks"]}
+    assert set(results) == {m.name for m in mutants}
+    assert sum(m.framework == "jax" for m in mutants) >= 5
+    for name, metrics in results.items():
+        assert metrics["killed"] and metrics["expected_caught"], (name, metrics)
+        assert metrics["location"] is not None, name
 
 
 @pytest.mark.parametrize("twin_steps, verdict", [(2, "pass"), (3, "inconclusive"), (0, "inconclusive")])

@@ -38,3 +38,38 @@ def test_a_single_defect_is_named_at_its_line(adapter, algo, defect):
         (first, findings[0].get("localisation"))
     glue_files = ("_adapter_common.py", "tensor_table.py", f"{adapter}.py")
     assert not any(f["location"] and f["location"]["path"].endswith(glue_files) for f in findings)
+
+
+#: (adapter, algorithm, trainer, defect): an architecture decided at one call of a generic ``mlp`` builder
+BUILDER_CASES = [
+    ("closures_adapter", "sac_n", "pogo_closures", "C4"),   # two hidden layers instead of three: the first draw
+    ("cql_adapter", "cql", "pogo_cql_script", "Q4"),        # that differs is inside `mlp`, the loop over its layers
+]
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("adapter,algo,trainer,defect", BUILDER_CASES, ids=[c[3] for c in BUILDER_CASES])
+def test_an_architecture_passed_to_a_shared_builder_is_named_at_the_call(embedded_dataset, adapter, algo, trainer,
+                                                                         defect):
+    """The construction replay moves out of the builder every factory path calls to the call that passed the
+    sizes; the builder's line stays in the message as context. (Q4's trainer also seeds python's generator before
+    numpy's, the reference after: reseeding in another order is no difference.)"""
+    import importlib
+
+    from checks.localise import localise_construction
+    from multi_actor.algorithms import get_algorithm
+    from multi_actor.config import build_config
+    from multi_actor.loop import prepare_data
+    from multi_actor.trainer import reference_factory
+    from pogo_audit.model import glue
+
+    key = load_key(trainer)
+    cfg = build_config(None, [], algo=algo)
+    data = prepare_data(cfg, get_algorithm(algo))
+    factory = getattr(importlib.import_module(f"examples.wild.{adapter}"), f"only_{defect}")
+    with glue.declared([glue.module_file(m) for m in key["glue"]] +
+                       [glue.module_file(f"examples.wild.{adapter}")]):
+        found = localise_construction(reference_factory, factory, cfg, data.spec, 0)
+    assert found.frames[0]["file"].endswith(f"{trainer}.py"), found.message
+    assert found.frames[0]["line"] == _key_line(trainer, defect), found.message
+    assert "through the shared helper `mlp`" in found.message

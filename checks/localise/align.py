@@ -110,7 +110,8 @@ class ValueNeutral:
 
     * operations only the reference runs are neutral when the candidate computes each of their results somewhere in
       its step (or, for one with no tensor result such as ``.item()``, runs the same operation on the same values;
-      a draw: makes the same draw), or when the reference itself drops them (they reach nothing compared);
+      a draw: makes the same draw; a reseed: the same reseed, in any order), or when the reference itself drops them
+      (they reach nothing compared);
     * operations only the candidate runs are neutral when they draw nothing from a global stream, write no compared
       parameter, and every result the reference never computes flows only into results the reference computes again
       (the path rejoins the reference's values before an optimizer step, a target update or the end of the step).
@@ -123,6 +124,7 @@ class ValueNeutral:
         self.ref_values = frozenset(d for o in ref.ops for d in (*o.inputs, *o.outputs))
         self.cand_values = frozenset(d for o in cand.ops for d in (*o.inputs, *o.computed))
         self.cand_calls = frozenset((o.key, tuple(o.inputs)) for o in cand.ops)
+        self.ref_calls = frozenset((o.key, tuple(o.inputs)) for o in ref.ops)
         self.consumers: dict[str, list[Op]] = {}
         for op in cand.ops:
             if op.index in ext:  # the extension (extra actors) is judged on its own
@@ -160,9 +162,16 @@ class ValueNeutral:
         mine = self._differentiates(op)
         return modes is None or mine in modes or (not mine and True in self.cand_graph.get(outs[0], ()))
 
+    def _reseed_of_reference(self, op: Op) -> bool:
+        """A candidate's draw without a result (a reseed) that the reference makes too: seeding the generators in
+        another order than the reference leaves each stream as the reference's."""
+        return op.random and not op.computed and (op.key, tuple(op.inputs)) in self.ref_calls
+
     def _deleted(self, op: Op) -> bool:
+        if op.random and not op.outputs:  # a reseed (or in-place draw) the candidate makes too, in another order
+            return (op.key, tuple(op.inputs)) in self.cand_calls
         if op.random:  # the same draw made elsewhere in the candidate's step leaves every stream as the reference's
-            return bool(op.outputs) and all(d in self.cand_values for d in op.outputs)
+            return all(d in self.cand_values for d in op.outputs)
         if not op.outputs:
             return (op.key, tuple(op.inputs)) in self.cand_calls
         missing = [d for d in op.outputs if d not in self.cand_values]
@@ -193,8 +202,10 @@ class ValueNeutral:
         if self.gradients_differ and not self._same_graph(op):
             return True
         unknown_out = any(d not in self.ref_values for d in op.computed)
+        if op.random and not op.computed:
+            return not self._reseed_of_reference(op)
         if op.random:
-            return unknown_out or not op.computed
+            return unknown_out
         if unknown_out and (op.optimizer_step is not None or (op.writes or "").startswith(COMPARED_PARAM_ROLES)):
             return True
         return op.name.startswith("aten._local_scalar_dense") and any(d not in self.ref_values for d in op.inputs)
@@ -221,7 +232,8 @@ class ValueNeutral:
         """Whether a block (``deleted``: the reference's operations, ``inserted``: the candidate's) is neutral."""
         if not deleted and not inserted:
             return False
-        if any(o.name == SCHEDULE_STEP for o in (*deleted, *inserted)) or relevant_extension(inserted) is not None:
+        moving = [o for o in inserted if not self._reseed_of_reference(o)]
+        if any(o.name == SCHEDULE_STEP for o in (*deleted, *inserted)) or relevant_extension(moving) is not None:
             return False  # a learning-rate schedule step acts later; a leak into a compared parameter acts now
         return all(self._deleted(o) for o in deleted) and self._inserted(inserted)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from checks.localise.align import Difference, first_difference, shape_text
-from checks.localise.decision import Decisions, decided, known_values, stack_of
+from checks.localise.decision import Decisions, call_position, decided, helper_context, known_values, stack_of
 from checks.localise.frames import Frame
 from checks.localise.result import Localisation, excerpt
 from checks.localise.align import relevant_extension
@@ -45,8 +45,9 @@ def _in_backward(op: Op | None) -> bool:
     return op is not None and any("backward" in f.code for f in op.stack[-1:])
 
 
-def compare_traces(ref: Trace, cand: Trace) -> Localisation:
-    """The :class:`Localisation` of two recorded steps (reference first)."""
+def compare_traces(ref: Trace, cand: Trace, construction: bool = False) -> Localisation:
+    """The :class:`Localisation` of two recorded steps (reference first; ``construction``: two factories' runs, where
+    a shared builder's line is moved to the call that passed its arguments, :class:`Decisions`)."""
     d = first_difference(ref, cand)
     module, gradient, schedule = module_finding(ref, cand), gradient_finding(ref, cand), schedule_finding(ref, cand)
     if d is None:
@@ -73,8 +74,8 @@ def compare_traces(ref: Trace, cand: Trace) -> Localisation:
             frame, rule, what = cause
         elif _schedule_step_itself(d):  # the ladder named the skipped (or extra) schedule step: it is that rule's
             rule = "schedule_step"
-    decisions = Decisions(cand, known_values(ref))
-    frame = decided(decisions, cand, frame, d.cand, d.prev_cand, *d.inserted[:1])
+    decisions = Decisions(cand, known_values(ref), construction)
+    located, frame = frame, decided(decisions, cand, frame, d.cand, d.prev_cand, *d.inserted[:1])
     if rule == "random_draw":
         kind = "rng"
     elif schedule is not None or rule == "schedule_step":
@@ -87,9 +88,11 @@ def compare_traces(ref: Trace, cand: Trace) -> Localisation:
     frames: list[Frame] = []
     if frame is not None:
         stack = stack_of(cand, frame, d.cand, d.prev_cand, *d.inserted[:1])
-        outer = list(reversed(stack[:stack.index(frame)])) if stack else []
+        k = call_position(frame, stack)
+        outer = list(reversed(stack[:k])) if k is not None else []
         frames = [frame, *outer]
     message = what + (f" at {frame.where()}: `{frame.code}`" if frame is not None else "")
+    message += helper_context(located, frame)
     support = {"order": schedule, "gradient": gradient, "numeric": module}.get(kind)
     if support is not None:
         message += f"; {support['message']}"

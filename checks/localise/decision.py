@@ -10,6 +10,11 @@ is. The rule, judged on the traced step itself:
 
 then the located frame moves out to its caller, and so on while the caller is such a helper too. A defect inside
 the helper itself makes its other calls differ as well, and the helper's line stays named.
+
+At construction the second condition cannot be judged (after the first difference the global stream has moved, so
+every later value differs): a function the factory calls from two or more places is a builder whose product its
+arguments decide (``mlp([obs, 256, 256])``), and the call that passed them is named. The helper's line stays in the
+message as context.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ _Function = tuple[str, str]
 class Decisions:
     """The call sites of every candidate function in one traced step, and which calls computed only known values."""
 
-    def __init__(self, cand: Trace, known: Iterable[str]):
+    def __init__(self, cand: Trace, known: Iterable[str], construction: bool = False):
         known = frozenset(known)
+        self.construction = construction
         #: function -> call serial -> (call site, whether every operation of the call computed a known value)
         self.calls: dict[_Function, dict[int, tuple[_Site, bool]]] = {}
         for op in cand.ops:
@@ -44,25 +50,47 @@ class Decisions:
         if here is None:
             return False
         others = [ok for site, ok in calls.values() if site != here[0]]
-        return bool(others) and all(others)
+        return bool(others) and (self.construction or all(others))
 
     def decide(self, frame: Frame | None, stack: tuple[Frame, ...]) -> Frame | None:
         """``frame`` (a frame of ``stack``, outermost first), moved out of helpers to the call that decided."""
-        if frame is None or frame not in stack:
+        k = call_position(frame, stack)
+        if k is None:
             return frame
-        k = stack.index(frame)
+        if not self._helper(stack[k]):
+            return frame
         while k > 0 and self._helper(stack[k]):
             k -= 1
         return stack[k]
 
 
+def helper_context(located: Frame | None, decided_frame: Frame | None, why: str = "") -> str:
+    """The message's note on the shared helper a located line was moved out of (empty when it was not moved);
+    ``why`` says what the helper's line did."""
+    if located is None or decided_frame is None or located == decided_frame:
+        return ""
+    return (f" (through the shared helper `{located.function}`, {located.file}:{located.line}: "
+            f"`{located.code}`{why})")
+
+
+def call_position(frame: Frame | None, stack: tuple[Frame, ...]) -> int | None:
+    """Where ``frame``'s call is in ``stack`` (a located line such as a loop header runs no operation itself: the
+    call it belongs to is what is found), None when it is not there."""
+    if frame is None:
+        return None
+    if frame in stack:
+        return stack.index(frame)
+    same = [k for k, f in enumerate(stack) if (f.file, f.function, f.call) == (frame.file, frame.function, frame.call)]
+    return same[-1] if same and frame.call else None
+
+
 def stack_of(cand: Trace, frame: Frame | None, *hints: Op | None) -> tuple[Frame, ...]:
-    """The user stack (outermost first) ``frame`` belongs to: of the first of ``hints`` that holds it, else of the
-    first candidate operation that does (empty when none)."""
+    """The user stack (outermost first) ``frame``'s call belongs to: of the first of ``hints`` that holds it, else
+    of the first candidate operation that does (empty when none)."""
     if frame is None:
         return ()
     for op in (*hints, *cand.ops):
-        if op is not None and frame in op.stack:
+        if op is not None and call_position(frame, op.stack) is not None:
             return op.stack
     return ()
 

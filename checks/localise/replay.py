@@ -19,7 +19,7 @@ from checks.localise.align import (
     structural_differences,
 )
 from checks.localise.compare import compare_traces
-from checks.localise.decision import Decisions, decided, known_values
+from checks.localise.decision import Decisions, decided, helper_context, known_values
 from checks.localise.frames import Assign, Frame, Jump
 from checks.localise.result import Localisation
 from checks.localise.rules import (
@@ -126,11 +126,13 @@ def localise_construction(reference_factory: Any, candidate_factory: Any, config
                 IsolatedTrainer(factory, config, dataset_spec, seed)
             traces.append(trace)
     ref, cand = traces
-    result = compare_traces(ref, cand)
+    result = compare_traces(ref, cand, construction=True)
     d = first_difference(ref, cand)
     involved = d is not None and (first_draw(d.inserted) is not None or first_draw(d.deleted) is not None)
     if involved and d.cand is not None and d.prev_cand is not None:
-        frame, why = inserted_at(ref, cand, d)
+        located, why = inserted_at(ref, cand, d)
+        decisions = Decisions(cand, known_values(ref), construction=True)
+        frame = decided(decisions, cand, located, d.cand, d.prev_cand, *d.inserted[:1])
         draw = first_draw(d.inserted) or next((o for o in cand.ops[d.cand.index:] if o.random), None)
         instead = first_draw(d.deleted)
         if frame is not None and draw is not None:
@@ -139,7 +141,9 @@ def localise_construction(reference_factory: Any, candidate_factory: Any, config
                                                 "reference does not")
             result.frames = [frame.as_dict()]
             result.rule = "construction"
-            result.message = f"at construction, candidate {what}{why} at {frame.where()}: `{frame.code}`"
+            context = helper_context(located, frame, why)
+            result.message = (f"at construction, candidate {what}{'' if context else why} at {frame.where()}: "
+                              f"`{frame.code}`{context}")
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -205,3 +206,29 @@ def test_unknown_dataset_names_id_path_and_command(tmp_path, monkeypatch):
         data.load_transitions("someone/unknown-v3")
     msg = str(err.value)
     assert "'someone/unknown-v3'" in msg and str(tmp_path) in msg and "pogo-audit datasets make" in msg
+
+
+def test_a_converted_dataset_is_read_back_bitwise_until_its_files_change(tmp_path, monkeypatch):
+    """The second load reads the cached conversion (Minari is not touched) with the same arrays and metadata; a
+    dataset file rewritten since is converted again."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data.make_dataset("pogo/tiny-v0", steps=300, seed=5)
+    first, first_max = data.load_transitions("pogo/tiny-v0"), data.env_max_action("pogo/tiny-v0")
+    assert len(list((tmp_path / "cache" / "pogo-audit" / "transitions").glob("*.npz"))) == 1
+
+    def no_minari():
+        raise AssertionError("Minari opened although the conversion is cached")
+
+    monkeypatch.setattr(data, "_minari", no_minari)
+    again = data.load_transitions("pogo/tiny-v0")
+    assert data.env_max_action("pogo/tiny-v0") == first_max
+    for k, v in first.as_d4rl().items():
+        assert v.dtype == again.as_d4rl()[k].dtype
+        np.testing.assert_array_equal(v, again.as_d4rl()[k])
+    assert (again.env_id, again.info, again.dataset_id) == (first.env_id, first.info, first.dataset_id)
+
+    some_file = next(p for p in data.local_dataset_path("pogo/tiny-v0").rglob("*") if p.is_file())
+    os.utime(some_file, ns=(some_file.stat().st_atime_ns, some_file.stat().st_mtime_ns + 10**9))
+    with pytest.raises(AssertionError, match="Minari opened"):
+        data.load_transitions("pogo/tiny-v0")

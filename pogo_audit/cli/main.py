@@ -3,7 +3,8 @@
 Checks return data (the results model); only this module prints, with renderables from :mod:`pogo_audit.cli.render`.
 Exit codes: 0 all checks passed, 1 a check found a problem, 2 usage or input error (one line on stderr, no
 traceback). The checks that import torch or jax at import time (mutants, fuzz, JAX equivalence and profile, the
-training loop) are imported by their command's handler, so that ``pogo-audit --help`` and light commands start fast.
+training loop), the report's renderer (jinja2) and the bundle inspector are imported by their command's handler, so
+that ``pogo-audit --help`` and the main job start fast.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jinja2 import UndefinedError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -32,7 +32,6 @@ from rich_argparse import RichHelpFormatter
 
 from checks.registry import CHECKS, CheckSpec, add_device, add_glue, export_parts
 from checks.selection import algo_type, help_text, select_algorithms
-from checks.suite import STAGES, SuiteOptions, merge, run_suite, stage_name
 from multi_actor.config import ALGORITHMS, MultiActorConfig, build_config
 from pogo_audit import __version__
 from pogo_audit.runtime import threads
@@ -52,12 +51,9 @@ from pogo_audit.runtime.data import (
 from pogo_audit.runtime.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError, PogoAuditError, UsageError
 from pogo_audit.core.exporters import write_outputs
 from pogo_audit.core.loading import load_factory, resolve
-from pogo_audit.cli.inspect_view import render_inspection
-from pogo_audit.core.inspect import inspect_bundle
 from pogo_audit.runtime.io import atomic_write_json, atomic_write_text
 from pogo_audit.cli.render import DEFAULT_VIEW
 from pogo_audit.model.results import Note, RunResults
-from reports.render import MissingValue, render_json, render_markdown, render_summary, write_assets
 from reports.review import Claim, ReviewFormatError, parse_review
 
 Handler = Callable[[argparse.Namespace], int]
@@ -365,6 +361,11 @@ def _report_candidates(values: Sequence[str], algos: Sequence[str], explicit: bo
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from jinja2 import UndefinedError
+
+    from checks.suite import STAGES, SuiteOptions, merge, run_suite, stage_name
+    from reports.render import MissingValue, render_json, render_markdown, render_summary, write_assets
+
     out = Path(args.output)
     console = _console()
     if args.from_files:
@@ -539,6 +540,9 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from pogo_audit.cli.inspect_view import render_inspection
+    from pogo_audit.core.inspect import inspect_bundle
+
     ins = inspect_bundle(args.bundle, top_k=args.top, plots_dir=args.plots)
     console = _console()
     for renderable in render_inspection(ins):

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pogo_audit.runtime.errors import DataError, InputError
+from pogo_audit.runtime.io import atomic_save_npz, atomic_write_json, load_json, load_npz
 
 DEFAULT_DATASET_ID = "pogo/hopper-noisy-v0"
 DEFAULT_ENV_ID = "Hopper-v5"
@@ -312,9 +315,77 @@ def open_minari(dataset_id: str, create_default: bool = True):
                          f"({type(exc).__name__}: {exc}); recreate it") from None
 
 
+#: the conversion of Minari episodes into transitions, versioned: a change makes every cached conversion stale
+TRANSITIONS_VERSION = 1
+_ARRAYS = ("observations", "actions", "rewards", "next_observations", "terminals", "next_actions")
+
+
+def cache_root() -> Path:
+    """pogo-audit's cache (``$XDG_CACHE_HOME/pogo-audit``, else ``~/.cache/pogo-audit``)."""
+    env = os.environ.get("XDG_CACHE_HOME")
+    return (Path(env) if env else Path.home() / ".cache") / "pogo-audit"
+
+
+def _converted_path(dataset_id: str) -> Path:
+    """Where the conversion of ``dataset_id`` as its files are now is kept: named by a hash of the conversion's
+    version, the dataset's id and path, and each of its files' path, size and modification time (a rewritten
+    dataset is converted again)."""
+    root = local_dataset_path(dataset_id)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    state = [TRANSITIONS_VERSION, dataset_id, str(root.resolve())] + [
+        [str(p.relative_to(root)), st.st_size, st.st_mtime_ns] for p in files for st in [p.stat()]]
+    key = hashlib.sha256(json.dumps(state).encode()).hexdigest()[:32]
+    return cache_root() / "transitions" / key
+
+
+def _load_converted(dataset_id: str) -> tuple[Transitions, float] | None:
+    """The cached conversion of ``dataset_id`` and its env's ``max_action`` (None when there is none)."""
+    base = _converted_path(dataset_id)
+    npz, meta = base.with_suffix(".npz"), base.with_suffix(".json")
+    if not (npz.is_file() and meta.is_file()):
+        return None
+    try:
+        arrays, info = load_npz(npz), load_json(meta)
+    except InputError:  # a damaged cache file: convert again (and overwrite it)
+        return None
+    transitions = Transitions(*(arrays[k] for k in _ARRAYS), dataset_id=dataset_id, env_id=info["env_id"],
+                              info=info["info"])
+    return transitions, float(info["max_action"])
+
+
+def _save_converted(dataset_id: str, transitions: Transitions, max_action: float) -> None:
+    base = _converted_path(dataset_id)
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save_npz(base.with_suffix(".npz"), {k: getattr(transitions, k) for k in _ARRAYS})
+        atomic_write_json(base.with_suffix(".json"), {"env_id": transitions.env_id, "info": transitions.info,
+                                                      "max_action": max_action})
+    except OSError:  # a read-only cache costs the next run the conversion, nothing else
+        return
+
+
+def _converted(dataset_id: str, create_default: bool) -> tuple[Transitions, float]:
+    """The dataset's transitions and its env's ``max_action``: read from Minari once per version of its files,
+    then from the cache (the same arrays, bitwise; Minari and gymnasium are not even imported)."""
+    if not dataset_exists(dataset_id) and dataset_id == DEFAULT_DATASET_ID and create_default:
+        make_dataset()
+    if dataset_exists(dataset_id):
+        cached = _load_converted(dataset_id)
+        if cached is not None:
+            return cached
+    ds = open_minari(dataset_id, create_default)
+    transitions = _minari_transitions(ds, dataset_id)
+    max_action = float(np.asarray(ds.action_space.high).reshape(-1)[0])
+    _save_converted(dataset_id, transitions, max_action)
+    return transitions, max_action
+
+
 def load_transitions(dataset_id: str = DEFAULT_DATASET_ID, create_default: bool = True) -> Transitions:
     """Minari dataset → CORL transitions (timeouts dropped, terminals only as ``done``)."""
-    ds = open_minari(dataset_id, create_default)
+    return _converted(dataset_id, create_default)[0]
+
+
+def _minari_transitions(ds: Any, dataset_id: str) -> Transitions:
     raw = episodes_to_raw(ds.iterate_episodes())
     q = qlearning_dataset(raw)
     if len(q["rewards"]) == 0:
@@ -570,5 +641,4 @@ class DatasetSpec:
 
 def env_max_action(dataset_id: str) -> float:
     """``action_space.high[0]`` of the dataset's env (CORL's ``max_action``)."""
-    ds = open_minari(dataset_id)
-    return float(np.asarray(ds.action_space.high).reshape(-1)[0])
+    return _converted(dataset_id, True)[1]

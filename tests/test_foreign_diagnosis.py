@@ -14,6 +14,7 @@ CASES = [
     ("branchy_adapter", "iql", "B4"),    # a loss term, a graph-less extra actor forward before it
     ("branchy_adapter", "iql", "B5"),    # the TD target
     ("branchy_adapter", "iql", "B14"),   # evaluation reseeds through a shared helper: the call on that path
+    ("branchy_adapter", "td3_bc", "B10"),  # a missing detach: the forward line, not `loss.backward()` in a helper
 ]
 
 

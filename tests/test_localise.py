@@ -95,9 +95,9 @@ def test_the_ladder_is_one_ordered_tuple_of_named_rules():
     """The rule ids localisations carry are the ladder's function names, in the order the rules are tried."""
     from checks.localise import rules
 
-    assert [r.__name__ for r in rules.LADDER] == ["random_draw", "extra_operations", "missing_operations",
-                                                  "module_swap", "call_path", "grad_mode", "other_operation",
-                                                  "module_input", "value"]
+    assert [r.__name__ for r in rules.LADDER] == ["random_draw", "graph_source", "extra_operations",
+                                                  "missing_operations", "module_swap", "call_path", "grad_mode",
+                                                  "other_operation", "module_input", "value"]
 
 
 def _pair(algo: str, candidate=multi_actor_factory, overrides=()):

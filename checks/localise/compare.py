@@ -11,7 +11,7 @@ from checks.localise.decision import Decisions, call_position, decided, helper_c
 from checks.localise.frames import Frame
 from checks.localise.result import Localisation, excerpt
 from checks.localise.align import relevant_extension
-from checks.localise.rules import leak_past_freeze, locate, schedule_cause
+from checks.localise.rules import in_backward, leak_past_freeze, locate, schedule_cause
 from checks.localise.support import (
     further_differences,
     gradient_finding,
@@ -39,10 +39,6 @@ def _schedule_step_itself(d: Difference) -> bool:
     """The difference is a learning-rate schedule step one side runs and the other does not."""
     ops = d.deleted if d.tag == "delete" else d.inserted if d.tag == "insert" else []
     return bool(ops) and ops[0].name == SCHEDULE_STEP
-
-
-def _in_backward(op: Op | None) -> bool:
-    return op is not None and any("backward" in f.code for f in op.stack[-1:])
 
 
 def compare_traces(ref: Trace, cand: Trace, construction: bool = False) -> Localisation:
@@ -81,7 +77,7 @@ def compare_traces(ref: Trace, cand: Trace, construction: bool = False) -> Local
     elif schedule is not None or rule == "schedule_step":
         kind = "order"
     elif rule in ("grad_mode", "leak_past_freeze") or (extension or "").startswith("uses") or _requires_grad_only(d) \
-            or _in_backward(d.cand):
+            or in_backward(d.cand):
         kind = "gradient"
     else:
         kind = "numeric"

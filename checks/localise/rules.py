@@ -10,6 +10,8 @@ different operation or the same one on other values (*replace*), or an aligned o
 are skipped. Which candidate line caused it is decided by a short ladder of rules, each explained where it is applied:
 
 1. a random draw involved -> the draw's own line (an extra/changed draw) or the line where the skipped draw belonged;
+   the steps part inside a backward pass -> the forward operation before it whose result one side computes with a
+   graph and the other detached (a missing or extra ``detach``), when there is one;
 2. the operation runs inside a module that is not the one the reference runs there (canonical names) -> the line that
    called that module;
 3. the call paths of the two sides part (same code base: same outermost function) -> the line that called the other
@@ -377,6 +379,50 @@ def random_draw(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame | None, s
     return None
 
 
+def in_backward(op: Op | None) -> bool:
+    """Whether the operation runs inside a backward pass (its innermost user line calls ``backward``)."""
+    return op is not None and any("backward" in f.code for f in op.stack[-1:])
+
+
+def _builds_graph(op: Op) -> bool:
+    """Autograd on and an input that requires grad: the result carries a graph."""
+    return op.grad_enabled and any(isinstance(a, tuple) and a[:1] == ("T",) and a[-1] is True for a in op.key[1])
+
+
+def graph_source(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame | None, str] | None:
+    """The steps part inside a backward pass while the forward values before it agree: the forward operation
+    (since the previous backward) whose result the candidate computes with a graph where the reference computes the
+    same value only detached (a missing ``detach``: gradients flow through it), or without one where the reference
+    builds its graph (a ``detach`` too many) — the line that decides where gradients flow, not the ``backward()``
+    line where the consequence shows."""
+    c = d.cand if d.cand is not None else (d.inserted[0] if d.inserted else None)
+    if c is None or not in_backward(c):
+        return None
+    start = c.index
+    while start > 0 and in_backward(cand.ops[start - 1]):
+        start -= 1
+    begin = start
+    while begin > 0 and not in_backward(cand.ops[begin - 1]) and cand.ops[begin - 1].optimizer_step is None:
+        begin -= 1
+    ref_modes: dict[str, set[bool]] = {}
+    for op in ref.ops:
+        if len(op.outputs) == 1:
+            ref_modes.setdefault(op.outputs[0], set()).add(_builds_graph(op))
+    cand_graphs = {op.computed[0] for op in cand.ops[begin:start] if len(op.computed) == 1 and _builds_graph(op)}
+    for op in cand.ops[begin:start]:
+        if len(op.computed) != 1 or op.random or op.name.split(".")[1] in ("detach", "alias", "lift_fresh"):
+            continue
+        value, mine = op.computed[0], _builds_graph(op)
+        theirs = ref_modes.get(value)
+        if mine and theirs == {False}:
+            return op.frame(), (f"candidate computes `{shape_text(op)}` with autograd where the reference computes "
+                                "the same value detached, so gradients flow through it")
+        if not mine and theirs == {True} and value not in cand_graphs:
+            return op.frame(), (f"candidate computes `{shape_text(op)}` without a graph where the reference keeps "
+                                "its graph, so no gradient flows through it")
+    return None
+
+
 def extra_operations(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame | None, str] | None:
     """Operations only the candidate runs: the outermost frame where they part from the last agreeing operation."""
     if d.tag != "insert":
@@ -449,8 +495,8 @@ def value(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame | None, str] | 
 
 #: the rules in the order they are tried (their names are the ``rule`` ids localisations carry)
 LADDER: tuple[Callable[[Trace, Trace, Difference], tuple[Frame | None, str] | None], ...] = (
-    random_draw, extra_operations, missing_operations, module_swap, call_path, grad_mode, other_operation,
-    module_input, value)
+    random_draw, graph_source, extra_operations, missing_operations, module_swap, call_path, grad_mode,
+    other_operation, module_input, value)
 
 
 def locate(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame | None, str, str]:

@@ -359,3 +359,26 @@ def test_a_deep_copy_that_shares_tensors_through_a_closure_is_refused():
     plain = types.SimpleNamespace(weights=torch.zeros(3), empty=torch.zeros(0))
     copied = independent_copy(plain)
     assert copied.weights.data_ptr() != plain.weights.data_ptr()
+
+
+def test_the_same_draw_written_another_way_is_no_difference_and_another_draw_is():
+    """``randn_like`` where the reference allocates and fills with ``normal_`` moves the global stream the same way
+    and gives the same numbers: nothing to locate; a draw of other numbers is still the first difference."""
+    from checks.localise.align import first_difference
+    from checks.localise.trace import recording
+
+    def step(draw):
+        torch.manual_seed(3)
+        w = torch.ones(4, 3, requires_grad=True)
+        x = draw(w)
+        (x * w).sum().backward()
+        return w.grad
+
+    traces = []
+    for draw in (lambda w: torch.empty(4, 3).normal_(), lambda w: torch.randn_like(w), lambda w: torch.rand_like(w)):
+        with recording(None) as trace:
+            step(draw)
+        traces.append(trace)
+    reference, same, other = traces
+    assert first_difference(reference, same) is None
+    assert first_difference(reference, other) is not None

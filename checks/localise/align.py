@@ -17,6 +17,8 @@ from pogo_audit.model.protocol import COMPARED_PARAM_ROLES
 
 #: aten operations that read a tensor without building a graph through it (``state_dict()``'s detach)
 NOT_DIFFERENTIATING = frozenset({"detach", "alias", "lift_fresh", "_to_copy", "clone"})
+#: aten operations whose result never carries a graph
+DETACHING = frozenset({"detach", "lift_fresh"})
 
 
 def aligned_pairs(ref: Trace, cand: Trace) -> dict[int, int]:
@@ -139,16 +141,18 @@ class ValueNeutral:
         self.ref_graph: dict[str, set[bool]] = {}
         for op in ref.ops:
             for d in op.outputs:
-                self.ref_graph.setdefault(d, set()).add(self._differentiates(op))
+                self.ref_graph.setdefault(d, set()).add(self.differentiates(op))
         self.cand_graph: dict[str, set[bool]] = {}
         for op in cand.ops:
             for d in op.computed:
-                self.cand_graph.setdefault(d, set()).add(self._differentiates(op))
+                self.cand_graph.setdefault(d, set()).add(self.differentiates(op))
 
     @staticmethod
-    def _differentiates(op: Op) -> bool:
-        """Whether the operation builds a graph: autograd on and an input that requires grad."""
-        return op.grad_enabled and any(isinstance(a, tuple) and a[:1] == ("T",) and a[-1] is True for a in op.key[1])
+    def differentiates(op: Op) -> bool:
+        """Whether the operation builds a graph: autograd on, an input that requires grad, and not a ``detach``
+        (``state_dict()`` reads every parameter through one)."""
+        return op.grad_enabled and op.name.split(".")[1] not in DETACHING and \
+            any(isinstance(a, tuple) and a[:1] == ("T",) and a[-1] is True for a in op.key[1])
 
     def _same_graph(self, op: Op) -> bool:
         """Whether the reference computed the candidate operation's result with a graph when ``op`` does (or
@@ -159,7 +163,7 @@ class ValueNeutral:
         if len(outs) != 1 or not op.shapes or _numel(op.shapes[0]) < 2 or outs[0] == UNINITIALISED:
             return True  # a scalar or an uninitialised buffer has too many twins to tell anything
         modes = self.ref_graph.get(outs[0])
-        mine = self._differentiates(op)
+        mine = self.differentiates(op)
         return modes is None or mine in modes or (not mine and True in self.cand_graph.get(outs[0], ()))
 
     def _reseed_of_reference(self, op: Op) -> bool:
@@ -167,7 +171,14 @@ class ValueNeutral:
         another order than the reference leaves each stream as the reference's."""
         return op.random and not op.computed and (op.key, tuple(op.inputs)) in self.ref_calls
 
+    def _draw_of_reference(self, op: Op) -> bool:
+        """A candidate's draw with the very numbers a draw of the reference gives (``randn_like`` where the
+        reference runs ``empty`` + ``normal_``): the stream moves as the reference's."""
+        return op.random and bool(op.computed) and all(d in self.ref_values for d in op.computed)
+
     def _deleted(self, op: Op) -> bool:
+        if op.outputs and all(d == UNINITIALISED for d in op.outputs):
+            return True  # an allocation computes nothing: what fills it is judged on its own
         if op.random and not op.outputs:  # a reseed (or in-place draw) the candidate makes too, in another order
             return (op.key, tuple(op.inputs)) in self.cand_calls
         if op.random:  # the same draw made elsewhere in the candidate's step leaves every stream as the reference's
@@ -232,7 +243,7 @@ class ValueNeutral:
         """Whether a block (``deleted``: the reference's operations, ``inserted``: the candidate's) is neutral."""
         if not deleted and not inserted:
             return False
-        moving = [o for o in inserted if not self._reseed_of_reference(o)]
+        moving = [o for o in inserted if not (self._reseed_of_reference(o) or self._draw_of_reference(o))]
         if any(o.name == SCHEDULE_STEP for o in (*deleted, *inserted)) or relevant_extension(moving) is not None:
             return False  # a learning-rate schedule step acts later; a leak into a compared parameter acts now
         return all(self._deleted(o) for o in deleted) and self._inserted(inserted)

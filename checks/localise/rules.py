@@ -48,7 +48,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from checks.localise.align import Difference, module_of, relevant_extension, shape_text
+from checks.localise.align import DETACHING, Difference, ValueNeutral, module_of, relevant_extension, shape_text
 from checks.localise.frames import BRANCH, REPO_ROOT, Frame
 from checks.localise.trace import SCHEDULE_STEP, Op, Trace
 from pogo_audit.model.protocol import COMPARED_PARAM_ROLES
@@ -384,9 +384,6 @@ def in_backward(op: Op | None) -> bool:
     return op is not None and any("backward" in f.code for f in op.stack[-1:])
 
 
-def _builds_graph(op: Op) -> bool:
-    """Autograd on and an input that requires grad: the result carries a graph."""
-    return op.grad_enabled and any(isinstance(a, tuple) and a[:1] == ("T",) and a[-1] is True for a in op.key[1])
 
 
 def graph_source(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame | None, str] | None:
@@ -407,12 +404,12 @@ def graph_source(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame | None, 
     ref_modes: dict[str, set[bool]] = {}
     for op in ref.ops:
         if len(op.outputs) == 1:
-            ref_modes.setdefault(op.outputs[0], set()).add(_builds_graph(op))
-    cand_graphs = {op.computed[0] for op in cand.ops[begin:start] if len(op.computed) == 1 and _builds_graph(op)}
+            ref_modes.setdefault(op.outputs[0], set()).add(ValueNeutral.differentiates(op))
+    cand_graphs = {op.computed[0] for op in cand.ops[begin:start] if len(op.computed) == 1 and ValueNeutral.differentiates(op)}
     for op in cand.ops[begin:start]:
-        if len(op.computed) != 1 or op.random or op.name.split(".")[1] in ("detach", "alias", "lift_fresh"):
+        if len(op.computed) != 1 or op.random or op.name.split(".")[1] in DETACHING:
             continue
-        value, mine = op.computed[0], _builds_graph(op)
+        value, mine = op.computed[0], ValueNeutral.differentiates(op)
         theirs = ref_modes.get(value)
         if mine and theirs == {False}:
             return op.frame(), (f"candidate computes `{shape_text(op)}` with autograd where the reference computes "

@@ -74,3 +74,21 @@ def test_an_architecture_passed_to_a_shared_builder_is_named_at_the_call(embedde
     assert found.frames[0]["file"].endswith(f"{trainer}.py"), found.message
     assert found.frames[0]["line"] == _key_line(trainer, defect), found.message
     assert "through the shared helper `mlp`" in found.message
+
+
+@pytest.mark.heavy
+def test_a_crash_after_a_value_neutral_snapshot_is_named_where_it_raised():
+    """The closures trainer snapshots actor0 for its chain (``load_state_dict(actor.state_dict())``) and then raises
+    calling the actor with a keyword it lacks (C2): everything it ran before the raise is value-neutral, so the line
+    that raised is the finding — not the snapshot where the reference's step simply goes on."""
+    key = load_key("pogo_closures")
+    args = ["--algo", "sac_n", "--candidate", "examples.wild.closures_adapter:only_C2", "--isolate", "--steps", "2",
+            "--no-self-check"]
+    for module in key["glue"]:
+        args += ["--glue", module]
+    done = run_equivalence(args, threads=1)
+    assert done.rc == 1 and done.check is not None, done.error
+    crash = done.check["metrics"]["crashes"][0]
+    assert crash["location"]["path"].endswith("pogo_closures.py")
+    assert crash["location"]["line"] == _key_line("pogo_closures", "C2"), crash
+    assert crash["localisation"]["kind"] == "none", crash["localisation"]

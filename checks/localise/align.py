@@ -221,7 +221,8 @@ class ValueNeutral:
             return True
         return op.name.startswith("aten._local_scalar_dense") and any(d not in self.ref_values for d in op.inputs)
 
-    def _inserted(self, ops: list[Op]) -> bool:
+    def inserted(self, ops: list[Op]) -> bool:
+        """Whether operations only the candidate runs are neutral (see the class docstring)."""
         if any(self._acts(o) for o in ops):
             return False
         pending = [d for o in ops for d in o.computed if d not in self.ref_values]
@@ -246,7 +247,7 @@ class ValueNeutral:
         moving = [o for o in inserted if not (self._reseed_of_reference(o) or self._draw_of_reference(o))]
         if any(o.name == SCHEDULE_STEP for o in (*deleted, *inserted)) or relevant_extension(moving) is not None:
             return False  # a learning-rate schedule step acts later; a leak into a compared parameter acts now
-        return all(self._deleted(o) for o in deleted) and self._inserted(inserted)
+        return all(self._deleted(o) for o in deleted) and self.inserted(inserted)
 
 
 def first_difference(ref: Trace, cand: Trace) -> Difference | None:

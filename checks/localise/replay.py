@@ -12,8 +12,10 @@ from typing import Any
 
 from checks.localise.align import (
     Difference,
+    ValueNeutral,
     aligned_pairs,
     differences,
+    extension_ops,
     first_difference,
     shape_text,
     structural_differences,
@@ -82,6 +84,16 @@ def localise_step(reference: Any, candidate: Any, batch: Any, rounds: int | None
     return result
 
 
+def _unfinished(ref: Trace, cand: Trace, d: Difference) -> bool:
+    """The first difference is only the reference's step going on where the candidate raised: nothing the candidate
+    ran from there (before the raise: a snapshot of its actor, ...) changes a value the reference's step has."""
+    if d.tag not in ("delete", "replace"):
+        return False
+    start = d.cand.index if d.cand is not None else len(cand.ops)
+    rest = [o for o in cand.ops[start:] if o.stack]  # without a user frame: the replay's own restores after the raise
+    return ValueNeutral(ref, cand, extension_ops(ref, cand)).inserted(rest)
+
+
 def localise_crash(reference: Any, candidate: Any, batch: Any, replay: Replay = copied_replay) -> Localisation:
     """What a candidate step that raises computed before raising, against the reference's same step: both are
     replayed from the state before the step (as :func:`localise_step`); the candidate's trace ends at the raise.
@@ -95,7 +107,7 @@ def localise_crash(reference: Any, candidate: Any, batch: Any, replay: Replay = 
     d = first_difference(ref_trace, cand_trace)
     if ref_error is not None:
         result = Localisation("none", f"the reference's replay raised {error_text(ref_error)}")
-    elif d is None or (d.tag == "delete" and d.cand is None):
+    elif d is None or _unfinished(ref_trace, cand_trace, d):
         done = len(cand_trace.ops)
         result = Localisation("none", f"up to the raise the candidate's step agrees with the reference's ({done} "
                                       "operation(s) compared): the line that raised is where the two part")

@@ -54,10 +54,10 @@ def check_float32(res, variant: str, steps: int) -> None:
 
 
 #: the slow replay: float64 (the proof) at full length except the three slowest variants, which CI replays for their
-#: first 60 steps (200 steps of float64 CQL, SAC-N and EDAC cost ~6 min of the 2-core CI machine; `pogo-audit
-#: conformance --algo all` replays them in full); float32 at full length for one torch and the JAX variant, where the
-#: drift report past its enforced steps is exercised
-SLOW_STEPS = {"cql": 60, "sac_n": 60, "edac": 60}
+#: first 40 steps (200 steps of float64 CQL, SAC-N and EDAC cost ~6 min of the 2-core CI machine, 60 steps ~1.5 min;
+#: `pogo-audit conformance --algo all` replays them in full); float32 at full length for one torch and the JAX
+#: variant, where the drift report past its enforced steps is exercised
+SLOW_STEPS = {"cql": 40, "sac_n": 40, "edac": 40}
 LONG_FLOAT32 = ("td3_bc", "rebrac")
 FULL_LENGTH = [(v, "float64") for v in ALL_VARIANTS] + [(v, "float32") for v in LONG_FLOAT32]
 

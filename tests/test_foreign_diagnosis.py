@@ -8,13 +8,14 @@ import pytest
 
 from examples.wild.corpus import load_key, run_equivalence
 
-#: (adapter, algorithm, defect): the cases the diagnosis names at their key's line as its first location
+#: (adapter, algorithm, defect, steps): the cases the diagnosis names at their key's line as its first location,
+#: each audited for a few steps past the step its key says it first shows at (evaluation every 10 steps)
 CASES = [
-    ("branchy_adapter", "awac", "B1"),   # construction order decided by a local flag: the flag's assignment
-    ("branchy_adapter", "iql", "B4"),    # a loss term, a graph-less extra actor forward before it
-    ("branchy_adapter", "iql", "B5"),    # the TD target
-    ("branchy_adapter", "iql", "B14"),   # evaluation reseeds through a shared helper: the call on that path
-    ("branchy_adapter", "td3_bc", "B10"),  # a missing detach: the forward line, not `loss.backward()` in a helper
+    ("branchy_adapter", "awac", "B1", 2),     # construction order decided by a local flag: the flag's assignment
+    ("branchy_adapter", "iql", "B4", 2),      # a loss term, a graph-less extra actor forward before it
+    ("branchy_adapter", "iql", "B5", 2),      # the TD target
+    ("branchy_adapter", "iql", "B14", 12),    # evaluation reseeds through a shared helper: the call on that path
+    ("branchy_adapter", "td3_bc", "B10", 3),  # a missing detach: the forward line, not `loss.backward()` in a helper
 ]
 
 
@@ -23,11 +24,12 @@ def _key_line(trainer: str, defect: str) -> int:
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("adapter,algo,defect", CASES, ids=[c[2] for c in CASES])
-def test_a_single_defect_is_named_at_its_line(adapter, algo, defect):
+@pytest.mark.parametrize("adapter,algo,defect,steps", CASES, ids=[c[2] for c in CASES])
+def test_a_single_defect_is_named_at_its_line(adapter, algo, defect, steps):
     key = load_key("pogo_branchy")
-    args = ["--algo", algo, "--candidate", f"examples.wild.{adapter}:only_{defect}", "--isolate", "--steps", "12",
-            "--eval-every", "10", "--no-self-check"]
+    assert next(d["first_step"] for d in key["defects"] if d["id"] == defect) < steps
+    args = ["--algo", algo, "--candidate", f"examples.wild.{adapter}:only_{defect}", "--isolate", "--steps",
+            str(steps), "--eval-every", "10", "--no-self-check"]
     for module in key["glue"]:
         args += ["--glue", module]
     done = run_equivalence(args, threads=1)

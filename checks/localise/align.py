@@ -179,11 +179,9 @@ class ValueNeutral:
     def _deleted(self, op: Op) -> bool:
         if op.outputs and all(d == UNINITIALISED for d in op.outputs):
             return True  # an allocation computes nothing: what fills it is judged on its own
-        if op.random and not op.outputs:  # a reseed (or in-place draw) the candidate makes too, in another order
-            return (op.key, tuple(op.inputs)) in self.cand_calls
-        if op.random:  # the same draw made elsewhere in the candidate's step leaves every stream as the reference's
-            return all(d in self.cand_values for d in op.outputs)
-        if not op.outputs:
+        if op.random and op.outputs:  # the same draw made elsewhere in the candidate's step leaves every stream as
+            return all(d in self.cand_values for d in op.outputs)  # the reference's
+        if not op.outputs:  # a reseed, a .item(): the candidate makes the same call (in any order)
             return (op.key, tuple(op.inputs)) in self.cand_calls
         missing = [d for d in op.outputs if d not in self.cand_values]
         return not missing or self._dead(missing)

@@ -55,9 +55,7 @@ class Decisions:
     def decide(self, frame: Frame | None, stack: tuple[Frame, ...]) -> Frame | None:
         """``frame`` (a frame of ``stack``, outermost first), moved out of helpers to the call that decided."""
         k = call_position(frame, stack)
-        if k is None:
-            return frame
-        if not self._helper(stack[k]):
+        if k is None or not self._helper(stack[k]):
             return frame
         while k > 0 and self._helper(stack[k]):
             k -= 1

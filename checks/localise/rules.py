@@ -401,20 +401,16 @@ def graph_source(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame | None, 
     begin = start
     while begin > 0 and not in_backward(cand.ops[begin - 1]) and cand.ops[begin - 1].optimizer_step is None:
         begin -= 1
-    ref_modes: dict[str, set[bool]] = {}
-    for op in ref.ops:
-        if len(op.outputs) == 1:
-            ref_modes.setdefault(op.outputs[0], set()).add(ValueNeutral.differentiates(op))
-    cand_graphs = {op.computed[0] for op in cand.ops[begin:start] if len(op.computed) == 1 and ValueNeutral.differentiates(op)}
+    graphs = ValueNeutral(ref, cand)  # which values each side computes with a graph, without one, or both
     for op in cand.ops[begin:start]:
         if len(op.computed) != 1 or op.random or op.name.split(".")[1] in DETACHING:
             continue
         value, mine = op.computed[0], ValueNeutral.differentiates(op)
-        theirs = ref_modes.get(value)
+        theirs = graphs.ref_graph.get(value)
         if mine and theirs == {False}:
             return op.frame(), (f"candidate computes `{shape_text(op)}` with autograd where the reference computes "
                                 "the same value detached, so gradients flow through it")
-        if not mine and theirs == {True} and value not in cand_graphs:
+        if not mine and theirs == {True} and True not in graphs.cand_graph[value]:
             return op.frame(), (f"candidate computes `{shape_text(op)}` without a graph where the reference keeps "
                                 "its graph, so no gradient flows through it")
     return None

@@ -61,7 +61,7 @@ PLANTS = [
     ("pogo_audit/runtime/planted.py", "from pogo_audit.model.results import CheckResult\n", {"below-core", "acyclic"}),
     ("reports/planted.py", "import pogo_audit.core.golden\n", {"reports"}),
     ("multi_actor/planted.py", "from pogo_audit.core.harness import IsolatedTrainer\n", {"multi_actor"}),
-    ("checks/localise/planted.py", "import checks.mutants\n", {"acyclic"}),
+    ("checks/localise/planted.py", "import checks.equivalence\n", {"acyclic"}),
 ]
 
 
@@ -86,7 +86,7 @@ def test_planted_forbidden_import_breaks_its_contract(pristine, tmp_path, path, 
     assert {cid for cid, state in states.items() if state == "BROKEN"} == broken, output
     assert all(states[cid] == "KEPT" for cid in CONTRACTS if cid not in broken), output
     importer = path.removesuffix(".py").replace("/", ".")
-    if broken == {"acyclic"}:  # a cycle is reported between sibling packages: ".localise -> .mutants"
+    if broken == {"acyclic"}:  # a cycle is reported between sibling packages: ".localise -> .equivalence"
         package = importer.rsplit(".", 2)[-2]
         assert re.search(rf"^\s*-\s+\.{re.escape(package)} -> ", output, flags=re.M), output
     else:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from checks.equivalence.compare import Comparator, candidate_actors, parameter_check
@@ -25,6 +24,7 @@ from checks.equivalence.observables import (
 )
 from checks.equivalence.options import EquivalenceOptions
 from checks.equivalence.side import Side
+from checks.equivalence.snapshots import TORCH_LOCALISER, Localiser, Snapshots, traced
 from checks.equivalence.verdict import Judge, RunState, result_of
 from checks.equivalence.worker import CAND_FACTORY, process_plan, reference_pair
 from pogo_audit.core.bundle import write_divergence_bundle
@@ -65,6 +65,9 @@ def run_equivalence(
         except TrainerCrash as exc:
             run.crash = exc.crash
         finally:
+            if run.snapshots is not None:
+                run.snapshots.drop()
+                run.not_localised = run.snapshots.failed
             if run.pair is not None:
                 run.pair.close()
     result = result_of(algo, config, options, labels, device, run)
@@ -78,102 +81,6 @@ def run_equivalence(
 MAX_LOCALISED = 8
 
 
-
-
-def _copied(ref: Side, cand: Side) -> tuple[Any, Any]:
-    """Deep copies of both trainers before a step (raises when a trainer cannot be copied)."""
-    return copy.deepcopy(ref.iso), copy.deepcopy(cand.iso)
-
-
-def _snapshot(ref: Side, cand: Side) -> Any:
-    """Both trainers as they are before a step, for a replay: deep copies when they are independent of the live
-    trainers (:func:`checks.localise.fork.independent_copy`: no tensor storage shared, checked on the first
-    snapshot), else a forked copy of the process (:class:`checks.localise.fork.FrozenState`: slower, every step
-    forks, but needs no copy at all) where fork is available."""
-    from checks.localise import fork
-
-    if not cand.fork_snapshots:
-        try:
-            if cand.copies_checked:
-                return _copied(ref, cand)
-            copies = fork.independent_copy(ref.iso), fork.independent_copy(cand.iso)
-            cand.copies_checked = True
-            return copies
-        except Exception:  # noqa: BLE001 - a user's object may raise anything when copied: fork instead
-            if not fork.available():
-                raise  # no fork here: _take_snapshot records why the run is not localised
-            cand.fork_snapshots = True
-    return fork.FrozenState(ref.iso, cand.iso)
-
-
-def _localise_torch(snapshot: Any, batch: Any) -> Any:
-    from checks.localise import fork, localise_step
-
-    if isinstance(snapshot, fork.FrozenState):
-        return snapshot.run(_localise_in_frozen_state, batch)
-    return localise_step(snapshot[0], snapshot[1], batch)
-
-
-def _localise_in_frozen_state(reference: Any, candidate: Any, batch: Any) -> Any:
-    """In the frozen copy of the process: every replay of the step in a child of its own."""
-    from checks.localise import localise_step
-    from checks.localise.replay import forked_replay
-
-    return localise_step(reference, candidate, batch, replay=forked_replay)
-
-
-def _localise_crash_torch(snapshot: Any, batch: Any) -> Any:
-    from checks.localise import fork, localise_crash
-
-    if isinstance(snapshot, fork.FrozenState):
-        return snapshot.run(_localise_crash_in_frozen_state, batch)
-    return localise_crash(snapshot[0], snapshot[1], batch)
-
-
-def _localise_crash_in_frozen_state(reference: Any, candidate: Any, batch: Any) -> Any:
-    from checks.localise import localise_crash
-    from checks.localise.replay import forked_replay
-
-    return localise_crash(reference, candidate, batch, replay=forked_replay)
-
-
-def _release(snapshot: Any) -> None:
-    discard = getattr(snapshot, "discard", None)
-    if discard is not None:
-        discard()
-
-
-@dataclass(frozen=True)
-class Localiser:
-    """How a run replays a divergent step under tracing: ``snapshot(reference, candidate)`` takes what the replay
-    needs from both sides (:class:`Side`) before every step (raises when it cannot), ``localise(snapshot, batch)``
-    returns a :class:`checks.localise.Localisation`, ``localise_crash(snapshot, batch)`` the same for a step the
-    candidate raised in (None: not supported), ``release(snapshot)`` frees a snapshot once the step is done;
-    ``construction`` says whether a difference present right after construction can be located by replaying both
-    factories under tracing (PyTorch)."""
-
-    snapshot: Callable[[Any, Any], Any]
-    localise: Callable[[Any, Any], Any]
-    construction: bool = False
-    release: Callable[[Any], None] = lambda snapshot: None
-    localise_crash: Callable[[Any, Any], Any] | None = None
-
-
-#: PyTorch: both trainers frozen in a forked process (or deep-copied), replayed by
-#: :func:`checks.localise.localise_step`
-TORCH_LOCALISER = Localiser(_snapshot, _localise_torch, construction=True, release=_release,
-                            localise_crash=_localise_crash_torch)
-
-
-def _traced(localise: Callable[..., Any], *args: Any) -> dict[str, Any]:
-    """``localise(*args).as_dict()``, or a localisation saying why it failed (tracing failing must not cost the run
-    its verdict)."""
-    try:
-        return localise(*args).as_dict()
-    except Exception as exc:  # noqa: BLE001 - see the docstring
-        return {"kind": "none", "message": f"localisation failed: {type(exc).__name__}: {exc}", "frames": []}
-
-
 def _localise_construction(run: RunState, comp: Comparator, factories: tuple[Callable[..., Any], Callable[..., Any]],
                            config: Any, dataset_spec: Any, seed: int) -> None:
     """Findings present right after construction (step 0) are located by replaying both constructions under
@@ -183,17 +90,18 @@ def _localise_construction(run: RunState, comp: Comparator, factories: tuple[Cal
     new = [k for k, f in comp.findings.items() if f["first_step"] == 0 and localised(k[0])]
     if new:
         run.replays += 1
-        found = _traced(localise_construction, *factories, config, dataset_spec, seed)
+        found = traced(localise_construction, *factories, config, dataset_spec, seed)
         for key in new:
             run.located[key] = found
 
 
-def _localise_new(run: RunState, comp: Comparator, step: int, snapshot: Any, batch: Any,
-                  localise: Callable[[Any, Any], Any], also: tuple[tuple[str, str, str], ...] = ()) -> None:
-    """Replay ``step`` from ``snapshot`` under tracing when a finding showed for the first time at it, or the set of
+def _localise_new(run: RunState, comp: Comparator, step: int, snapshots: Snapshots, batch: Any,
+                  localise: Callable[..., Any], expected: tuple[Mapping[str, Any], Mapping[str, Any]],
+                  also: tuple[tuple[str, str, str], ...] = ()) -> None:
+    """Replay ``step`` from the snapshot under tracing when a finding showed for the first time at it, or the set of
     findings at it was not seen at a replayed step (a defect acting only at some steps, e.g. inside a delayed actor
     update, hides behind the findings of another one), and attach the located lines to the findings of this step
-    (and to ``also``: hygiene warnings first seen at it)."""
+    (and to ``also``: hygiene warnings first seen at it). ``expected``: both sides' parameters before the step."""
     from checks.localise import merge_more
 
     here = frozenset(k for k, f in comp.findings.items() if step in f["steps"] and localised(k[0]))
@@ -206,7 +114,7 @@ def _localise_new(run: RunState, comp: Comparator, step: int, snapshot: Any, bat
         return
     run.replays += 1
     run.signatures.add(signature)
-    found = _traced(localise, snapshot, own_copy(batch))
+    found = snapshots.replay(localise, batch, expected)
     for key in new:
         run.located[key] = found
     for key in here - set(new):
@@ -214,31 +122,18 @@ def _localise_new(run: RunState, comp: Comparator, step: int, snapshot: Any, bat
             run.located[key] = merge_more(run.located[key], found)
 
 
-def _take_snapshot(run: RunState, localiser: Localiser, ref: Side, cand: Side) -> Any:
-    """The localiser's snapshot before a step, or None with the reason kept (a trainer that cannot be copied is not
-    localised, and the result says why)."""
-    if run.not_localised is not None:
-        return None
-    try:
-        return localiser.snapshot(ref, cand)
-    except Exception as exc:  # noqa: BLE001 - whatever the copy raised is the reason
-        text = str(exc).strip().splitlines()
-        run.not_localised = (f"the trainers could not be copied for a replay ({type(exc).__name__}: "
-                             f"{text[0] if text else ''}); no step was replayed under tracing")
-        return None
-
-
-def _crashed_step(run: RunState, step: int, crash: Any, snapshot: Any, batch: Any, localiser: Localiser) -> None:
+def _crashed_step(run: RunState, step: int, crash: Any, snapshots: Snapshots | None, batch: Any,
+                  localiser: Localiser, expected: tuple[Mapping[str, Any], Mapping[str, Any]]) -> None:
     """A candidate step that raised under ``--isolate``: one finding per crash site (side, phase, exception, line),
     counting the steps it repeats at; the first time, the step is replayed under tracing and what the candidate
     computed before raising is compared with the reference's same step (:func:`checks.localise.localise_crash`)."""
     record = run.crash_site(crash)
     record["steps"].append(step)
-    if len(record["steps"]) > 1 or snapshot is None or localiser.localise_crash is None or \
+    if len(record["steps"]) > 1 or snapshots is None or localiser.localise_crash is None or \
             run.replays >= MAX_LOCALISED:
         return
     run.replays += 1
-    record["localisation"] = _traced(localiser.localise_crash, snapshot, own_copy(batch))
+    record["localisation"] = snapshots.replay(localiser.localise_crash, batch, expected)
 
 
 def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, reference_factory: Callable[..., Any],
@@ -317,13 +212,19 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
     if localise and localiser.construction:
         _localise_construction(run, judges[0].comp, (reference_factory, candidate_factory), config, dataset_spec,
                                seed)
+    run.snapshots = snapshots = Snapshots(localiser, run.sync if options.isolate else None) if localise else None
     for step in range(1, options.steps + 1):
         if run.inconclusive_step is not None:
             break
         cand.step = step
         if options.isolate:
             isolate(ref, cand, run.sync)
-        snapshot = _take_snapshot(run, localiser, ref, cand) if localise and run.replays < MAX_LOCALISED else None
+        windowed = False
+        if snapshots is not None:
+            if run.replays < MAX_LOCALISED:
+                windowed = snapshots.before(step, ref, cand)
+            else:
+                snapshots.drop()
         batch = buffer.sample(batch_size)
         before = (ref.params, cand.params)  # every observation binds a new dict: these stay the pre-step ones
         pre_policies = None
@@ -346,8 +247,9 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
             obs_ref, obs_twin = pair.collect(None)
             if obs_twin is not None and self_check(step, obs_ref, obs_twin):
                 run.inconclusive_step = step
-            _crashed_step(run, step, crash.crash, snapshot, batch, localiser)
-            localiser.release(snapshot)
+            _crashed_step(run, step, crash.crash, snapshots if windowed else None, batch, localiser, before)
+            if windowed:
+                snapshots.ran(step, batch)
             if progress is not None:
                 progress(step)
             continue
@@ -371,9 +273,10 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         warned = extras.new_warnings(step)
         diverged_by = [judge.comp.compare(step, obs_ref, obs_cand, tolerances) for judge in judges]
         run.remember(step, obs_ref, obs_cand)
-        if snapshot is not None and (diverged_by[0] or warned):
-            _localise_new(run, judges[0].comp, step, snapshot, batch, localiser.localise, warned)
-        localiser.release(snapshot)
+        if windowed and (diverged_by[0] or warned):
+            _localise_new(run, judges[0].comp, step, snapshots, batch, localiser.localise, before, warned)
+        if windowed:
+            snapshots.ran(step, batch)
         for judge, diverged in zip(judges, diverged_by):
             if diverged and judge.bundle_info is None:
                 judge.bundle_info = {

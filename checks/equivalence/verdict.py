@@ -65,6 +65,9 @@ class RunState:
     crashes: list[dict[str, Any]] = field(default_factory=list)
     #: why no step could be replayed under tracing (None: they could)
     not_localised: str | None = None
+    #: the snapshots a localisation replays from (:class:`checks.equivalence.snapshots.Snapshots`; None: the run
+    #: does not localise), released when the run ends
+    snapshots: Any = None
 
     def crash_site(self, crash: Crash) -> dict[str, Any]:
         """The record of ``crash``'s site (side, phase, exception type, file and line), made on first sight:

@@ -221,6 +221,27 @@ def test_candidate_magnitudes_are_computed_only_for_tensors_whose_digest_differs
     assert sorted(computed) == ["params/actor0/pi/w/l2", "params/actor0/pi/w/sum"]
 
 
+def test_a_lazy_reference_is_computed_once_for_every_side():
+    """A reference observed in the calling process defers its magnitudes too: each is computed once, the candidate
+    and the twin take it where their digest is the reference's, and nothing deferred is left on any side."""
+    from checks.equivalence.observables import Deferred, param_observables, settle_deferred
+
+    same = np.arange(6, dtype=np.float32).reshape(2, 3)
+    other = same + 1.0
+    params = {"critic/q/w": same, "actor0/pi/w": same}
+    computed = []
+    ref = param_observables(params, lazy=True)
+    for name, value in ref.items():
+        if isinstance(value, Deferred):
+            value.compute = (lambda f=value.compute, n=name: computed.append(n) or f())
+    cand = param_observables({"critic/q/w": same, "actor0/pi/w": other}, lazy=True)
+    twin = param_observables(params, lazy=True)
+    settle_deferred(ref, cand, twin)
+    assert ref == twin == param_observables(params)
+    assert cand == param_observables({"critic/q/w": same, "actor0/pi/w": other})
+    assert sorted(computed) == sorted(k for k in ref if not k.endswith("/hash"))  # each once
+
+
 def test_the_history_has_every_scalar_at_every_step_nan_where_a_step_lacked_it():
     """The run keeps one dict of scalars a step and builds the series when a bundle or the result needs them: a
     series starts with NaN before its observable first shows, has NaN where a step lacked it, and non-scalars

@@ -245,6 +245,7 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
         if crash is not None and options.isolate and crash.crash.phase == "step":
             # with --isolate the next step starts from the reference's state again: the crash is one finding
             obs_ref, obs_twin = pair.collect(None)
+            settle_deferred(obs_ref, *([] if obs_twin is None else [obs_twin]))
             if obs_twin is not None and self_check(step, obs_ref, obs_twin):
                 run.inconclusive_step = step
             _crashed_step(run, step, crash.crash, snapshots if windowed else None, batch, localiser, before)
@@ -254,9 +255,8 @@ def _run_lock_step(algo: str, config: Any, dataset_spec: Any, buffer: Any, refer
                 progress(step)
             continue
         obs_ref, obs_twin = pair.collect(crash)
-        settle_deferred(obs_ref, obs_cand)
-        if cand.leak:
-            settle_deferred(ref.leak or {}, cand.leak)
+        settle_deferred(obs_ref, obs_cand, *([] if obs_twin is None else [obs_twin]))
+        settle_deferred(ref.leak or {}, cand.leak)
         if obs_twin is None:
             extras.twin = None  # no twin (any more): the evaluation audit no longer drives it
         obs_ref[BATCH_OBSERVABLE] = UNCHANGED

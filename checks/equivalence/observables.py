@@ -111,11 +111,11 @@ def not_numeric(value: Any) -> str:
 
 
 class Deferred:
-    """A magnitude observable (a tensor's sum or norm) of the candidate, computed only when the tensor's digest
-    (``digest``: the name of its ``.../hash`` observable) differs from the reference's: equal digests mean equal
-    bytes, hence equal sums and norms, so the reference's numbers are taken (:func:`settle_deferred`). The
-    digest (XXH3, several GB/s) is far cheaper than a float64 sum, and the candidate's observation runs on the
-    audit's critical path while the reference's runs beside it."""
+    """A magnitude observable (a tensor's sum or norm), computed only when it is needed: the candidate's when the
+    tensor's digest (``digest``: the name of its ``.../hash`` observable) differs from the reference's — equal digests
+    mean equal bytes, hence equal sums and norms, so the reference's numbers are taken (:func:`settle_deferred`) —
+    and a reference's in the calling process once, for both sides. The digest (XXH3, several GB/s) is far cheaper
+    than a float64 sum, and every observation in the calling process runs on the audit's critical path."""
 
     __slots__ = ("compute", "digest")
 
@@ -123,13 +123,24 @@ class Deferred:
         self.compute, self.digest = compute, digest
 
 
-def settle_deferred(obs_ref: Mapping[str, Any], obs_cand: dict[str, Any]) -> None:
-    """Replace every :class:`Deferred` of ``obs_cand`` in place: by the reference's value when the tensor's digest
-    equals the reference's, else by computing it."""
-    for name, value in obs_cand.items():
-        if isinstance(value, Deferred):
-            same = name in obs_ref and value.digest in obs_ref and obs_ref[value.digest] == obs_cand.get(value.digest)
-            obs_cand[name] = obs_ref[name] if same else value.compute()
+def settle_deferred(obs_ref: dict[str, Any], *others: dict[str, Any]) -> None:
+    """Replace every :class:`Deferred` in place: each of ``others`` (the candidate's, the twin's observables) takes
+    the reference's value where the tensor's digest equals the reference's and computes its own otherwise; the
+    reference's are computed (once) where they are used, and the rest after."""
+    for obs in others:
+        for name, value in obs.items():
+            if isinstance(value, Deferred):
+                same = name in obs_ref and value.digest in obs_ref and obs_ref[value.digest] == obs.get(value.digest)
+                obs[name] = _settled(obs_ref, name) if same else value.compute()
+    for name in obs_ref:
+        _settled(obs_ref, name)
+
+
+def _settled(obs: dict[str, Any], name: str) -> Any:
+    value = obs[name]
+    if isinstance(value, Deferred):
+        value = obs[name] = value.compute()
+    return value
 
 
 def total(arr: np.ndarray) -> float:

@@ -29,7 +29,7 @@ from checks.equivalence.side import Side
 from pogo_audit.model.findings import TrainerCrash
 
 #: a PyTorch snapshot is taken before every this many steps (and before the step after each localisation)
-TORCH_SNAPSHOT_EVERY = 10
+TORCH_SNAPSHOT_EVERY = 20
 
 
 class ReplayMismatch(RuntimeError):

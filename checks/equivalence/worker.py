@@ -444,9 +444,10 @@ class LocalReference:
         return self.ref.call("parameters"), self.ref.iso.rng
 
     def _observe(self, side: Any, batch: Any, full: bool) -> dict[str, Any]:
+        """The observables of a step (magnitudes deferred: the lock-step loop settles them with the candidate's)."""
         if batch is None:
             return side.observe({}, full)
-        return side.step_and_observe(own_copy(batch), full, compared_only=True)[1]
+        return side.step_and_observe(own_copy(batch), full, lazy=True, compared_only=True)[1]
 
     def submit(self, step: int, batch: Any, full: bool) -> None:
         if self.twin is not None and not twin_due(step, self.twin_steps):

@@ -223,9 +223,23 @@ def collect_findings(target: JaxTarget, table: list[dict[str, Any]], h2d: dict[s
         severity = FAIL if path_name == STEP == target.loop else "note"
         suffix = "" if path_name == EPOCH or severity == FAIL else \
             f" (per-update API; the training loop is the {target.loop})"
-        out.append(_finding("host_to_device", severity, f"{n} host-to-device transfers per {path_name} call{suffix}; "
-                                                        f"first: {culprit}{where}", path=first.get("path"),
-                            line=first.get("line"), code=first.get("code")))
+        text = f"{n} host-to-device transfers per {path_name} call{suffix}; first: {culprit}{where}"
+        entry = first.get("entry")
+        if jitted[0] and entry and (entry["path"], entry["line"]) != (first.get("path"), first.get("line")):
+            # a jitted step whose path also calls code that runs op by op (jit evidence is all-or-nothing): the call
+            # into it is the decision, the eager op deep inside it the evidence (an un-jitted step has its own
+            # finding at the update function, and this one stays at the first transfer)
+            out.append(_finding("host_to_device", severity, f"un-jitted work on every {path_name} call: "
+                                                            f"`{entry['callee']}` runs op by op, called at "
+                                                            f"{entry['path']}:{entry['line']} `{entry['code']}` in "
+                                                            f"{entry['function']} — {text}",
+                                path=entry["path"], line=entry["line"], code=entry["code"],
+                                function=entry["function"],
+                                related=[{"path": first["path"], "line": first["line"], "code": first["code"],
+                                          "why": "the first transfer"}]))
+            continue
+        out.append(_finding("host_to_device", severity, text, path=first.get("path"), line=first.get("line"),
+                            code=first.get("code")))
     runtime = _runtime_sync_findings(target, evidence)
     for s in scan.syncs:
         found = runtime.get((s["path"], s["line"]))

@@ -67,8 +67,11 @@ def count_host_to_device(run: Callable[[], None]) -> int:
 def probe_host_to_device(call: Callable[[], Any]) -> dict[str, Any] | None:
     """Run ``call`` once under ``transfer_guard_host_to_device("disallow")``: the first implicit transfer, or None.
 
-    Returns {message, path, line, code} (the innermost project frame outside this profiler, whose target wrappers
-    call the user's code); the call is cut short at the transfer.
+    Returns {message, path, line, code} of the innermost project frame outside this profiler (whose target wrappers
+    call the user's code) and, when the trainer's code reached it through more than one of its frames, ``entry``:
+    the outermost trainer frame (not glue) ``{path, line, code, function, callee}`` — the line on the step's path
+    that called into the code that transfers (``callee``: the trainer function it called). The call is cut short
+    at the transfer.
     """
     try:
         with jax.transfer_guard_host_to_device("disallow"):
@@ -82,6 +85,13 @@ def probe_host_to_device(call: Callable[[], Any]) -> dict[str, Any] | None:
         trainer = [f for f in frames if not is_glue(f.filename)]
         where = (trainer or frames)[-1] if frames else None
         message = re.sub(r"^\w+: ", "", text.split("\n")[0]).split(", dst_sharding")[0]
-        return {"message": message[:300], "path": display_path(where.filename) if where else None,
-                "line": where.lineno if where else None, "code": (where.line or "").strip() if where else None}
+        out = {"message": message[:300], **_frame(where)}
+        if len(trainer) > 1:
+            out["entry"] = {**_frame(trainer[0]), "function": trainer[0].name, "callee": trainer[1].name}
+        return out
     return None
+
+
+def _frame(frame: traceback.FrameSummary | None) -> dict[str, Any]:
+    return {"path": display_path(frame.filename) if frame else None, "line": frame.lineno if frame else None,
+            "code": (frame.line or "").strip() if frame else None}

@@ -160,6 +160,10 @@ def _runtime_sync_findings(target: JaxTarget, evidence: Evidence) -> dict[tuple[
             seen = f"{s['calls_seen']} of {s['calls_measured']}"
             if path_name == EVALUATE:
                 severity, label = "note", f"once per evaluation ({seen} evaluate() calls)"
+            elif s["in_evaluation"]:
+                count = f"{s['per_evaluation']} per evaluation, " if s["per_evaluation"] else ""
+                severity, label = "note", (f"inside the evaluation {path_name}() runs inline ({count}in {seen} "
+                                           f"measured {path_name}() calls), not per update")
             elif not s["recurring"]:
                 severity, label = "note", f"occasional: in {seen} measured {path_name}() calls, not per-step"
             elif path_name == EPOCH:

@@ -12,6 +12,10 @@ object returned by another call, ``Metrics.compute()`` doing ``np.array(...)`` o
 Each sync is recorded at the innermost frame of the user's code (file:line, function, source line) and counted per
 measured call, so a site seen in every call is told from one seen once (evaluation, setup). Calls made by jax or by
 this profiler are not the user's syncs and are skipped, as are conversions nested inside a recorded one.
+
+Each sync also keeps the trainer functions on its stack: a sync of a ``step()``/``epoch()`` call made inside the
+function ``evaluate()`` enters (an evaluation the training loop runs inline) is counted per evaluation, not per
+update (:meth:`SyncProbe.classify`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from checks.jax_profile.compiles import EVALUATE
 from checks.jax_profile.files import PROFILER_DIR, display_path, is_project_file
 from pogo_audit.model.glue import is_glue
 
@@ -45,8 +50,13 @@ _KIND = {"__array__": "__array__()", "__float__": "float()", "__int__": "int()",
 
 
 @functools.lru_cache(maxsize=4096)
+def _is_profiler(path: str) -> bool:
+    return os.path.abspath(path).startswith(PROFILER_DIR)
+
+
+@functools.lru_cache(maxsize=4096)
 def _is_user_file(path: str) -> bool:
-    return is_project_file(path) and not os.path.abspath(path).startswith(PROFILER_DIR)
+    return is_project_file(path) and not _is_profiler(path)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -74,6 +84,8 @@ class SyncSite:
     code: str
     kind: str
     counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: (path, call index) -> the trainer functions (code objects, outermost first) on the stack of each sync
+    stacks: dict[tuple[str, int], set[tuple[Any, ...]]] = field(default_factory=dict)
 
     def calls(self, path_name: str) -> dict[int, int]:
         """{call index: syncs} for one path."""
@@ -157,6 +169,7 @@ class SyncProbe:
             function = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
             site = self.sites[key] = SyncSite(key[0], line, function, linecache.getline(path, line).strip(), kind)
         site.counts[self._current] = site.counts.get(self._current, 0) + 1
+        site.stacks.setdefault(self._current, set()).add(_trainer_codes(frame))
 
     @contextlib.contextmanager
     def measuring(self, path_name: str, index: int) -> Iterator[None]:
@@ -169,17 +182,40 @@ class SyncProbe:
             self._current = previous
         self.calls[path_name] = max(self.calls.get(path_name, 0), index + 1)
 
+    def evaluation_entries(self) -> set[Any]:
+        """The trainer functions ``evaluate()`` entered (the outermost trainer frame of each of its syncs)."""
+        return {stack[0] for site in self.sites.values() for (p, _), stacks in site.stacks.items()
+                if p == EVALUATE for stack in stacks if stack}
+
     def classify(self, path_name: str, updates_per_call: int = 1) -> list[dict[str, Any]]:
         """The sites seen on ``path_name``: ``recurring`` when seen in every measured call, ``per_update`` when at
-        least ``updates_per_call`` times in each, with the calls that saw it."""
+        least ``updates_per_call`` times in each, with the calls that saw it; ``in_evaluation`` when every sync of
+        the site on this path ran inside a function ``evaluate()`` enters (an inline evaluation), with
+        ``per_evaluation``: its syncs per ``evaluate()`` call where that was measured."""
         out = []
         n = self.calls.get(path_name, 0)
+        entries = self.evaluation_entries() if path_name != EVALUATE else set()
         for site in self.sites.values():
             calls = {i: c for i, c in site.calls(path_name).items() if i < n}
             if not calls:
                 continue
             recurring = n > 0 and len(calls) == n
+            stacks = [stack for (p, i), found in site.stacks.items() if p == path_name and i < n for stack in found]
+            inline = bool(entries) and all(entries.intersection(stack) for stack in stacks)
+            evaluations = site.calls(EVALUATE)
             out.append({**site.as_dict(), "on": path_name, "calls_seen": len(calls), "calls_measured": n,
-                        "recurring": recurring,
-                        "per_update": recurring and min(calls.values()) >= updates_per_call})
+                        "recurring": recurring, "in_evaluation": inline,
+                        "per_evaluation": max(evaluations.values()) if inline and evaluations else None,
+                        "per_update": recurring and not inline and min(calls.values()) >= updates_per_call})
         return sorted(out, key=lambda s: (s["path"], s["line"], s["kind"]))
+
+
+def _trainer_codes(frame: FrameType | None) -> tuple[Any, ...]:
+    """The code objects of the trainer's frames (user files, not glue) from ``frame`` out to the profiler's call
+    into the target, outermost first."""
+    codes = []
+    while frame is not None and not _is_profiler(frame.f_code.co_filename):
+        if _is_user_file(frame.f_code.co_filename) and not is_glue(frame.f_code.co_filename):
+            codes.append(frame.f_code)
+        frame = frame.f_back
+    return tuple(reversed(codes))

@@ -136,6 +136,36 @@ class PerStepFloatSync(_Regression):
         return loss
 
 
+#: the batches the inline evaluation below reads one by one (more than an epoch's updates)
+EVAL_BATCHES = 16
+
+
+class InlineEvaluation(_Regression):
+    """Jitted updates; every ``epoch()`` ends with the evaluation ``evaluate()`` runs, which reads each of its
+    ``EVAL_BATCHES`` losses with ``float()``: syncs per evaluation, not per update."""
+
+    updates_per_epoch = UPDATES_PER_EPOCH
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._step = jax.jit(partial(sgd_step, lr=LR))
+        self._loss = jax.jit(mse)
+
+    def step(self) -> jax.Array:
+        self.params, loss = self._step(self.params, self.x, self.y)
+        return loss
+
+    def epoch(self) -> jax.Array:
+        for _ in range(self.updates_per_epoch):
+            loss = self.step()
+        self.evaluate()
+        return loss
+
+    def evaluate(self) -> float:
+        x, y = self.x.reshape(EVAL_BATCHES, -1, 4), self.y.reshape(EVAL_BATCHES, -1, 1)
+        return sum(float(self._loss(self.params, x[i], y[i])) for i in range(EVAL_BATCHES))  # marker: eval sync
+
+
 def clean_loop() -> CleanLoop:
     return CleanLoop()
 
@@ -158,3 +188,7 @@ def weak_typed_accumulator() -> WeakTypedAccumulator:
 
 def per_step_float_sync() -> PerStepFloatSync:
     return PerStepFloatSync()
+
+
+def inline_evaluation() -> InlineEvaluation:
+    return InlineEvaluation()

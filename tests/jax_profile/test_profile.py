@@ -148,3 +148,19 @@ def test_render_tables(profiles):
             console.print(renderable)
     text = console.export_text()
     assert "sgd_step_accumulate" in text and "weak_type" in text and "python loop / scan" in text
+
+
+@pytest.mark.heavy
+def test_syncs_of_an_evaluation_the_epoch_runs_inline_count_per_evaluation(profiles):
+    """``epoch()`` runs the same evaluation as ``evaluate()`` after its updates, and that evaluation syncs more
+    often than an epoch has updates: those syncs are per evaluation (a note), not "per update inside epoch()"."""
+    import inspect
+
+    res = profiles("inline_evaluation")
+    source, start = inspect.getsourcelines(jax_pathologies.InlineEvaluation.evaluate)
+    line = start + next(i for i, text in enumerate(source) if "marker: eval sync" in text)
+    syncs = [f for f in res.details if f["kind"] == "host_sync" and f.get("line") == line]
+    assert [f["severity"] for f in syncs] == ["note"], [f["message"] for f in syncs]
+    assert f"inside the evaluation epoch() runs inline ({jax_pathologies.EVAL_BATCHES} per evaluation" in \
+        syncs[0]["message"]
+    assert "host_sync" not in _kinds(res)

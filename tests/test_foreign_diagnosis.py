@@ -16,6 +16,8 @@ CASES = [
     ("branchy_adapter", "iql", "B5", 2),      # the TD target
     ("branchy_adapter", "iql", "B14", 12),    # evaluation reseeds through a shared helper: the call on that path
     ("branchy_adapter", "td3_bc", "B10", 3),  # a missing detach: the forward line, not `loss.backward()` in a helper
+    ("branchy_adapter", "td3_bc", "B7", 3),   # the delayed update on odd steps: the flag's assignment above the
+                                              # `if`/`with no_grad()` whose block calls a helper first
 ]
 
 

@@ -36,6 +36,8 @@ _SYSTEM_DIRS = tuple(sorted({str(Path(p).resolve()) + "/" for key in ("stdlib", 
 _USER: dict[str, bool] = {}
 #: source lines that decide which code runs next
 BRANCH = ("if ", "elif ", "while ", "for ", "else:")
+#: source lines that open a block without deciding whether it runs (the deciding line is above them)
+OPENERS = ("with ", "try:")
 _SELF_ATTR = re.compile(r"\bself\.(\w+)")
 
 

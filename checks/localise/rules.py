@@ -49,7 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from checks.localise.align import DETACHING, Difference, ValueNeutral, module_of, relevant_extension, shape_text
-from checks.localise.frames import BRANCH, REPO_ROOT, Frame
+from checks.localise.frames import BRANCH, OPENERS, REPO_ROOT, Frame
 from checks.localise.trace import SCHEDULE_STEP, Op, Trace
 from pogo_audit.model.protocol import COMPARED_PARAM_ROLES
 
@@ -110,8 +110,9 @@ def inserted_at(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame | None, s
         if here.line != there.line:
             located = here
             break
-    if located is None:  # one stack extends the other: the extra operation is on the shorter one's last line
-        located = c.stack[len(prev.stack) - 1] if len(c.stack) > len(prev.stack) else c.frame()
+    if located is None:  # one stack extends the other: the extra operation is on the shorter one's last line (the
+        # outermost line when the last agreeing operation ran outside the trainer's code, e.g. an RNG restore)
+        located = c.stack[max(len(prev.stack) - 1, 0)] if len(c.stack) > len(prev.stack) else c.frame()
     assert located is not None
     reference_runs_it = d.ref is not None and any((f.file, f.line) == (located.file, located.line)
                                                   for f in d.ref.stack)
@@ -119,6 +120,8 @@ def inserted_at(ref: Trace, cand: Trace, d: Difference) -> tuple[Frame | None, s
         start = max(prev.line_index - 1, 0)
         before = [i for i in range(start, c.line_index) if cand.lines[i][0].call == located.call
                   and cand.lines[i][0].line < located.line]
+        while before and source_text(cand.lines[before[-1]][0]).startswith(OPENERS):
+            before.pop()  # `with torch.no_grad():` inside the block: the block's condition is above it
         if before and source_text(cand.lines[before[-1]][0]).startswith(BRANCH):
             cause = _condition_cause(ref, cand, before[-1], d.ref) or _local_cause(cand, before[-1])
             return cause or (cand.lines[before[-1]][0], " (the block entered by this condition)")

@@ -4,6 +4,7 @@ differences of the step."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from checks.localise.align import Difference, first_difference, shape_text
@@ -41,9 +42,17 @@ def _schedule_step_itself(d: Difference) -> bool:
     return bool(ops) and ops[0].name == SCHEDULE_STEP
 
 
-def compare_traces(ref: Trace, cand: Trace, construction: bool = False) -> Localisation:
+#: the ``rule`` of a first difference that reads a parameter the two sides already held differently
+STATE_RULE = "parameter state"
+
+
+def compare_traces(ref: Trace, cand: Trace, construction: bool = False,
+                   differing: Mapping[str, str] | None = None) -> Localisation:
     """The :class:`Localisation` of two recorded steps (reference first; ``construction``: two factories' runs, where
-    a shared builder's line is moved to the call that passed its arguments, :class:`Decisions`)."""
+    a shared builder's line is moved to the call that passed its arguments, :class:`Decisions`). ``differing``: the
+    canonical parameters the sides held differently before the step (name -> how): a first difference whose
+    operations (up to where both sides agree again) read one of them follows from that state, not from a line of
+    this step, and is not located."""
     d = first_difference(ref, cand)
     module, gradient, schedule = module_finding(ref, cand), gradient_finding(ref, cand), schedule_finding(ref, cand)
     if d is None:
@@ -51,6 +60,16 @@ def compare_traces(ref: Trace, cand: Trace, construction: bool = False) -> Local
                                     "module call and optimizer step agrees, apart from candidate-only operations that "
                                     "touch nothing compared (the divergence comes from state carried into this step)",
                             module=module, gradient=gradient, schedule=schedule)
+    read = sorted({name for op in (d.cand, d.ref, *d.inserted, *d.deleted) if op is not None
+                   for name, _ in op.params} & set(differing or ()))
+    if read:
+        op = d.cand or d.ref
+        assert op is not None and differing is not None
+        return Localisation("numeric", f"the first difference (from `{shape_text(op)}` on) reads {read[0]}, which "
+                                       "the two sides held differently "
+                                       f"before this step ({differing[read[0]]}): the difference follows from that "
+                                       "state (see the parameter check and step 0), not from a line of this step",
+                            rule=STATE_RULE, module=module, gradient=gradient, schedule=schedule)
     extension = None
     relevant = relevant_extension(d.inserted) if d.tag == "insert" and d.ref is None else None
     if relevant is not None:  # after the reference's whole step: start at the operation that matters

@@ -10,6 +10,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from checks.localise.align import (
     Difference,
     ValueNeutral,
@@ -69,7 +71,7 @@ def localise_step(reference: Any, candidate: Any, batch: Any, rounds: int | None
         warnings.simplefilter("ignore")
         ref_trace, _, ref_error = replay(reference, batch, keep=True)
         cand_trace, _, cand_error = replay(candidate, batch)
-        result = compare_traces(ref_trace, cand_trace)
+        result = compare_traces(ref_trace, cand_trace, differing=held_differently(reference, candidate))
         if result.kind != "none" and ref_error is None and cand_error is None:
             seen = {(f["file"], f["line"]) for f in result.frames[:1]} | {
                 (m["frame"]["file"], m["frame"]["line"]) for m in result.more}
@@ -82,6 +84,24 @@ def localise_step(reference: Any, candidate: Any, batch: Any, rounds: int | None
             result.errors[side] = error_text(error)
             result.message += f"; the {side}'s replay raised {result.errors[side]}"
     return result
+
+
+def held_differently(reference: Any, candidate: Any) -> dict[str, str]:
+    """The parameters both trainers (``IsolatedTrainer`` objects) name but hold with another shape, dtype or value
+    (an architecture or initialisation ``--isolate`` could not synchronise), each with how; {} when a side's
+    ``parameters()`` raises (the step's replay reports that)."""
+    try:
+        ref, cand = reference.call("parameters"), candidate.call("parameters")
+    except Exception:  # noqa: BLE001 - the trainer's own failure: no parameter is called differing
+        return {}
+    out = {}
+    for name in ref.keys() & cand.keys():
+        r, c = np.asarray(ref[name]), np.asarray(cand[name])
+        if r.shape != c.shape or r.dtype != c.dtype:
+            out[name] = f"reference {list(r.shape)} {r.dtype}, candidate {list(c.shape)} {c.dtype}"
+        elif r.tobytes() != c.tobytes():
+            out[name] = "same shape, other values"
+    return out
 
 
 def _unfinished(ref: Trace, cand: Trace, d: Difference) -> bool:
@@ -112,7 +132,7 @@ def localise_crash(reference: Any, candidate: Any, batch: Any, replay: Replay = 
         result = Localisation("none", f"up to the raise the candidate's step agrees with the reference's ({done} "
                                       "operation(s) compared): the line that raised is where the two part")
     else:
-        result = compare_traces(ref_trace, cand_trace)
+        result = compare_traces(ref_trace, cand_trace, differing=held_differently(reference, candidate))
         result.more = []  # after the first difference the rest of a crashing step is no evidence
     if cand_error is None:
         result.message += "; the candidate's replay did not raise this time"

@@ -25,19 +25,26 @@ def _key_line(trainer: str, defect: str) -> int:
     return next(d["line"] for d in load_key(trainer)["defects"] if d["id"] == defect)
 
 
+def _audit(trainer: str, adapter: str, algo: str, defect: str, steps: int, *options: str) -> dict:
+    """``equivalence --isolate`` of the corpus trainer with only ``defect``, as a user types it (the key's glue
+    declared); the check's JSON."""
+    args = ["--algo", algo, "--candidate", f"examples.wild.{adapter}:only_{defect}", "--isolate", "--steps",
+            str(steps), *options]
+    for module in load_key(trainer)["glue"]:
+        args += ["--glue", module]
+    done = run_equivalence(args, threads=1)
+    assert done.rc == 1 and done.check is not None, done.error
+    return done.check
+
+
 @pytest.mark.heavy
 @pytest.mark.parametrize("adapter,algo,defect,steps", CASES, ids=[c[2] for c in CASES])
 def test_a_single_defect_is_named_at_its_line(adapter, algo, defect, steps):
     key = load_key("pogo_branchy")
     assert next(d["first_step"] for d in key["defects"] if d["id"] == defect) < steps
-    args = ["--algo", algo, "--candidate", f"examples.wild.{adapter}:only_{defect}", "--isolate", "--steps",
-            str(steps), "--eval-every", "10", "--no-self-check"]
-    for module in key["glue"]:
-        args += ["--glue", module]
-    done = run_equivalence(args, threads=1)
-    assert done.rc == 1 and done.check is not None, done.error
-    findings = done.check["metrics"]["findings"]
-    assert findings, done.check["summary"]
+    check = _audit("pogo_branchy", adapter, algo, defect, steps, "--eval-every", "10", "--no-self-check")
+    findings = check["metrics"]["findings"]
+    assert findings, check["summary"]
     located = [f for f in findings if f.get("location")]  # a loss only one side logs (B7's actor loss) has no line
     assert located, findings
     first = located[0]["location"]
@@ -87,14 +94,7 @@ def test_a_crash_after_a_value_neutral_snapshot_is_named_where_it_raised():
     """The closures trainer snapshots actor0 for its chain (``load_state_dict(actor.state_dict())``) and then raises
     calling the actor with a keyword it lacks (C2): everything it ran before the raise is value-neutral, so the line
     that raised is the finding — not the snapshot where the reference's step simply goes on."""
-    key = load_key("pogo_closures")
-    args = ["--algo", "sac_n", "--candidate", "examples.wild.closures_adapter:only_C2", "--isolate", "--steps", "2",
-            "--no-self-check"]
-    for module in key["glue"]:
-        args += ["--glue", module]
-    done = run_equivalence(args, threads=1)
-    assert done.rc == 1 and done.check is not None, done.error
-    crash = done.check["metrics"]["crashes"][0]
+    crash = _audit("pogo_closures", "closures_adapter", "sac_n", "C2", 2, "--no-self-check")["metrics"]["crashes"][0]
     assert crash["location"]["path"].endswith("pogo_closures.py")
     assert crash["location"]["line"] == _key_line("pogo_closures", "C2"), crash
     assert crash["localisation"]["kind"] == "none", crash["localisation"]
@@ -106,14 +106,7 @@ def test_findings_that_follow_from_an_unsynchronised_architecture_name_no_line_o
     layer: every actor-dependent value of every step differs. The construction is named at its line (step 0); the
     steps' findings say they follow from the parameters the sides held differently, instead of naming the first
     forward line that reads them (a false alarm)."""
-    key = load_key("pogo_cql_script")
-    args = ["--algo", "cql", "--candidate", "examples.wild.cql_adapter:only_Q4", "--isolate", "--steps", "2",
-            "--no-self-check"]
-    for module in key["glue"]:
-        args += ["--glue", module]
-    done = run_equivalence(args, threads=1)
-    assert done.rc == 1 and done.check is not None, done.error
-    findings = done.check["metrics"]["findings"]
+    findings = _audit("pogo_cql_script", "cql_adapter", "cql", "Q4", 2, "--no-self-check")["metrics"]["findings"]
     construction = [f for f in findings if f["first_step"] == 0 and f.get("location")]
     assert construction and construction[0]["location"]["line"] == _key_line("pogo_cql_script", "Q4")
     later = [f for f in findings if f["first_step"] >= 1 and (f.get("localisation") or {}).get("rule")]

@@ -21,11 +21,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from checks.equivalence.isolate import SyncPlan, isolate
 from checks.equivalence.observables import own_copy
 from checks.equivalence.side import Side
+from pogo_audit.core.compare import parameter_differences
 from pogo_audit.model.findings import TrainerCrash
 
 #: a PyTorch snapshot is taken before every this many steps (and before the step after each localisation)
@@ -104,8 +103,9 @@ class CatchUp:
             isolate(ref, cand, plan)
         for side, replayed, live in (("reference", ref.params, self.expected[0]),
                                      ("candidate", cand.params, self.expected[1])):
-            name = _first_different(replayed, live)
-            if name is not None:
+            differences = parameter_differences(replayed, live)
+            if differences:
+                name = next(iter(differences))
                 raise ReplayMismatch(
                     f"replaying steps {self.steps[0][0]}-{self.steps[-1][0]} from the snapshot taken before step "
                     f"{self.steps[0][0]} did not reproduce the {side}'s {name} of the live run (its step depends "
@@ -176,17 +176,6 @@ def traced(localise: Callable[..., Any], *args: Any) -> dict[str, Any]:
         return localise(*args).as_dict()
     except Exception as exc:  # noqa: BLE001 - see the docstring
         return {"kind": "none", "message": f"localisation failed: {type(exc).__name__}: {exc}", "frames": []}
-
-
-def _first_different(replayed: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
-    """The first parameter name whose value (or presence) differs bitwise between two ``parameters()`` dicts."""
-    for name in sorted(set(replayed) | set(live)):
-        if name not in replayed or name not in live:
-            return name
-        a, b = np.asarray(replayed[name]), np.asarray(live[name])
-        if a.shape != b.shape or a.dtype != b.dtype or a.tobytes() != b.tobytes():
-            return name
-    return None
 
 
 def _copied(ref: Side, cand: Side) -> tuple[Any, Any]:

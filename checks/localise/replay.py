@@ -10,8 +10,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 from checks.localise.align import (
     Difference,
     ValueNeutral,
@@ -35,6 +33,7 @@ from checks.localise.rules import (
     reference_line,
 )
 from checks.localise.trace import Repair, Trace, record_step, recording
+from pogo_audit.core.compare import parameter_differences
 
 #: ``replay(trainer, batch, **options) -> (trace, output, error)``: one traced step from ``trainer``'s state, which it
 #: leaves as it was (:func:`copied_replay`, :func:`forked_replay`)
@@ -94,14 +93,7 @@ def held_differently(reference: Any, candidate: Any) -> dict[str, str]:
         ref, cand = reference.call("parameters"), candidate.call("parameters")
     except Exception:  # noqa: BLE001 - the trainer's own failure: no parameter is called differing
         return {}
-    out = {}
-    for name in ref.keys() & cand.keys():
-        r, c = np.asarray(ref[name]), np.asarray(cand[name])
-        if r.shape != c.shape or r.dtype != c.dtype:
-            out[name] = f"reference {list(r.shape)} {r.dtype}, candidate {list(c.shape)} {c.dtype}"
-        elif r.tobytes() != c.tobytes():
-            out[name] = "same shape, other values"
-    return out
+    return {k: how for k, how in parameter_differences(ref, cand).items() if k in ref and k in cand}
 
 
 def _unfinished(ref: Trace, cand: Trace, d: Difference) -> bool:

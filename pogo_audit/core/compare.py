@@ -6,7 +6,9 @@ Messages follow torch.testing: mismatched count, greatest absolute and relative 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -95,3 +97,19 @@ def compare_arrays(expected: np.ndarray, actual: np.ndarray, rtol: float = DEFAU
 def compare_scalar(expected: float, actual: float, rtol: float = DEFAULT_RTOL,
                    atol: float = DEFAULT_ATOL) -> Mismatch:
     return compare_arrays(np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64), rtol, atol)
+
+
+def parameter_differences(reference: Mapping[str, Any], candidate: Mapping[str, Any]) -> dict[str, str]:
+    """Every canonical parameter two ``parameters()`` dicts do not hold bitwise alike, in name order, with how: one
+    side lacks it, another shape or dtype ("reference [256] float32, candidate [6] float32"), or other values."""
+    out = {}
+    for name in sorted(reference.keys() | candidate.keys()):
+        if name not in candidate or name not in reference:
+            out[name] = f"only the {'reference' if name in reference else 'candidate'} has it"
+            continue
+        r, c = np.asarray(reference[name]), np.asarray(candidate[name])
+        if r.shape != c.shape or r.dtype != c.dtype:
+            out[name] = f"reference {list(r.shape)} {r.dtype}, candidate {list(c.shape)} {c.dtype}"
+        elif r.tobytes() != c.tobytes():
+            out[name] = "same shape, other values"
+    return out
